@@ -1,0 +1,21 @@
+"""PyFaaS: push Python functions to a few machines and call them like local ones.
+
+A Director routes requests from clients to Workers; Workers run functions in
+a thread pool. See README.md for the quick start and the configuration files.
+"""
+
+from .api import (pyfaas_close, pyfaas_config, pyfaas_exec,
+                  pyfaas_get_worker_ids, pyfaas_get_worker_info,
+                  pyfaas_kill_worker, pyfaas_list, pyfaas_ping,
+                  pyfaas_register, pyfaas_unregister)
+from .client import Client
+from .errors import *  # noqa: F401,F403 - the exception classes are public API
+from .errors import __all__ as _errors_all
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client", "pyfaas_close", "pyfaas_config", "pyfaas_exec",
+    "pyfaas_get_worker_ids", "pyfaas_get_worker_info", "pyfaas_kill_worker",
+    "pyfaas_list", "pyfaas_ping", "pyfaas_register", "pyfaas_unregister",
+] + _errors_all

@@ -1,0 +1,99 @@
+"""Command line: ``python -m pyfaas {director,worker,demo} ...``.
+
+Owns argument parsing, turning configuration errors into one line on stderr
+with exit code 2 (never a traceback), signal handling for graceful stops,
+and the start-up lines the Director and Workers print.
+"""
+
+import argparse
+import signal
+import sys
+
+from .errors import PyFaaSConfigError
+
+USAGE_ERROR = 2
+
+
+def _fail(message):
+    print("pyfaas: error: %s" % message, file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _on_signals(callback):
+    def handler(signum, frame):
+        callback()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_director(path):
+    """Load the config, serve until SIGINT/SIGTERM; return the exit code."""
+    from .config import load_director_config
+    from .director import Director
+    from .logs import setup_logging
+    cfg = load_director_config(path)
+    setup_logging("director", cfg.log_level, cfg.log_directory,
+                  cfg.log_filename)
+    try:
+        director = Director(cfg)
+    except OSError as exc:
+        return _fail("%s: cannot listen on %s:%s: %s" % (
+            path, cfg.director_ip_addr, cfg.director_port,
+            exc.strerror or exc))
+    _on_signals(director.shutdown)
+    if cfg.greeting_msg:
+        print(cfg.greeting_msg)
+    print("PyFaaS director listening on %s:%d" % director.address, flush=True)
+    director.serve_forever()
+    print("PyFaaS director stopped", flush=True)
+    return 0
+
+
+def run_worker(path):
+    """Load the config, serve until stopped; return the exit code."""
+    from .config import load_worker_config
+    from .logs import setup_logging
+    from .worker import Worker
+    cfg = load_worker_config(path)
+    setup_logging("worker", cfg.log_level, cfg.log_directory, cfg.log_filename)
+    worker = Worker(cfg)
+    _on_signals(worker.stop)
+    if cfg.greeting_msg:
+        print(cfg.greeting_msg)
+    print("PyFaaS worker %s starting; director %s:%d" % (
+        worker.worker_id, cfg.director_ip_addr, cfg.director_port), flush=True)
+    worker.serve_forever()
+    print("PyFaaS worker %s stopped" % worker.worker_id, flush=True)
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="pyfaas", description="PyFaaS: remote function execution.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    d = sub.add_parser("director", help="run the Director")
+    d.add_argument("config", help="Director TOML file")
+    w = sub.add_parser("worker", help="run a Worker")
+    w.add_argument("config", help="Worker TOML file")
+    sub.add_parser("demo", help="start a local cluster, call a few functions,"
+                                " stop it")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``python -m pyfaas`` and the ``pyfaas`` script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "director":
+            return run_director(args.config)
+        if args.command == "worker":
+            return run_worker(args.config)
+        if args.command == "demo":
+            from .demo import run_demo
+            return run_demo()
+    except PyFaaSConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return USAGE_ERROR

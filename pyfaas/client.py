@@ -1,0 +1,382 @@
+"""The client library: :class:`Client`, one connection to one Director.
+
+Owns the client's connection (opened lazily, reopened after a failure), the
+table of requests in flight on it (many at once, matched by request id), the
+reader thread that completes them, and the translation of replies into
+results or typed exceptions. Calls are blocking with a deadline; a timed-out
+call is abandoned (its late reply is dropped) and the Director is told to
+cancel it.
+
+The connection is read only by its reader thread, so a timeout never leaves
+a half-read frame behind: the "a timeout poisons the connection" rule of the
+house style protects blocking request/response sockets, and here no caller
+ever reads the socket.
+"""
+
+import itertools
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from . import protocol as p
+from . import serialization as ser
+from .config import DEFAULT_MAX_FRAME_BYTES, load_client_config
+from .errors import (PyFaaSError, PyFaaSFunctionListingError,
+                     PyFaaSFunctionRegistrationError,
+                     PyFaaSFunctionUnregistrationError, PyFaaSNetworkError,
+                     PyFaaSParameterMismatchError, PyFaaSTimeoutError,
+                     PyFaaSWorkerInfoError, PyFaaSWorkerKillError)
+from .transport import Connection, error_from_meta
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 40000
+DEFAULT_TIMEOUT_S = 20.0
+
+
+class Client:
+    """A connection to one PyFaaS Director. Thread-safe; a context manager.
+
+    Args:
+        host: the Director's address (default 127.0.0.1).
+        port: the Director's port (default 40000).
+        timeout: seconds to wait for each answer (``receive_timeout_s``).
+        max_frame_size: the largest frame accepted from the Director.
+        config_path: the file the settings came from, named in messages.
+    """
+
+    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT,
+                 timeout=DEFAULT_TIMEOUT_S,
+                 max_frame_size=DEFAULT_MAX_FRAME_BYTES, config_path=None):
+        self.host = host
+        self.port = port
+        self.timeout = float(timeout)
+        self.max_frame_size = max_frame_size
+        self._hint = " (receive_timeout_s in %s)" % (config_path or
+                                                      "the client config")
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self._pending = {}
+        self._rids = itertools.count(1)
+        self._signatures = {}     # name or func_id -> params description
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, path):
+        """A Client from a client TOML file (see README).
+
+        Raises:
+            PyFaaSConfigError: the file is missing or invalid.
+        """
+        cfg = load_client_config(path)
+        return cls(cfg.director_ip_addr, cfg.director_port,
+                   cfg.receive_timeout_s, cfg.max_frame_bytes, str(path))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return "<pyfaas.Client %s:%s>" % (self.host, self.port)
+
+    def close(self):
+        """Close the connection; pending calls fail. Idempotent."""
+        self._closed = True
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # ----- connection and request plumbing -----------------------------------
+
+    def _connection(self):
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        with self._conn_lock:
+            if self._closed:
+                raise PyFaaSNetworkError("client for %s:%s is closed"
+                                         % (self.host, self.port))
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = Connection(self.host, self.port, p.ROLE_CLIENT,
+                                  self.timeout, self.max_frame_size, self._hint)
+                conn.connect()
+                self._conn = conn
+                threading.Thread(target=self._reader, args=(conn,),
+                                 name="pyfaas-client-reader",
+                                 daemon=True).start()
+            return conn
+
+    def _reader(self, conn):
+        pending = self._pending
+        try:
+            while True:
+                frame = conn.recv_frame()
+                entry = pending.pop((conn, frame.request_id), None)
+                if entry is not None:
+                    entry.set_result(frame)
+        except PyFaaSError as exc:
+            error = exc
+        conn.close()
+        if self._closed:
+            error = PyFaaSNetworkError("client for %s:%s was closed"
+                                       % (self.host, self.port))
+        for key in [k for k in list(pending) if k[0] is conn]:
+            entry = pending.pop(key, None)
+            if entry is not None and not entry.done():
+                entry.set_exception(PyFaaSNetworkError(
+                    "connection to director %s lost before the answer "
+                    "arrived: %s" % (conn.name, error)))
+
+    def _send(self, type_, meta=None, payload=b"", flags=0):
+        """Send one request; return ``(conn, rid, Future of the reply frame)``."""
+        conn = self._connection()
+        rid = next(self._rids)
+        fut = Future()
+        self._pending[(conn, rid)] = fut
+        try:
+            conn.send(p.frame_parts(type_, rid, meta, payload, flags))
+        except PyFaaSError:
+            self._pending.pop((conn, rid), None)
+            raise
+        return conn, rid, fut
+
+    def _wait(self, conn, rid, fut, timeout=None):
+        """The reply frame of a request, or raise its typed error."""
+        wait = self.timeout if timeout is None else timeout
+        try:
+            frame = fut.result(wait)
+        except FutureTimeout:
+            self._pending.pop((conn, rid), None)
+            try:
+                conn.send(p.frame_parts(p.CANCEL, rid))
+            except PyFaaSError:
+                pass
+            raise PyFaaSTimeoutError(
+                "director %s did not answer within %.1f s%s"
+                % (conn.name, wait, self._hint if timeout is None else ""))
+        return frame
+
+    def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
+                 error_class=PyFaaSError):
+        conn, rid, fut = self._send(type_, meta, payload, flags)
+        frame = self._wait(conn, rid, fut, timeout)
+        if frame.type == p.ERROR:
+            raise error_from_meta(frame.meta(), error_class)
+        return frame
+
+    @staticmethod
+    def _result_of(frame):
+        if frame.type == p.ERROR:
+            raise error_from_meta(frame.meta())
+        return ser.loads(frame.payload)
+
+    # ----- functions ---------------------------------------------------------
+
+    def register(self, fn, name=None):
+        """Deploy ``fn`` to every Worker under ``name`` (default ``fn.__name__``).
+
+        Registering a name again with new code replaces the old version
+        everywhere (logged at INFO level).
+
+        Returns:
+            str: the function id.
+
+        Raises:
+            PyFaaSFunctionRegistrationError: no Worker could load it, or bad name.
+            PyFaaSSerializationError: ``fn`` cannot be pickled.
+        """
+        return self.register_info(fn, name)["func_id"]
+
+    def register_info(self, fn, name=None):
+        """Like :meth:`register`, returning the Director's full answer.
+
+        Returns:
+            dict: ``func_id``, ``name``, ``replaced`` (old id or None),
+            ``workers`` (ids that loaded it), ``failed`` ({worker id: why}).
+        """
+        if not callable(fn):
+            raise PyFaaSFunctionRegistrationError(
+                "cannot register %r: it is not callable" % (fn,))
+        name = name or getattr(fn, "__name__", None)
+        if not isinstance(name, str) or not name or name == "<lambda>":
+            raise PyFaaSFunctionRegistrationError(
+                "cannot register %r without a name: pass register(fn, "
+                "name='...')" % (fn,))
+        code = ser.dumps_function(fn)
+        params = ser.describe_signature(fn)
+        meta = {"name": name, "params": params,
+                "doc": (getattr(fn, "__doc__", None) or "").strip()[:500]}
+        frame = self._request(p.DEPLOY, meta, code,
+                              error_class=PyFaaSFunctionRegistrationError)
+        answer = frame.meta()
+        self._signatures[name] = params
+        self._signatures[answer["func_id"]] = params
+        if answer.get("replaced"):
+            self._signatures.pop(answer["replaced"], None)
+            log.info("function %r replaced: id %s -> %s", name,
+                     answer["replaced"], answer["func_id"])
+        for wid, why in (answer.get("failed") or {}).items():
+            log.warning("worker %s could not load %r: %s", wid, name, why)
+        return answer
+
+    def unregister(self, name_or_id):
+        """Remove a function from the Director and every Worker.
+
+        Returns:
+            str: the id of the removed function.
+
+        Raises:
+            PyFaaSFunctionUnregistrationError: it is not registered.
+        """
+        frame = self._request(p.UNDEPLOY, {"f": name_or_id},
+                              error_class=PyFaaSFunctionUnregistrationError)
+        answer = frame.meta()
+        self._signatures.pop(answer.get("name"), None)
+        self._signatures.pop(answer.get("func_id"), None)
+        return answer["func_id"]
+
+    def list(self):
+        """The registered functions.
+
+        Returns:
+            dict: ``{func_id: {"name", "signature", "params", "doc",
+            "registered_at", "workers"}}``.
+        """
+        frame = self._request(p.LIST, error_class=PyFaaSFunctionListingError)
+        listing = ser.from_json(frame.payload)
+        for fid, info in listing.items():
+            params = info.get("params")
+            info["signature"] = (ser.signature_text(params)
+                                 if params is not None else None)
+            self._signatures[fid] = params
+            self._signatures[info["name"]] = params
+        return listing
+
+    def _check_call(self, name, args, kwargs):
+        if name not in self._signatures:
+            try:
+                self.list()
+            except PyFaaSError:
+                return
+        why = ser.check_arguments(self._signatures.get(name), args, kwargs)
+        if why is None:
+            return
+        self.list()  # the cached signature may be stale: look again
+        params = self._signatures.get(name)
+        why = ser.check_arguments(params, args, kwargs)
+        if why is not None:
+            raise PyFaaSParameterMismatchError(
+                "arguments do not fit %s%s: %s"
+                % (name, ser.signature_text(params), why))
+
+    def _call_request(self, name, args, kwargs, options):
+        self._check_call(name, args, kwargs)
+        meta = {"f": name}
+        meta.update(options)
+        payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
+        return self._send(p.CALL, meta, payload, p.FLAG_PICKLED)
+
+    def exec(self, name, args=None, kwargs=None, save_in_cache=False,
+             timeout=None):
+        """Run a registered function on a Worker and return its result.
+
+        Args:
+            name: function name or id.
+            args: positional arguments (list or tuple).
+            kwargs: keyword arguments (dict).
+            save_in_cache: ask the Worker to cache the result.
+            timeout: seconds to wait (default: ``receive_timeout_s``).
+
+        Raises:
+            PyFaaSParameterMismatchError: the arguments do not fit (not sent).
+            PyFaaSFunctionNotRegisteredError: no such function.
+            PyFaaSFunctionExecutionError: the function raised; carries the
+                remote type, message and traceback.
+            PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
+            PyFaaSNetworkError: the call could not complete.
+        """
+        options = {"cache": True} if save_in_cache else {}
+        conn, rid, fut = self._call_request(name, args or (), kwargs or {},
+                                            options)
+        return self._result_of(self._wait(conn, rid, fut, timeout))
+
+    def call(self, name, *args, **kwargs):
+        """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""
+        return self.exec(name, args, kwargs)
+
+    # ----- workers and cluster -------------------------------------------------
+
+    def workers(self):
+        """The live Workers as the Director sees them (list of dicts)."""
+        return ser.from_json(self._request(p.WORKERS).payload)
+
+    def worker_ids(self):
+        """Ids of the live Workers."""
+        return [w["worker_id"] for w in self.workers()]
+
+    def worker_info(self, worker_id):
+        """Details of one Worker: identity, system, config, functions, network.
+
+        Raises:
+            PyFaaSWorkerInfoError: no live Worker has this id.
+        """
+        frame = self._request(p.WORKER_INFO, {"worker_id": worker_id},
+                              error_class=PyFaaSWorkerInfoError)
+        return ser.from_json(frame.payload)
+
+    def kill_worker(self, worker_id):
+        """Stop a Worker gracefully (it finishes running calls first).
+
+        Raises:
+            PyFaaSWorkerKillError: no live Worker has this id.
+        """
+        try:
+            self._request(p.KILL_WORKER, {"worker_id": worker_id},
+                          error_class=PyFaaSWorkerKillError)
+        except PyFaaSWorkerInfoError as exc:
+            raise PyFaaSWorkerKillError(str(exc))
+
+    def ping(self):
+        """Round trip to the Director.
+
+        Returns:
+            dict: ``director``, ``protocol``, ``workers``, ``functions``,
+            ``uptime_s`` and ``rtt_s`` (this round trip, in seconds).
+        """
+        start = time.perf_counter()
+        meta = self._request(p.PING).meta()
+        meta["rtt_s"] = time.perf_counter() - start
+        return meta
+
+    def wait_for_workers(self, count=1, timeout=10.0):
+        """Block until at least ``count`` Workers are live; return their ids.
+
+        Raises:
+            PyFaaSTimeoutError: fewer Workers after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = self.worker_ids()
+            if len(ids) >= count:
+                return ids
+            if time.monotonic() >= deadline:
+                raise PyFaaSTimeoutError(
+                    "%d worker(s) live after %.1f s; %d wanted"
+                    % (len(ids), timeout, count))
+            time.sleep(0.02)
+
+
+def default_client():
+    """A Client from ``$PYFAAS_CONFIG`` if set, else 127.0.0.1:40000, 20 s."""
+    path = os.environ.get("PYFAAS_CONFIG")
+    if path:
+        return Client.from_config(path)
+    return Client()

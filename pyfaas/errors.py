@@ -1,0 +1,177 @@
+"""The PyFaaS exception hierarchy.
+
+Owns every exception a PyFaaS user can catch, and the mapping between the
+error codes that travel in ERROR frames and these classes. It does not raise
+anything itself and imports nothing from the rest of the package.
+
+One root, :class:`PyFaaSError`. Subclasses say what went wrong. The
+per-operation names of the original PyFaaS documentation are kept
+(``PyFaaSFunctionRegistrationError`` and friends) because users already catch
+them.
+"""
+
+
+class PyFaaSError(Exception):
+    """Root of every error PyFaaS raises."""
+
+
+class PyFaaSConfigError(PyFaaSError):
+    """A configuration file is missing, unreadable or holds a bad value."""
+
+
+class PyFaaSNetworkError(PyFaaSError, ConnectionError):
+    """The Director could not be reached, or the connection to it broke."""
+
+
+class PyFaaSTimeoutError(PyFaaSError, TimeoutError):
+    """No answer arrived before the deadline."""
+
+
+class PyFaaSProtocolError(PyFaaSError):
+    """A peer sent bytes that are not valid PyFaaS frames."""
+
+
+class PyFaaSFrameTooLargeError(PyFaaSProtocolError):
+    """A frame announced a length over the configured maximum."""
+
+
+class PyFaaSVersionError(PyFaaSProtocolError):
+    """The peer speaks another protocol version."""
+
+
+class PyFaaSAuthenticationError(PyFaaSError):
+    """The handshake's authentication step failed."""
+
+
+class PyFaaSNoWorkersError(PyFaaSError):
+    """No live Worker can serve the request."""
+
+
+class PyFaaSWorkerLostError(PyFaaSError):
+    """The Worker running a request died, was evicted or disconnected.
+
+    Attributes:
+        worker_id: the Worker that was lost.
+    """
+
+    def __init__(self, message, worker_id=None):
+        super().__init__(message)
+        self.worker_id = worker_id
+
+
+class PyFaaSOverloadedError(PyFaaSError):
+    """The cluster refused a new request because its queues are full."""
+
+
+class PyFaaSSerializationError(PyFaaSError):
+    """A function, its arguments or its result could not be (de)serialized."""
+
+
+class PyFaaSFunctionRegistrationError(PyFaaSError):
+    """Registering (deploying) a function failed."""
+
+
+class PyFaaSFunctionUnregistrationError(PyFaaSError):
+    """Unregistering a function failed (for example: it is not registered)."""
+
+
+class PyFaaSFunctionNotRegisteredError(PyFaaSError, LookupError):
+    """A call named a function that is not registered."""
+
+
+class PyFaaSParameterMismatchError(PyFaaSError, TypeError):
+    """The arguments of a call do not fit the function's signature."""
+
+
+class PyFaaSFunctionExecutionError(PyFaaSError):
+    """The remote function raised an exception.
+
+    Attributes:
+        remote_type: name of the exception type raised on the Worker.
+        remote_message: ``str()`` of that exception.
+        remote_traceback: the formatted traceback text from the Worker.
+        worker_id: the Worker that ran the call, when known.
+    """
+
+    def __init__(self, message, remote_type="", remote_message="",
+                 remote_traceback="", worker_id=None):
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.worker_id = worker_id
+
+    def __str__(self):
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip()
+        return text
+
+
+class PyFaaSFunctionListingError(PyFaaSError):
+    """Listing the registered functions failed."""
+
+
+class PyFaaSWorkerInfoError(PyFaaSError):
+    """Worker information could not be retrieved (for example: unknown id)."""
+
+
+class PyFaaSWorkerKillError(PyFaaSError):
+    """A Worker could not be stopped (for example: unknown id)."""
+
+
+class PyFaaSStatisticsRetrievalError(PyFaaSError):
+    """Statistics could not be retrieved (for example: they are disabled)."""
+
+
+class PyFaaSCacheDumpingError(PyFaaSError):
+    """A Worker's cache could not be dumped (for example: unknown id)."""
+
+
+class PyFaaSWorkflowValidationError(PyFaaSError):
+    """A workflow is malformed. ``problems`` lists every problem found."""
+
+    def __init__(self, message, problems=()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class PyFaaSChainedExecutionError(PyFaaSError):
+    """A workflow step failed while the workflow ran."""
+
+    def __init__(self, message, workflow_id="", step="", remote_type="",
+                 remote_message="", remote_traceback=""):
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.step = step
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+__all__ = [name for name in list(globals()) if name.startswith("PyFaaS")]
+
+# Error codes carried in the ``code`` field of ERROR frames. The Director and
+# Workers only ever send these strings; clients map them back to classes.
+CODES = {
+    "protocol": PyFaaSProtocolError,
+    "version": PyFaaSVersionError,
+    "frame_too_large": PyFaaSFrameTooLargeError,
+    "auth": PyFaaSAuthenticationError,
+    "no_workers": PyFaaSNoWorkersError,
+    "worker_lost": PyFaaSWorkerLostError,
+    "overloaded": PyFaaSOverloadedError,
+    "serialization": PyFaaSSerializationError,
+    "timeout": PyFaaSTimeoutError,
+    "not_registered": PyFaaSFunctionNotRegisteredError,
+    "parameter_mismatch": PyFaaSParameterMismatchError,
+    "execution": PyFaaSFunctionExecutionError,
+    "registration": PyFaaSFunctionRegistrationError,
+    "unregistration": PyFaaSFunctionUnregistrationError,
+    "unknown_worker": PyFaaSWorkerInfoError,
+    "statistics": PyFaaSStatisticsRetrievalError,
+    "cache_dump": PyFaaSCacheDumpingError,
+    "workflow_validation": PyFaaSWorkflowValidationError,
+    "chained_execution": PyFaaSChainedExecutionError,
+    "bad_request": PyFaaSError,
+}

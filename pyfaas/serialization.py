@@ -1,0 +1,207 @@
+"""Serialization of functions, arguments, results and remote exceptions.
+
+The only module of the package that imports ``pickle``/``cloudpickle`` (the
+Worker's persistence aside). Frames carry what it produces as opaque bytes;
+the Director never calls into it. It owns:
+
+* functions travel by value, so closures, lambdas, functions from
+  ``__main__`` and functions from the user's own modules (which a Worker
+  cannot import) all work;
+* the function id, a digest of the pickled code;
+* a JSON description of a function's signature, which lets any client check
+  a call's arguments before sending it;
+* remote exceptions as plain data (type name, message, traceback text).
+"""
+
+import hashlib
+import json
+import inspect
+import os
+import pickle
+import sys
+import sysconfig
+import traceback
+
+import cloudpickle
+
+from .errors import PyFaaSSerializationError
+
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _library_dirs():
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.realpath(path))
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+        dirs.add(os.path.realpath(os.path.join(prefix, "lib")))
+    return tuple(sorted(dirs))
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def _is_user_module(module):
+    """True for a module a Worker probably cannot import: the user's own code."""
+    name = getattr(module, "__name__", "")
+    if name == "__main__" or name.split(".")[0] in ("pyfaas", "cloudpickle"):
+        return False
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    path = os.path.realpath(path)
+    return not any(path.startswith(d + os.sep) for d in _LIBRARY_DIRS)
+
+
+def _user_modules_of(fn):
+    """The user modules that ``fn`` and the globals it uses come from."""
+    found = {}
+    seen = set()
+    stack = [fn]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        module = sys.modules.get(getattr(obj, "__module__", None) or "")
+        if module is not None and _is_user_module(module):
+            found[module.__name__] = module
+        code = getattr(obj, "__code__", None)
+        if code is None:
+            continue
+        fn_globals = getattr(obj, "__globals__", {})
+        names = set(code.co_names)
+        for const in code.co_consts:
+            if inspect.iscode(const):
+                names.update(const.co_names)
+        for name in names:
+            value = fn_globals.get(name)
+            if inspect.isfunction(value) or inspect.isclass(value):
+                stack.append(value)
+            elif inspect.ismodule(value) and _is_user_module(value):
+                found[value.__name__] = value
+    return list(found.values())
+
+
+def dumps_function(fn):
+    """Pickle a callable by value.
+
+    Returns:
+        bytes: the cloudpickle of ``fn``.
+
+    Raises:
+        PyFaaSSerializationError: ``fn`` cannot be pickled.
+    """
+    registered = []
+    try:
+        for module in _user_modules_of(fn):
+            try:
+                cloudpickle.register_pickle_by_value(module)
+                registered.append(module)
+            except ValueError:
+                pass  # already registered, or not importable by name
+        return cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+    except Exception as exc:
+        raise PyFaaSSerializationError(
+            "function %r cannot be serialized: %s: %s"
+            % (getattr(fn, "__name__", fn), type(exc).__name__, exc))
+    finally:
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def function_id(code_bytes):
+    """The id of a function: a digest of its pickled code (16 hex digits)."""
+    return hashlib.sha256(code_bytes).hexdigest()[:16]
+
+
+def loads(data):
+    """Unpickle trusted bytes (a function, arguments or a result)."""
+    return pickle.loads(data)
+
+
+def dumps(obj, what="value"):
+    """Pickle arguments or a result with cloudpickle.
+
+    Raises:
+        PyFaaSSerializationError: naming ``what`` and the offending type.
+    """
+    try:
+        return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+    except Exception as exc:
+        raise PyFaaSSerializationError(
+            "%s of type %s cannot be serialized: %s: %s"
+            % (what, type(obj).__name__, type(exc).__name__, exc))
+
+
+def describe_signature(fn):
+    """A JSON-ready description of ``fn``'s parameters, or None if unknown."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    return [[p.name, int(p.kind), p.default is not inspect.Parameter.empty]
+            for p in sig.parameters.values()]
+
+
+_NO_DEFAULT = object()
+_KINDS = {int(k): k for k in (
+    inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.KEYWORD_ONLY,
+    inspect.Parameter.VAR_KEYWORD)}
+
+
+def signature_from_description(desc):
+    """Rebuild an ``inspect.Signature`` (defaults are placeholders)."""
+    params = []
+    for name, kind, has_default in desc:
+        params.append(inspect.Parameter(
+            name, _KINDS[kind],
+            default=_NO_DEFAULT if has_default else inspect.Parameter.empty))
+    return inspect.Signature(params)
+
+
+def signature_text(desc):
+    """Human-readable signature, e.g. ``(a, b, c=...)``."""
+    return str(signature_from_description(desc)).replace(
+        repr(_NO_DEFAULT), "...")
+
+
+def check_arguments(desc, args, kwargs):
+    """Return None if ``args``/``kwargs`` fit the described signature, else why."""
+    if desc is None:
+        return None
+    try:
+        signature_from_description(desc).bind(*args, **kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
+def exception_info(exc, skip_frames=0):
+    """A remote exception as plain data: type name, message, traceback text.
+
+    ``skip_frames`` drops that many outer frames (the Worker's own) from the
+    traceback so the user sees their function's frames.
+    """
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
+    }
+
+
+def to_json(obj):
+    """Compact JSON bytes for frame payloads (non-JSON values become repr)."""
+    return json.dumps(obj, separators=(",", ":"), default=repr).encode("utf-8")
+
+
+def from_json(data):
+    """Parse a JSON payload."""
+    return json.loads(bytes(data).decode("utf-8"))
