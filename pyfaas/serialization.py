@@ -142,11 +142,30 @@ def describe_signature(fn):
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return None
-    return [[p.name, int(p.kind), p.default is not inspect.Parameter.empty]
+    return [[p.name, int(p.kind), p.default is not inspect.Parameter.empty,
+             _short_repr(p.default)
+             if p.default is not inspect.Parameter.empty else None]
             for p in sig.parameters.values()]
 
 
-_NO_DEFAULT = object()
+def _short_repr(value, limit=60):
+    try:
+        text = repr(value)
+    except Exception:
+        text = "<%s>" % type(value).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _Shown:
+    """A default value shown by its repr in a rebuilt signature."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
 _KINDS = {int(k): k for k in (
     inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
     inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.KEYWORD_ONLY,
@@ -154,19 +173,20 @@ _KINDS = {int(k): k for k in (
 
 
 def signature_from_description(desc):
-    """Rebuild an ``inspect.Signature`` (defaults are placeholders)."""
+    """Rebuild an ``inspect.Signature``; defaults are stand-ins showing the repr."""
     params = []
-    for name, kind, has_default in desc:
+    for entry in desc:
+        name, kind, has_default = entry[:3]
+        shown = entry[3] if len(entry) > 3 and entry[3] is not None else "..."
         params.append(inspect.Parameter(
             name, _KINDS[kind],
-            default=_NO_DEFAULT if has_default else inspect.Parameter.empty))
+            default=_Shown(shown) if has_default else inspect.Parameter.empty))
     return inspect.Signature(params)
 
 
 def signature_text(desc):
-    """Human-readable signature, e.g. ``(a, b, c=...)``."""
-    return str(signature_from_description(desc)).replace(
-        repr(_NO_DEFAULT), "...")
+    """Human-readable signature, e.g. ``(a, b, c=12)``."""
+    return str(signature_from_description(desc))
 
 
 def check_arguments(desc, args, kwargs):
