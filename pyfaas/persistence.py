@@ -1,0 +1,120 @@
+"""The Worker's dump file: atomic save, checked load.
+
+Owns the dump file format and its two operations. Layout::
+
+    offset size field
+    0      8    magic b"PYFAASDP"
+    8      2    format version, uint16 big-endian (FORMAT_VERSION)
+    10     6    reserved, zero
+    16     8    body length, uint64 big-endian
+    24     32   SHA-256 of the body
+    56     N    body: a pickle of the Worker's state (a dict)
+
+:func:`save` writes a temporary file beside the target, flushes and fsyncs
+it, then ``os.replace``s it over the target: a Worker killed while writing
+leaves the previous complete dump. :func:`load` checks magic, version,
+length and checksum BEFORE unpickling anything; any problem (missing file
+aside) is reported as :class:`DumpError` so the Worker can set the file
+aside and start fresh.
+"""
+
+import hashlib
+import os
+import pickle
+import struct
+import time
+
+MAGIC = b"PYFAASDP"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("!8sH6sQ32s")
+
+
+class DumpError(Exception):
+    """The dump file exists but cannot be used."""
+
+
+def save(path, state):
+    """Write ``state`` (picklable dict) to ``path`` atomically."""
+    body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, b"\0" * 6, len(body),
+                         hashlib.sha256(body).digest())
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return len(header) + len(body)
+
+
+def load(path):
+    """Read a dump; return the state dict, or None if there is no file.
+
+    Raises:
+        DumpError: empty, truncated, foreign, other version, bad checksum, or
+            a body that does not unpickle to a dict.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DumpError("cannot read: %s" % (exc.strerror or exc))
+    if not data:
+        raise DumpError("the file is empty")
+    if len(data) < HEADER.size:
+        raise DumpError("the file is truncated (%d bytes, header needs %d)"
+                        % (len(data), HEADER.size))
+    magic, version, _, length, digest = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DumpError("not a PyFaaS dump file (magic %r)" % magic)
+    if version != FORMAT_VERSION:
+        raise DumpError("dump format version %d; this PyFaaS reads version %d"
+                        % (version, FORMAT_VERSION))
+    body = data[HEADER.size:]
+    if len(body) != length:
+        raise DumpError("the file is truncated (body %d of %d bytes)"
+                        % (len(body), length))
+    if hashlib.sha256(body).digest() != digest:
+        raise DumpError("checksum mismatch: the file is corrupted")
+    try:
+        state = pickle.loads(body)
+    except Exception as exc:
+        raise DumpError("the state cannot be unpickled: %s: %s"
+                        % (type(exc).__name__, exc))
+    if not isinstance(state, dict):
+        raise DumpError("the state is a %s, not a dict" % type(state).__name__)
+    return state
+
+
+def set_aside(path):
+    """Rename a bad dump out of the way; return the new name (or None)."""
+    aside = "%s.bad-%s" % (path, time.strftime("%Y%m%d-%H%M%S"))
+    n = 1
+    while os.path.exists(aside):
+        n += 1
+        aside = "%s.bad-%s-%d" % (path, time.strftime("%Y%m%d-%H%M%S"), n)
+    try:
+        os.replace(path, aside)
+        return aside
+    except OSError:
+        return None

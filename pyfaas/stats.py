@@ -1,0 +1,165 @@
+"""Execution statistics: per-function figures on a Worker, and their sum.
+
+Owns what a Worker counts for each function (calls, errors, cache hits and
+misses, execution time total / min / max and a window of recent durations
+for percentiles, last call time) and the correct aggregation of several
+Workers' figures into one cluster view: counts and totals are summed, the
+mean is total time over executions (never a mean of means), min/max are
+taken over Workers, and p50/p95 are computed over the union of the Workers'
+recent-duration windows. Pure: no I/O.
+"""
+
+import threading
+import time
+from collections import deque
+
+WINDOW = 1024   # recent durations kept per function per Worker
+
+
+def percentile(sorted_values, q):
+    """The ``q``-quantile (0..1) of sorted values, nearest-rank; None if empty."""
+    if not sorted_values:
+        return None
+    rank = max(0, min(len(sorted_values) - 1,
+                      int(round(q * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[rank]
+
+
+class FunctionStats:
+    """Figures of one function on one Worker."""
+
+    __slots__ = ("name", "calls", "errors", "cache_hits", "cache_misses",
+                 "executions", "total_s", "min_s", "max_s", "recent",
+                 "last_call")
+
+    def __init__(self, name):
+        self.name = name
+        self.calls = 0
+        self.errors = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.executions = 0
+        self.total_s = 0.0
+        self.min_s = None
+        self.max_s = None
+        self.recent = deque(maxlen=WINDOW)
+        self.last_call = None
+
+    def to_dict(self):
+        ordered = sorted(self.recent)
+        return {
+            "name": self.name, "calls": self.calls, "errors": self.errors,
+            "cache_hits": self.cache_hits, "cache_misses": self.cache_misses,
+            "executions": self.executions, "total_s": self.total_s,
+            "mean_s": self.total_s / self.executions if self.executions
+            else None,
+            "min_s": self.min_s, "max_s": self.max_s,
+            "p50_s": percentile(ordered, 0.50),
+            "p95_s": percentile(ordered, 0.95),
+            "last_call": self.last_call, "recent_s": list(self.recent),
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        st = cls(data["name"])
+        for field in ("calls", "errors", "cache_hits", "cache_misses",
+                      "executions", "total_s", "min_s", "max_s", "last_call"):
+            setattr(st, field, data[field])
+        st.recent.extend(data.get("recent_s", ()))
+        return st
+
+
+class WorkerStats:
+    """All functions' figures on one Worker. Thread-safe; no-op when disabled."""
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled
+        self._funcs = {}
+        self._lock = threading.Lock()
+
+    def record(self, func_id, name, duration=None, error=False, hit=None):
+        """Count one call.
+
+        Args:
+            duration: execution seconds, or None when nothing ran (a hit).
+            error: the function raised.
+            hit: True for a cache hit, False for a miss, None if no lookup.
+        """
+        if not self.enabled:
+            return
+        with self._lock:
+            st = self._funcs.get(func_id)
+            if st is None:
+                st = self._funcs[func_id] = FunctionStats(name)
+            st.calls += 1
+            st.last_call = time.time()
+            if error:
+                st.errors += 1
+            if hit is True:
+                st.cache_hits += 1
+            elif hit is False:
+                st.cache_misses += 1
+            if duration is not None:
+                st.executions += 1
+                st.total_s += duration
+                st.min_s = duration if st.min_s is None else min(st.min_s,
+                                                                duration)
+                st.max_s = duration if st.max_s is None else max(st.max_s,
+                                                                duration)
+                st.recent.append(duration)
+
+    def forget(self, func_id):
+        with self._lock:
+            self._funcs.pop(func_id, None)
+
+    def snapshot(self, func_id=None):
+        """``{func_id: figures}`` (one function if ``func_id`` is given)."""
+        with self._lock:
+            return {fid: st.to_dict() for fid, st in self._funcs.items()
+                    if func_id is None or fid == func_id}
+
+    def restore(self, snapshot):
+        with self._lock:
+            for fid, data in snapshot.items():
+                self._funcs[fid] = FunctionStats.from_dict(data)
+
+
+def aggregate(per_worker):
+    """Sum several Workers' snapshots into one figure per function.
+
+    Args:
+        per_worker: ``{worker_id: {func_id: figures}}`` as made by
+            :meth:`WorkerStats.snapshot`.
+
+    Returns:
+        dict: ``{func_id: figures}`` with ``workers`` listing contributors.
+    """
+    total = {}
+    for worker_id, funcs in per_worker.items():
+        for fid, f in funcs.items():
+            agg = total.get(fid)
+            if agg is None:
+                agg = total[fid] = {
+                    "name": f["name"], "calls": 0, "errors": 0,
+                    "cache_hits": 0, "cache_misses": 0, "executions": 0,
+                    "total_s": 0.0, "min_s": None, "max_s": None,
+                    "last_call": None, "workers": [], "_recent": []}
+            for field in ("calls", "errors", "cache_hits", "cache_misses",
+                          "executions", "total_s"):
+                agg[field] += f[field]
+            for field, pick in (("min_s", min), ("max_s", max),
+                                ("last_call", max)):
+                if f[field] is not None:
+                    agg[field] = f[field] if agg[field] is None else pick(
+                        agg[field], f[field])
+            agg["workers"].append(worker_id)
+            agg["_recent"].extend(f.get("recent_s", ()))
+    for agg in total.values():
+        ordered = sorted(agg.pop("_recent"))
+        agg["mean_s"] = (agg["total_s"] / agg["executions"]
+                         if agg["executions"] else None)
+        agg["p50_s"] = percentile(ordered, 0.50)
+        agg["p95_s"] = percentile(ordered, 0.95)
+        looked = agg["cache_hits"] + agg["cache_misses"]
+        agg["cache_hit_rate"] = agg["cache_hits"] / looked if looked else None
+    return total
