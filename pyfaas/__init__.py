@@ -5,6 +5,7 @@ a thread pool. See README.md for the quick start and the configuration files.
 """
 
 from .api import (pyfaas_close, pyfaas_config, pyfaas_exec,
+                  pyfaas_get_cache_dump, pyfaas_get_stats,
                   pyfaas_get_worker_ids, pyfaas_get_worker_info,
                   pyfaas_kill_worker, pyfaas_list, pyfaas_ping,
                   pyfaas_register, pyfaas_unregister)
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client", "pyfaas_close", "pyfaas_config", "pyfaas_exec",
+    "pyfaas_get_cache_dump", "pyfaas_get_stats",
     "pyfaas_get_worker_ids", "pyfaas_get_worker_info", "pyfaas_kill_worker",
     "pyfaas_list", "pyfaas_ping", "pyfaas_register", "pyfaas_unregister",
 ] + _errors_all

@@ -75,6 +75,16 @@ def pyfaas_get_worker_info(worker_id):
     return _get().worker_info(worker_id)
 
 
+def pyfaas_get_stats(name_or_id=None):
+    """Cluster statistics (all functions, or one); see ``Client.get_stats``."""
+    return _get().get_stats(name_or_id)
+
+
+def pyfaas_get_cache_dump(worker_id):
+    """One Worker's result cache as a JSON-ready dict."""
+    return _get().cache_dump(worker_id)
+
+
 def pyfaas_ping():
     """Round trip to the Director; returns a summary dict with ``rtt_s``."""
     return _get().ping()

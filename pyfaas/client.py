@@ -24,10 +24,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from . import protocol as p
 from . import serialization as ser
 from .config import DEFAULT_MAX_FRAME_BYTES, load_client_config
-from .errors import (PyFaaSError, PyFaaSFunctionListingError,
+from .errors import (PyFaaSCacheDumpingError, PyFaaSError,
+                     PyFaaSFunctionListingError,
                      PyFaaSFunctionRegistrationError,
                      PyFaaSFunctionUnregistrationError, PyFaaSNetworkError,
-                     PyFaaSParameterMismatchError, PyFaaSTimeoutError,
+                     PyFaaSParameterMismatchError,
+                     PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
                      PyFaaSWorkerInfoError, PyFaaSWorkerKillError)
 from .transport import Connection, error_from_meta
 
@@ -343,6 +345,40 @@ class Client:
                           error_class=PyFaaSWorkerKillError)
         except PyFaaSWorkerInfoError as exc:
             raise PyFaaSWorkerKillError(str(exc))
+
+    def get_stats(self, name_or_id=None):
+        """Cluster statistics, optionally for one function.
+
+        Returns:
+            dict: ``functions`` ({func_id: figures summed over Workers:
+            calls, errors, cache_hits, cache_misses, cache_hit_rate,
+            executions, total_s, mean_s, min_s, max_s, p50_s, p95_s,
+            last_call, workers}), ``per_worker`` ({worker_id: {func_id:
+            figures}}), ``workers_disabled``, ``workers_failed`` and
+            ``director`` (requests routed, errors, queue depth, per Worker).
+
+        Raises:
+            PyFaaSStatisticsRetrievalError: statistics are disabled, or the
+                function is not registered.
+        """
+        frame = self._request(p.STATS, {"f": name_or_id},
+                              error_class=PyFaaSStatisticsRetrievalError)
+        return ser.from_json(frame.payload)
+
+    def cache_dump(self, worker_id):
+        """A Worker's result cache, entries least recently used first.
+
+        Returns:
+            dict: ``policy``, ``max_size``, ``size``, ``worker_id`` and
+            ``entries`` (function, func_id, key, args and result reprs,
+            size_bytes, hits, created, last_use).
+
+        Raises:
+            PyFaaSCacheDumpingError: no live Worker has this id.
+        """
+        frame = self._request(p.CACHE_DUMP, {"worker_id": worker_id},
+                              error_class=PyFaaSCacheDumpingError)
+        return ser.from_json(frame.payload)
 
     def ping(self):
         """Round trip to the Director.

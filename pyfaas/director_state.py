@@ -20,6 +20,8 @@ import random
 import time
 
 from . import protocol as p
+from .director_requests import ClientRequests
+from .director_tables import Function, Gather, Peer, Pending, Worker, _json
 from .serialization import function_id
 
 log = logging.getLogger(__name__)
@@ -27,98 +29,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_MISSES = 3
 
 
-def _json(obj):
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
-
-
-class Peer:
-    """One connection. ``role`` is None until the preamble arrives."""
-
-    __slots__ = ("id", "addr", "role", "ready", "worker_id", "pending")
-
-    def __init__(self, peer_id, addr):
-        self.id = peer_id
-        self.addr = addr
-        self.role = None
-        self.ready = False        # handshake done: full frame size allowed
-        self.worker_id = None
-        self.pending = set()      # director request ids this client awaits
-
-
-class Worker:
-    """A registered Worker."""
-
-    __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
-                 "last_seen", "functions", "inflight", "routed", "errors",
-                 "info")
-
-    def __init__(self, worker_id, peer_id, addr, meta, now):
-        self.id = worker_id
-        self.peer_id = peer_id
-        self.addr = addr
-        self.pid = meta.get("pid")
-        self.max_threads = meta.get("max_threads")
-        self.joined_at = time.time()
-        self.last_seen = now
-        self.functions = {}       # func_id -> "sent" | "ok" | "failed: why"
-        self.inflight = set()     # director request ids
-        self.routed = 0
-        self.errors = 0
-        self.info = meta
-
-
-class Function:
-    """A registered function: its code stays opaque bytes."""
-
-    __slots__ = ("id", "name", "params", "code", "registered_at", "deploy_meta",
-                 "call_meta", "extra")
-
-    def __init__(self, func_id, name, params, code, extra=None):
-        self.id = func_id
-        self.name = name
-        self.params = params
-        self.code = code
-        self.registered_at = time.time()
-        self.extra = extra or {}
-        self.deploy_meta = _json(dict(self.extra, func_id=func_id, name=name,
-                                      params=params))
-        self.call_meta = _json({"f": func_id})
-
-
-class Pending:
-    """A request forwarded to a Worker, waiting for its reply."""
-
-    __slots__ = ("rid", "client_peer", "client_rid", "worker_id", "kind",
-                 "label", "gather", "started")
-
-    def __init__(self, rid, client_peer, client_rid, worker_id, kind, label,
-                 gather=None, started=0.0):
-        self.rid = rid
-        self.client_peer = client_peer   # None: the Director itself asked
-        self.client_rid = client_rid
-        self.worker_id = worker_id
-        self.kind = kind
-        self.label = label
-        self.gather = gather
-        self.started = started
-
-
-class Gather:
-    """A client request fanned out to several Workers."""
-
-    __slots__ = ("client_peer", "client_rid", "kind", "waiting", "results",
-                 "context")
-
-    def __init__(self, client_peer, client_rid, kind, context):
-        self.client_peer = client_peer
-        self.client_rid = client_rid
-        self.kind = kind
-        self.waiting = set()
-        self.results = {}         # worker_id -> (frame type, meta dict, payload)
-        self.context = context
-
-
-class DirectorState:
+class DirectorState(ClientRequests):
     """Routing state of one Director.
 
     Args:
@@ -146,6 +57,8 @@ class DirectorState:
         self.functions = {}        # func_id -> Function
         self.by_name = {}          # name -> func_id
         self.pending = {}          # director rid -> Pending
+        self.cache_owner = {}      # cache key -> (worker_id, func_id)
+        self.cached_by_func = {}   # func_id -> set of cache keys
         self._next_rid = 1
         self._rr = 0
         self.outbox = {}
@@ -224,7 +137,7 @@ class DirectorState:
             self.close(peer_id, "protocol error: unexpected message type %d"
                        % event.type)
             return
-        handler(self, peer, event)
+        getattr(self, handler)(peer, event)
 
     def tick(self):
         """Evict Workers that stopped heartbeating. Call periodically."""
@@ -280,6 +193,15 @@ class DirectorState:
                 want.append(fid)  # the Director lost it (restart): ask for it
             else:
                 self.send(peer.id, p.UNDEPLOY, 0, {"func_id": fid})
+        if frame.payload:
+            try:
+                held = json.loads(bytes(frame.payload).decode("utf-8"))
+                keys = held.get("cache_keys", [])
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                keys = []
+            for key, fid in keys:
+                if worker.functions.get(fid) == "ok":
+                    self._remember_key(worker, key, fid)
         self.send(peer.id, p.WELCOME, frame.request_id,
                   {"worker_id": worker_id, "want": want})
         for func in self.functions.values():
@@ -320,7 +242,10 @@ class DirectorState:
             return
         worker.inflight.discard(pend.rid)
         if frame.type == p.ERROR:
-            worker.errors += 1
+            if self.statistics_enabled:
+                worker.errors += 1
+        elif frame.meta_raw and pend.kind == "call":
+            self._note_cache(worker, frame.meta())
         if pend.gather is not None:
             meta = frame.meta() if frame.type == p.ERROR else None
             self._gathered(pend.gather, worker.id, frame.type, meta,
@@ -355,8 +280,11 @@ class DirectorState:
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return
-        log.warning("worker %s (%s) removed: %s; %d call(s) in flight lost",
-                    worker_id, worker.addr, reason, len(worker.inflight))
+        log.warning("worker %s (%s:%s) removed: %s; %d call(s) in flight lost",
+                    worker_id, worker.addr[0], worker.addr[1], reason,
+                    len(worker.inflight))
+        for key in list(worker.cache_keys):
+            self._forget_key(key)
         for rid in sorted(worker.inflight):
             pend = self.pending.pop(rid, None)
             if pend is None:
@@ -382,6 +310,8 @@ class DirectorState:
         self.by_name[func.name] = func.id
 
     def _remove_function(self, func_id):
+        for key in list(self.cached_by_func.get(func_id, ())):
+            self._forget_key(key)
         func = self.functions.pop(func_id, None)
         if func is not None and self.by_name.get(func.name) == func_id:
             del self.by_name[func.name]
@@ -404,222 +334,74 @@ class DirectorState:
             meta = _json({"func_id": func.id, "name": func.name,
                           "params": func.params, "replaces": replaces})
         worker.functions[func.id] = "sent"
-        kind = "deploy" if gather is not None else "deploy-sync"
-        pend = Pending(rid, gather and gather.client_peer, 0, worker.id, kind,
-                       func.id, gather, self.clock())
-        self.pending[rid] = pend
-        worker.inflight.add(rid)
         if gather is not None:
-            gather.waiting.add(worker.id)
+            self._track(rid, worker, gather, "deploy", func.id)
+        else:  # the Director's own deployment to a joining Worker
+            self.pending[rid] = Pending(rid, None, 0, worker.id, "deploy-sync",
+                                        func.id, None, self.clock())
+            worker.inflight.add(rid)
         self.send(worker.peer_id, p.DEPLOY, rid, meta, func.code)
+
+    def _track(self, rid, worker, gather, kind, label=""):
+        """Record a fan-out request sent to ``worker`` as part of ``gather``."""
+        self.pending[rid] = Pending(rid, gather.client_peer, 0, worker.id,
+                                    kind, label, gather, self.clock())
+        worker.inflight.add(rid)
+        gather.waiting.add(worker.id)
+
+    # ----- cache ownership (see director_requests) ---------------------------
+
+    def _note_cache(self, worker, meta):
+        key, func_id = meta.get("cached"), meta.get("func_id")
+        if isinstance(key, str) and func_id in self.functions:
+            self._remember_key(worker, key, func_id)
+        for old in meta.get("evicted", ()):
+            if self.cache_owner.get(old, (None,))[0] == worker.id:
+                self._forget_key(old)
+
+    def _remember_key(self, worker, key, func_id):
+        if key in self.cache_owner:
+            self._forget_key(key)
+        self.cache_owner[key] = (worker.id, func_id)
+        self.cached_by_func.setdefault(func_id, set()).add(key)
+        worker.cache_keys.add(key)
+
+    def _forget_key(self, key):
+        owner = self.cache_owner.pop(key, None)
+        if owner is None:
+            return
+        worker_id, func_id = owner
+        keys = self.cached_by_func.get(func_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.cached_by_func[func_id]
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.cache_keys.discard(key)
 
     def _new_rid(self):
         rid = self._next_rid
         self._next_rid += 1
         return rid
 
-    # ----- client requests ---------------------------------------------------
-
-    def _on_deploy(self, peer, frame):
-        meta = frame.meta()
-        name = meta.get("name")
-        if not isinstance(name, str) or not name or not frame.payload:
-            self.error(peer.id, frame.request_id, "registration",
-                       "a DEPLOY needs a function name and its code")
-            return
-        fid = function_id(frame.payload)
-        old_id = self.by_name.get(name)
-        old = self.functions.get(old_id) if old_id else None
-        if old_id is not None and old_id != fid:
-            self._remove_function(old_id)
-        extra = {k: v for k, v in meta.items() if k not in ("name", "params")}
-        func = self.functions.get(fid)
-        if func is None or func.name != name:
-            func = Function(fid, name, meta.get("params"), frame.payload, extra)
-        self._add_function(func)
-        gather = Gather(peer.id, frame.request_id, "deploy",
-                        {"func_id": fid, "name": name, "old": old,
-                         "replaced": old_id if old_id != fid else None})
-        replaces = old_id if old_id != fid else None
-        for worker in self.workers.values():
-            worker.functions.pop(replaces, None)
-            self._deploy_to(worker, func, gather, replaces=replaces)
-        self._finish_if_done(gather)
-
-    def _on_undeploy(self, peer, frame):
-        target = frame.meta().get("f")
-        func = self.resolve(target)
-        if func is None:
-            self.error(peer.id, frame.request_id, "unregistration",
-                       "function %r is not registered" % (target,))
-            return
-        self._remove_function(func.id)
-        for worker in self.workers.values():
-            if worker.functions.pop(func.id, None) is not None:
-                self.send(worker.peer_id, p.UNDEPLOY, 0, {"func_id": func.id})
-        log.info("function %s (%s) unregistered", func.name, func.id)
-        self.send(peer.id, p.OK, frame.request_id,
-                  {"func_id": func.id, "name": func.name})
-
-    def _on_list(self, peer, frame):
-        listing = {}
-        for func in self.functions.values():
-            holders = [w.id for w in self.workers.values()
-                       if w.functions.get(func.id) in ("ok", "sent")]
-            listing[func.id] = dict(func.extra, name=func.name,
-                                    params=func.params,
-                                    registered_at=func.registered_at,
-                                    workers=holders)
-        self.send(peer.id, p.OK, frame.request_id, None, _json(listing))
-
-    def _eligible(self, func_id):
-        return [w for w in self.workers.values()
-                if w.functions.get(func_id) in ("ok", "sent")]
-
-    def choose_worker(self, candidates):
-        """Pick one of ``candidates`` (a non-empty list) by the strategy."""
-        if self.strategy == "Random":
-            return self.rng.choice(candidates)
-        if self.strategy == "Least-Loaded":
-            return min(candidates, key=lambda w: len(w.inflight))
-        self._rr += 1
-        return candidates[self._rr % len(candidates)]
-
-    def _on_call(self, peer, frame):
-        meta = frame.meta()
-        target = meta.get("f")
-        func = self.resolve(target)
-        if func is None:
-            self.error(peer.id, frame.request_id, "not_registered",
-                       "function %r is not registered" % (target,))
-            return
-        if not self.workers:
-            self.error(peer.id, frame.request_id, "no_workers",
-                       "no worker is registered with director %s" % self.name)
-            return
-        candidates = self._eligible(func.id)
-        if not candidates:
-            why = "; ".join("%s: %s" % (w.id, w.functions.get(func.id))
-                            for w in self.workers.values())
-            self.error(peer.id, frame.request_id, "no_workers",
-                       "no worker can run %r (%s)" % (func.name, why))
-            return
-        if len(self.pending) >= self.max_pending:
-            self.error(peer.id, frame.request_id, "overloaded",
-                       "director %s has %d requests in flight (max_pending_"
-                       "calls); retry later" % (self.name, len(self.pending)))
-            return
-        worker = self.choose_worker(candidates)
-        if len(meta) > 1:
-            meta["f"] = func.id
-            call_meta = meta
-        else:
-            call_meta = func.call_meta
-        self.requests += 1
-        self._forward(peer, frame, worker, "call", repr(func.name),
-                      call_meta, p.CALL)
-
-    def _forward(self, peer, frame, worker, kind, label, meta, type_):
-        rid = self._new_rid()
-        self.pending[rid] = Pending(rid, peer.id, frame.request_id, worker.id,
-                                    kind, label, None, self.clock())
-        worker.inflight.add(rid)
-        worker.routed += 1
-        peer.pending.add(rid)
-        self.send(worker.peer_id, type_, rid, meta, frame.payload, frame.flags)
-
-    def _worker_for(self, peer, frame, code):
-        wid = frame.meta().get("worker_id")
-        worker = self.workers.get(wid) if isinstance(wid, str) else None
-        if worker is None:
-            self.error(peer.id, frame.request_id, code,
-                       "no worker with id %r (live workers: %s)" % (
-                           wid, ", ".join(self.workers) or "none"))
-        return worker
-
-    def _on_worker_info(self, peer, frame):
-        worker = self._worker_for(peer, frame, "unknown_worker")
-        if worker is not None:
-            self._forward(peer, frame, worker, "info", "worker info", None,
-                          p.WORKER_INFO)
-
-    def _on_kill_worker(self, peer, frame):
-        worker = self._worker_for(peer, frame, "unknown_worker")
-        if worker is not None:
-            self._forward(peer, frame, worker, "kill", "kill", None,
-                          p.KILL_WORKER)
-
-    def _on_workers(self, peer, frame):
-        now = self.clock()
-        rows = [{"worker_id": w.id, "addr": "%s:%s" % w.addr[:2], "pid": w.pid,
-                 "max_threads": w.max_threads, "joined_at": w.joined_at,
-                 "inflight": len(w.inflight),
-                 "last_heartbeat_age_s": round(now - w.last_seen, 3),
-                 "functions": sorted(f for f, s in w.functions.items()
-                                     if s in ("ok", "sent"))}
-                for w in self.workers.values()]
-        self.send(peer.id, p.OK, frame.request_id, None, _json(rows))
-
-    def _on_ping(self, peer, frame):
-        self.send(peer.id, p.OK, frame.request_id, {
-            "director": self.name, "protocol": p.PROTOCOL_VERSION,
-            "workers": len(self.workers), "functions": len(self.functions),
-            "uptime_s": round(time.time() - self.started, 3)})
-
-    # ----- fan-out requests ------------------------------------------------
-
-    def _gathered(self, gather, worker_id, type_, meta, payload, pend):
-        gather.waiting.discard(worker_id)
-        gather.results[worker_id] = (type_, meta, payload)
-        if gather.kind == "deploy":
-            worker = self.workers.get(worker_id)
-            if worker is not None:
-                self._deploy_result(worker, pend.label, type_, meta)
-        self._finish_if_done(gather)
-
-    def _finish_if_done(self, gather):
-        if gather.waiting:
-            return
-        finish = self._finishers[gather.kind]
-        finish(self, gather)
-
-    def _finish_deploy(self, gather):
-        ctx = gather.context
-        ok = [w for w, r in gather.results.items() if r[0] == p.OK]
-        failed = {w: (r[1] or {}).get("message", "error")
-                  for w, r in gather.results.items() if r[0] != p.OK}
-        if failed and not ok:
-            # Useless everywhere: undo, and keep the previous version if any.
-            self._remove_function(ctx["func_id"])
-            if ctx["old"] is not None:
-                self._add_function(ctx["old"])
-            self.error(gather.client_peer, gather.client_rid, "registration",
-                       "function %r could not be loaded on any worker: %s" % (
-                           ctx["name"], "; ".join(
-                               "%s: %s" % kv for kv in failed.items())))
-            return
-        log.info("function %s (%s) registered on %d worker(s)%s", ctx["name"],
-                 ctx["func_id"], len(ok),
-                 ", replacing " + ctx["replaced"] if ctx["replaced"] else "")
-        self.send(gather.client_peer, p.OK, gather.client_rid, {
-            "func_id": ctx["func_id"], "name": ctx["name"],
-            "replaced": ctx["replaced"], "workers": sorted(ok),
-            "failed": failed})
-
-    _finishers = {"deploy": _finish_deploy}
-
+    # (role, message type) -> method name. Client requests are answered in
+    # director_requests.py.
     _handlers = {
-        (p.ROLE_WORKER, p.REGISTER_WORKER): _on_register_worker,
-        (p.ROLE_WORKER, p.ANNOUNCE): _on_announce,
-        (p.ROLE_WORKER, p.HEARTBEAT): _on_heartbeat,
-        (p.ROLE_WORKER, p.OK): _on_worker_reply,
-        (p.ROLE_WORKER, p.ERROR): _on_worker_reply,
-        (p.ROLE_CLIENT, p.DEPLOY): _on_deploy,
-        (p.ROLE_CLIENT, p.UNDEPLOY): _on_undeploy,
-        (p.ROLE_CLIENT, p.LIST): _on_list,
-        (p.ROLE_CLIENT, p.CALL): _on_call,
-        (p.ROLE_CLIENT, p.WORKERS): _on_workers,
-        (p.ROLE_CLIENT, p.WORKER_INFO): _on_worker_info,
-        (p.ROLE_CLIENT, p.KILL_WORKER): _on_kill_worker,
-        (p.ROLE_CLIENT, p.PING): _on_ping,
+        (p.ROLE_WORKER, p.REGISTER_WORKER): "_on_register_worker",
+        (p.ROLE_WORKER, p.ANNOUNCE): "_on_announce",
+        (p.ROLE_WORKER, p.HEARTBEAT): "_on_heartbeat",
+        (p.ROLE_WORKER, p.OK): "_on_worker_reply",
+        (p.ROLE_WORKER, p.ERROR): "_on_worker_reply",
+        (p.ROLE_CLIENT, p.DEPLOY): "_on_deploy",
+        (p.ROLE_CLIENT, p.UNDEPLOY): "_on_undeploy",
+        (p.ROLE_CLIENT, p.LIST): "_on_list",
+        (p.ROLE_CLIENT, p.CALL): "_on_call",
+        (p.ROLE_CLIENT, p.CANCEL): "_on_cancel",
+        (p.ROLE_CLIENT, p.WORKERS): "_on_workers",
+        (p.ROLE_CLIENT, p.WORKER_INFO): "_on_worker_info",
+        (p.ROLE_CLIENT, p.KILL_WORKER): "_on_kill_worker",
+        (p.ROLE_CLIENT, p.PING): "_on_ping",
+        (p.ROLE_CLIENT, p.STATS): "_on_stats",
+        (p.ROLE_CLIENT, p.CACHE_DUMP): "_on_cache_dump",
     }

@@ -120,10 +120,12 @@ class WorkerCore:
         key = hit = None
         cache = self.cache
         want_cache = bool(meta.get("cache")) and cache.enabled
-        if cache.enabled and (want_cache or len(cache)):
-            key = cache_key(func.id, frame.payload)
-            entry = cache.get(key)
-            hit = entry is not None
+        if cache.enabled:
+            hit = False
+            if want_cache or len(cache):
+                key = cache_key(func.id, frame.payload)
+                entry = cache.get(key)
+                hit = entry is not None
             if hit:
                 self.stats.record(func.id, func.name, None, hit=True)
                 return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
@@ -154,7 +156,7 @@ class WorkerCore:
             evicted = cache.put(key, Entry(func.id, func.name, payload,
                                            _short((args, kwargs)),
                                            _short(result)))
-            reply_meta = {"cached": key}
+            reply_meta = {"cached": key, "func_id": func.id}
             if evicted:
                 reply_meta["evicted"] = evicted
         return p.OK, reply_meta, payload, p.FLAG_PICKLED

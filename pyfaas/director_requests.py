@@ -1,0 +1,312 @@
+"""The Director's answers to client requests.
+
+A mixin of :class:`pyfaas.director_state.DirectorState`: one method per
+client message type (register, unregister, list, call, cancel, workers,
+worker info, kill, ping, statistics, cache dump) and the completion of
+requests fanned out to every Worker. Pure like the state it extends: it
+queues frames, never touches a socket, never unpickles.
+
+Cluster-wide cache hits: a Worker that stores a result says so in its reply
+(meta ``cached``: the key, ``evicted``: keys it dropped). The Director keeps
+``key -> worker`` for those, and routes a later call with the same key (a
+digest of the function id and the argument bytes, which it can compute
+without unpickling) to that Worker, whatever the strategy would have picked.
+It only computes the key for functions that have cached results.
+"""
+
+import json
+import logging
+import time
+
+from . import protocol as p
+from .cache import cache_key
+from .director_tables import Function, Gather, Pending, _json
+from .serialization import function_id
+from .stats import aggregate
+
+log = logging.getLogger(__name__)
+
+
+class ClientRequests:
+    """Client request handlers; mixed into DirectorState."""
+
+    # ----- functions -----------------------------------------------------
+
+    def _on_deploy(self, peer, frame):
+        meta = frame.meta()
+        name = meta.get("name")
+        if not isinstance(name, str) or not name or not frame.payload:
+            self.error(peer.id, frame.request_id, "registration",
+                       "a DEPLOY needs a function name and its code")
+            return
+        fid = function_id(frame.payload)
+        old_id = self.by_name.get(name)
+        replaces = old_id if old_id not in (None, fid) else None
+        old = self.functions.get(replaces) if replaces else None
+        if replaces:
+            self._remove_function(replaces)
+        func = self.functions.get(fid)
+        if func is None or func.name != name:
+            extra = {k: v for k, v in meta.items()
+                     if k not in ("name", "params")}
+            func = Function(fid, name, meta.get("params"), frame.payload, extra)
+        self._add_function(func)
+        gather = Gather(peer.id, frame.request_id, "deploy",
+                        {"func_id": fid, "name": name, "old": old,
+                         "replaced": replaces})
+        for worker in self.workers.values():
+            worker.functions.pop(replaces, None)
+            self._deploy_to(worker, func, gather, replaces=replaces)
+        self._finish_if_done(gather)
+
+    def _on_undeploy(self, peer, frame):
+        target = frame.meta().get("f")
+        func = self.resolve(target)
+        if func is None:
+            self.error(peer.id, frame.request_id, "unregistration",
+                       "function %r is not registered" % (target,))
+            return
+        self._remove_function(func.id)
+        for worker in self.workers.values():
+            if worker.functions.pop(func.id, None) is not None:
+                self.send(worker.peer_id, p.UNDEPLOY, 0, {"func_id": func.id})
+        log.info("function %s (%s) unregistered", func.name, func.id)
+        self.send(peer.id, p.OK, frame.request_id,
+                  {"func_id": func.id, "name": func.name})
+
+    def _on_list(self, peer, frame):
+        listing = {}
+        for func in self.functions.values():
+            holders = [w.id for w in self.workers.values()
+                       if w.functions.get(func.id) in ("ok", "sent")]
+            listing[func.id] = dict(func.extra, name=func.name,
+                                    params=func.params,
+                                    registered_at=func.registered_at,
+                                    workers=holders)
+        self.send(peer.id, p.OK, frame.request_id, None, _json(listing))
+
+    # ----- calls -----------------------------------------------------------
+
+    def _eligible(self, func_id):
+        return [w for w in self.workers.values()
+                if w.functions.get(func_id) in ("ok", "sent")]
+
+    def choose_worker(self, candidates):
+        """Pick one of ``candidates`` (a non-empty list) by the strategy."""
+        if self.strategy == "Random":
+            return self.rng.choice(candidates)
+        if self.strategy == "Least-Loaded":
+            return min(candidates, key=lambda w: len(w.inflight))
+        self._rr += 1
+        return candidates[self._rr % len(candidates)]
+
+    def _on_call(self, peer, frame):
+        meta = frame.meta()
+        target = meta.get("f")
+        func = self.resolve(target)
+        if func is None:
+            self.error(peer.id, frame.request_id, "not_registered",
+                       "function %r is not registered" % (target,))
+            return
+        if not self.workers:
+            self.error(peer.id, frame.request_id, "no_workers",
+                       "no worker is registered with director %s" % self.name)
+            return
+        candidates = self._eligible(func.id)
+        if not candidates:
+            why = "; ".join("%s: %s" % (w.id, w.functions.get(func.id))
+                            for w in self.workers.values())
+            self.error(peer.id, frame.request_id, "no_workers",
+                       "no worker can run %r (%s)" % (func.name, why))
+            return
+        if len(self.pending) >= self.max_pending:
+            self.error(peer.id, frame.request_id, "overloaded",
+                       "director %s has %d requests in flight (max_pending_"
+                       "calls); retry later" % (self.name, len(self.pending)))
+            return
+        worker = None
+        if func.id in self.cached_by_func:
+            owner = self.cache_owner.get(cache_key(func.id, frame.payload))
+            if owner is not None and owner[0] in self.workers:
+                worker = self.workers[owner[0]]
+                if worker not in candidates:
+                    worker = None
+        if worker is None:
+            worker = self.choose_worker(candidates)
+        if len(meta) > 1:
+            meta["f"] = func.id
+            call_meta = meta
+        else:
+            call_meta = func.call_meta
+        if self.statistics_enabled:
+            self.requests += 1
+        self._forward(peer, frame, worker, "call", repr(func.name),
+                      call_meta, p.CALL)
+
+    def _forward(self, peer, frame, worker, kind, label, meta, type_):
+        rid = self._new_rid()
+        self.pending[rid] = Pending(rid, peer.id, frame.request_id, worker.id,
+                                    kind, label, None, self.clock())
+        worker.inflight.add(rid)
+        if self.statistics_enabled:
+            worker.routed += 1
+        peer.pending.add(rid)
+        self.send(worker.peer_id, type_, rid, meta, frame.payload, frame.flags)
+
+    def _on_cancel(self, peer, frame):
+        for rid in list(peer.pending):
+            pend = self.pending.get(rid)
+            if pend is not None and pend.client_rid == frame.request_id:
+                del self.pending[rid]
+                peer.pending.discard(rid)
+                worker = self.workers.get(pend.worker_id)
+                if worker is not None:
+                    worker.inflight.discard(rid)
+                    self.send(worker.peer_id, p.CANCEL, rid)
+                return
+
+    # ----- workers ---------------------------------------------------------
+
+    def _worker_for(self, peer, frame, code):
+        wid = frame.meta().get("worker_id")
+        worker = self.workers.get(wid) if isinstance(wid, str) else None
+        if worker is None:
+            self.error(peer.id, frame.request_id, code,
+                       "no worker with id %r (live workers: %s)" % (
+                           wid, ", ".join(self.workers) or "none"))
+        return worker
+
+    def _on_worker_info(self, peer, frame):
+        worker = self._worker_for(peer, frame, "unknown_worker")
+        if worker is not None:
+            self._forward(peer, frame, worker, "info", "worker info", None,
+                          p.WORKER_INFO)
+
+    def _on_cache_dump(self, peer, frame):
+        worker = self._worker_for(peer, frame, "cache_dump")
+        if worker is not None:
+            self._forward(peer, frame, worker, "cache", "cache dump", None,
+                          p.CACHE_DUMP)
+
+    def _on_kill_worker(self, peer, frame):
+        worker = self._worker_for(peer, frame, "unknown_worker")
+        if worker is not None:
+            self._forward(peer, frame, worker, "kill", "kill", None,
+                          p.KILL_WORKER)
+
+    def _on_workers(self, peer, frame):
+        now = self.clock()
+        rows = [{"worker_id": w.id, "addr": "%s:%s" % w.addr[:2], "pid": w.pid,
+                 "max_threads": w.max_threads, "joined_at": w.joined_at,
+                 "started_at": w.info.get("started_at"),
+                 "inflight": len(w.inflight),
+                 "last_heartbeat_age_s": round(now - w.last_seen, 3),
+                 "functions": sorted(f for f, s in w.functions.items()
+                                     if s in ("ok", "sent"))}
+                for w in self.workers.values()]
+        self.send(peer.id, p.OK, frame.request_id, None, _json(rows))
+
+    def _on_ping(self, peer, frame):
+        self.send(peer.id, p.OK, frame.request_id, {
+            "director": self.name, "protocol": p.PROTOCOL_VERSION,
+            "workers": len(self.workers), "functions": len(self.functions),
+            "uptime_s": round(time.time() - self.started, 3)})
+
+    # ----- statistics --------------------------------------------------------
+
+    def _on_stats(self, peer, frame):
+        if not self.statistics_enabled:
+            self.error(peer.id, frame.request_id, "statistics",
+                       "statistics are disabled on director %s ([statistics] "
+                       "enabled = false in its config)" % self.name)
+            return
+        target = frame.meta().get("f")
+        func = None
+        if target is not None:
+            func = self.resolve(target)
+            if func is None:
+                self.error(peer.id, frame.request_id, "statistics",
+                           "function %r is not registered" % (target,))
+                return
+        gather = Gather(peer.id, frame.request_id, "stats",
+                        {"func_id": func.id if func else None})
+        for worker in self.workers.values():
+            rid = self._new_rid()
+            self._track(rid, worker, gather, "stats")
+            self.send(worker.peer_id, p.STATS, rid,
+                      {"func_id": func.id if func else None})
+        self._finish_if_done(gather)
+
+    def director_figures(self):
+        """The Director's own statistics (JSON-ready)."""
+        return {"requests_routed": self.requests,
+                "errors": self.request_errors,
+                "queue_depth": len(self.pending),
+                "routed_per_worker": {w.id: w.routed
+                                      for w in self.workers.values()},
+                "errors_per_worker": {w.id: w.errors
+                                      for w in self.workers.values()},
+                "uptime_s": round(time.time() - self.started, 3)}
+
+    def _finish_stats(self, gather):
+        per_worker, disabled, failed = {}, [], {}
+        for wid, (type_, meta, payload) in gather.results.items():
+            if type_ != p.OK:
+                failed[wid] = (meta or {}).get("message", "error")
+                continue
+            reply = json.loads(bytes(payload).decode("utf-8"))
+            if reply.get("enabled"):
+                per_worker[wid] = reply.get("functions", {})
+            else:
+                disabled.append(wid)
+        if disabled and not per_worker:
+            self.error(gather.client_peer, gather.client_rid, "statistics",
+                       "statistics are disabled on every worker (%s: "
+                       "[statistics] enabled = false)" % ", ".join(disabled))
+            return
+        functions = aggregate(per_worker)
+        for figures in per_worker.values():
+            for fig in figures.values():
+                fig.pop("recent_s", None)
+        self.send(gather.client_peer, p.OK, gather.client_rid, None, _json({
+            "functions": functions, "per_worker": per_worker,
+            "workers_disabled": disabled, "workers_failed": failed,
+            "director": self.director_figures()}))
+
+    # ----- fan-out completion ------------------------------------------------
+
+    def _gathered(self, gather, worker_id, type_, meta, payload, pend):
+        gather.waiting.discard(worker_id)
+        gather.results[worker_id] = (type_, meta, payload)
+        if gather.kind == "deploy":
+            worker = self.workers.get(worker_id)
+            if worker is not None:
+                self._deploy_result(worker, pend.label, type_, meta)
+        self._finish_if_done(gather)
+
+    def _finish_if_done(self, gather):
+        if not gather.waiting:
+            getattr(self, "_finish_" + gather.kind)(gather)
+
+    def _finish_deploy(self, gather):
+        ctx = gather.context
+        ok = [w for w, r in gather.results.items() if r[0] == p.OK]
+        failed = {w: (r[1] or {}).get("message", "error")
+                  for w, r in gather.results.items() if r[0] != p.OK}
+        if failed and not ok:
+            # Useless everywhere: undo, and keep the previous version if any.
+            self._remove_function(ctx["func_id"])
+            if ctx["old"] is not None:
+                self._add_function(ctx["old"])
+            self.error(gather.client_peer, gather.client_rid, "registration",
+                       "function %r could not be loaded on any worker: %s" % (
+                           ctx["name"], "; ".join(
+                               "%s: %s" % kv for kv in failed.items())))
+            return
+        log.info("function %s (%s) registered on %d worker(s)%s", ctx["name"],
+                 ctx["func_id"], len(ok),
+                 ", replacing " + ctx["replaced"] if ctx["replaced"] else "")
+        self.send(gather.client_peer, p.OK, gather.client_rid, {
+            "func_id": ctx["func_id"], "name": ctx["name"],
+            "replaced": ctx["replaced"], "workers": sorted(ok),
+            "failed": failed})
