@@ -9,7 +9,7 @@ import argparse
 import signal
 import sys
 
-from .errors import PyFaaSConfigError
+from .errors import PyFaaSConfigError, PyFaaSError
 
 USAGE_ERROR = 2
 
@@ -78,6 +78,11 @@ def build_parser():
     w.add_argument("config", help="Worker TOML file")
     sub.add_parser("demo", help="start a local cluster, call a few functions,"
                                 " stop it")
+    st = sub.add_parser("status", help="show the workers and functions of a "
+                                       "running cluster")
+    st.add_argument("--config", help="client TOML file (default: "
+                                     "$PYFAAS_CONFIG, else 127.0.0.1:40000)")
+    st.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -92,8 +97,14 @@ def main(argv=None):
         if args.command == "demo":
             from .demo import run_demo
             return run_demo()
+        if args.command == "status":
+            from .status import run_status
+            return run_status(args.config, args.json)
     except PyFaaSConfigError as exc:
         return _fail(str(exc))
+    except PyFaaSError as exc:  # e.g. the Director cannot be reached
+        print("pyfaas: %s" % exc, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return USAGE_ERROR
