@@ -4,7 +4,8 @@ A Director routes requests from clients to Workers; Workers run functions in
 a thread pool. See README.md for the quick start and the configuration files.
 """
 
-from .api import (pyfaas_close, pyfaas_config, pyfaas_exec,
+from .api import (pyfaas_chain_exec, pyfaas_close, pyfaas_config, pyfaas_exec,
+                  pyfaas_load_workflow,
                   pyfaas_get_cache_dump, pyfaas_get_stats,
                   pyfaas_get_worker_ids, pyfaas_get_worker_info,
                   pyfaas_kill_worker, pyfaas_list, pyfaas_ping,
@@ -17,7 +18,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client", "pyfaas_close", "pyfaas_config", "pyfaas_exec",
-    "pyfaas_get_cache_dump", "pyfaas_get_stats",
+    "pyfaas_get_cache_dump", "pyfaas_get_stats", "pyfaas_chain_exec",
+    "pyfaas_load_workflow",
     "pyfaas_get_worker_ids", "pyfaas_get_worker_info", "pyfaas_kill_worker",
     "pyfaas_list", "pyfaas_ping", "pyfaas_register", "pyfaas_unregister",
 ] + _errors_all

@@ -8,7 +8,7 @@ should use ``Client`` objects instead.
 
 import threading
 
-from .client import Client, default_client
+from .client import Client, default_client, load_workflow
 
 _lock = threading.Lock()
 _client = None
@@ -83,6 +83,20 @@ def pyfaas_get_stats(name_or_id=None):
 def pyfaas_get_cache_dump(worker_id):
     """One Worker's result cache as a JSON-ready dict."""
     return _get().cache_dump(worker_id)
+
+
+def pyfaas_load_workflow(path):
+    """Read a workflow JSON file; return it as a dict.
+
+    Raises:
+        PyFaaSWorkflowValidationError: the file cannot be read or is not JSON.
+    """
+    return load_workflow(path)
+
+
+def pyfaas_chain_exec(workflow, timeout=None):
+    """Run a workflow (dict or JSON string); see ``Client.chain_exec``."""
+    return _get().chain_exec(workflow, timeout=timeout)
 
 
 def pyfaas_ping():

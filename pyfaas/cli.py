@@ -83,6 +83,20 @@ def build_parser():
     st.add_argument("--config", help="client TOML file (default: "
                                      "$PYFAAS_CONFIG, else 127.0.0.1:40000)")
     st.add_argument("--json", action="store_true", help="print JSON")
+    wf = sub.add_parser("workflow", help="workflow tools: template, validate, "
+                                         "run")
+    wsub = wf.add_subparsers(dest="action", metavar="ACTION")
+    wsub.required = True
+    t = wsub.add_parser("template", help="print a skeleton workflow")
+    t.add_argument("--steps", type=int, default=3, help="number of steps")
+    v = wsub.add_parser("validate", help="check a workflow file's structure "
+                                         "offline")
+    v.add_argument("file")
+    r = wsub.add_parser("run", help="run a workflow file on a cluster")
+    r.add_argument("file")
+    r.add_argument("--config", help="client TOML file")
+    r.add_argument("--timeout", type=float, help="seconds for the whole "
+                                                 "workflow")
     return parser
 
 
@@ -97,6 +111,9 @@ def main(argv=None):
         if args.command == "demo":
             from .demo import run_demo
             return run_demo()
+        if args.command == "workflow":
+            from .workflow_cli import run_workflow_command
+            return run_workflow_command(args)
         if args.command == "status":
             from .status import run_status
             return run_status(args.config, args.json)

@@ -100,6 +100,16 @@ class ClientRequests:
         self._rr += 1
         return candidates[self._rr % len(candidates)]
 
+    def _pick_worker(self, func, payload, candidates):
+        """The Worker holding this call's cached result, else by strategy."""
+        if func.id in self.cached_by_func:
+            owner = self.cache_owner.get(cache_key(func.id, payload))
+            if owner is not None:
+                worker = self.workers.get(owner[0])
+                if worker is not None and worker in candidates:
+                    return worker
+        return self.choose_worker(candidates)
+
     def _on_call(self, peer, frame):
         meta = frame.meta()
         target = meta.get("f")
@@ -124,15 +134,7 @@ class ClientRequests:
                        "director %s has %d requests in flight (max_pending_"
                        "calls); retry later" % (self.name, len(self.pending)))
             return
-        worker = None
-        if func.id in self.cached_by_func:
-            owner = self.cache_owner.get(cache_key(func.id, frame.payload))
-            if owner is not None and owner[0] in self.workers:
-                worker = self.workers[owner[0]]
-                if worker not in candidates:
-                    worker = None
-        if worker is None:
-            worker = self.choose_worker(candidates)
+        worker = self._pick_worker(func, frame.payload, candidates)
         if len(meta) > 1:
             meta["f"] = func.id
             call_meta = meta
@@ -154,6 +156,8 @@ class ClientRequests:
         self.send(worker.peer_id, type_, rid, meta, frame.payload, frame.flags)
 
     def _on_cancel(self, peer, frame):
+        if self._cancel_run(peer, frame.request_id):
+            return
         for rid in list(peer.pending):
             pend = self.pending.get(rid)
             if pend is not None and pend.client_rid == frame.request_id:

@@ -21,6 +21,7 @@ import time
 
 from . import protocol as p
 from .director_requests import ClientRequests
+from .director_workflows import WorkflowRequests
 from .director_tables import Function, Gather, Peer, Pending, Worker, _json
 from .serialization import function_id
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_MISSES = 3
 
 
-class DirectorState(ClientRequests):
+class DirectorState(ClientRequests, WorkflowRequests):
     """Routing state of one Director.
 
     Args:
@@ -57,6 +58,7 @@ class DirectorState(ClientRequests):
         self.functions = {}        # func_id -> Function
         self.by_name = {}          # name -> func_id
         self.pending = {}          # director rid -> Pending
+        self.runs = {}             # (client peer, client rid) -> workflow Run
         self.cache_owner = {}      # cache key -> (worker_id, func_id)
         self.cached_by_func = {}   # func_id -> set of cache keys
         self._next_rid = 1
@@ -105,15 +107,20 @@ class DirectorState(ClientRequests):
             return
         if peer.worker_id is not None:
             self._evict(peer.worker_id, reason)
+        for key in [k for k in self.runs if k[0] == peer_id]:
+            run = self.runs.pop(key)
+            run.failed = "(client left)"
+        dropped = len(peer.pending)
         for rid in peer.pending:
             pend = self.pending.pop(rid, None)
-            if pend is not None and pend.worker_id in self.workers:
-                self.workers[pend.worker_id].inflight.discard(rid)
-                if pend.kind == "call":
-                    self.send(self.workers[pend.worker_id].peer_id, p.CANCEL, rid)
-        if peer.pending:
-            log.info("client %s left with %d request(s) pending; dropped",
-                     peer.addr, len(peer.pending))
+            worker = self.workers.get(pend.worker_id) if pend else None
+            if worker is not None:
+                worker.inflight.discard(rid)
+                if pend.kind in ("call", "step"):
+                    self.send(worker.peer_id, p.CANCEL, rid)
+        if dropped:
+            log.info("client %s:%s left with %d request(s) pending; dropped",
+                     peer.addr[0], peer.addr[1], dropped)
 
     def received(self, peer_id, event):
         """Handle one decoded Preamble or Frame from ``peer_id``."""
@@ -244,8 +251,12 @@ class DirectorState(ClientRequests):
         if frame.type == p.ERROR:
             if self.statistics_enabled:
                 worker.errors += 1
-        elif frame.meta_raw and pend.kind == "call":
+        elif frame.meta_raw and pend.kind in ("call", "step"):
             self._note_cache(worker, frame.meta())
+        if pend.kind == "step":
+            self._step_reply(pend, frame.type, frame.meta()
+                             if frame.type == p.ERROR else None, frame.payload)
+            return
         if pend.gather is not None:
             meta = frame.meta() if frame.type == p.ERROR else None
             self._gathered(pend.gather, worker.id, frame.type, meta,
@@ -288,6 +299,11 @@ class DirectorState(ClientRequests):
         for rid in sorted(worker.inflight):
             pend = self.pending.pop(rid, None)
             if pend is None:
+                continue
+            lost = {"code": "worker_lost", "worker_id": worker_id,
+                    "message": "worker %s was lost: %s" % (worker_id, reason)}
+            if pend.kind == "step":
+                self._step_reply(pend, p.ERROR, lost, b"")
                 continue
             if pend.gather is not None:
                 self._gathered(pend.gather, worker_id, p.ERROR, {
@@ -404,4 +420,5 @@ class DirectorState(ClientRequests):
         (p.ROLE_CLIENT, p.PING): "_on_ping",
         (p.ROLE_CLIENT, p.STATS): "_on_stats",
         (p.ROLE_CLIENT, p.CACHE_DUMP): "_on_cache_dump",
+        (p.ROLE_CLIENT, p.CHAIN): "_on_chain",
     }

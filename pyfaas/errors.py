@@ -137,16 +137,34 @@ class PyFaaSWorkflowValidationError(PyFaaSError):
 
 
 class PyFaaSChainedExecutionError(PyFaaSError):
-    """A workflow step failed while the workflow ran."""
+    """A workflow step failed while the workflow ran.
 
-    def __init__(self, message, workflow_id="", step="", remote_type="",
-                 remote_message="", remote_traceback=""):
+    Attributes:
+        workflow_id, step: which workflow and which step failed.
+        cause: the error code of the step's failure ("execution" when the
+            function raised, "worker_lost", "no_workers", ...).
+        remote_type, remote_message, remote_traceback: the exception raised
+            by the step's function, when it raised.
+        worker_id: the Worker the step ran on, when known.
+    """
+
+    def __init__(self, message, workflow_id="", step="", cause="",
+                 remote_type="", remote_message="", remote_traceback="",
+                 worker_id=None):
         super().__init__(message)
         self.workflow_id = workflow_id
         self.step = step
+        self.cause = cause
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+        self.worker_id = worker_id
+
+    def __str__(self):
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip()
+        return text
 
 
 __all__ = [name for name in list(globals()) if name.startswith("PyFaaS")]

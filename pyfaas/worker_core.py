@@ -18,6 +18,7 @@ import time
 from . import persistence
 from . import protocol as p
 from . import serialization as ser
+from . import workflow as wfl
 from .cache import Entry, LRUCache, cache_key
 from .errors import PyFaaSError
 from .stats import WorkerStats
@@ -130,7 +131,7 @@ class WorkerCore:
                 self.stats.record(func.id, func.name, None, hit=True)
                 return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
         try:
-            args, kwargs = ser.loads(frame.payload)
+            args, kwargs = self._arguments(meta, frame.payload)
         except Exception as exc:
             self.stats.record(func.id, func.name, None, error=True, hit=hit)
             return self._error("serialization",
@@ -160,6 +161,16 @@ class WorkerCore:
             if evicted:
                 reply_meta["evicted"] = evicted
         return p.OK, reply_meta, payload, p.FLAG_PICKLED
+
+    @staticmethod
+    def _arguments(meta, payload):
+        if "refs" not in meta:
+            return ser.loads(payload)
+        # A workflow step: JSON arguments plus earlier steps' outputs.
+        head, blobs = wfl.split_step_payload(meta, payload)
+        outputs = {name: ser.loads(blob) for name, blob in blobs.items()}
+        return (wfl.substitute(head.get("args", []), outputs),
+                wfl.substitute(head.get("kwargs", {}), outputs))
 
     def _error(self, code, message, **extra):
         extra.update(code=code, message=message, worker_id=self.worker_id)
