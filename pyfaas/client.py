@@ -13,13 +13,9 @@ house style protects blocking request/response sockets, and here no caller
 ever reads the socket.
 """
 
-import itertools
 import logging
 import os
-import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import protocol as p
 from . import serialization as ser
@@ -34,7 +30,9 @@ from .errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
                      PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
                      PyFaaSWorkerInfoError, PyFaaSWorkerKillError,
                      PyFaaSWorkflowValidationError)
-from .transport import Connection, error_from_meta
+from .channel import Channel
+from .futures import ordered_results, send_calls
+from .transport import error_from_meta
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +59,10 @@ class Client:
         self.port = port
         self.timeout = float(timeout)
         self.max_frame_size = max_frame_size
-        self._hint = " (receive_timeout_s in %s)" % (config_path or
-                                                      "the client config")
-        self._conn = None
-        self._conn_lock = threading.Lock()
-        self._pending = {}
-        self._rids = itertools.count(1)
+        hint = " (receive_timeout_s in %s)" % (config_path or
+                                                "the client config")
+        self._channel = Channel(host, port, self.timeout, max_frame_size, hint)
         self._signatures = {}     # name or func_id -> params description
-        self._closed = False
 
     @classmethod
     def from_config(cls, path):
@@ -92,87 +86,14 @@ class Client:
 
     def close(self):
         """Close the connection; pending calls fail. Idempotent."""
-        self._closed = True
-        with self._conn_lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        self._channel.close()
 
-    # ----- connection and request plumbing -----------------------------------
-
-    def _connection(self):
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            return conn
-        with self._conn_lock:
-            if self._closed:
-                raise PyFaaSNetworkError("client for %s:%s is closed"
-                                         % (self.host, self.port))
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = Connection(self.host, self.port, p.ROLE_CLIENT,
-                                  self.timeout, self.max_frame_size, self._hint)
-                conn.connect()
-                self._conn = conn
-                threading.Thread(target=self._reader, args=(conn,),
-                                 name="pyfaas-client-reader",
-                                 daemon=True).start()
-            return conn
-
-    def _reader(self, conn):
-        pending = self._pending
-        try:
-            while True:
-                frame = conn.recv_frame()
-                entry = pending.pop((conn, frame.request_id), None)
-                if entry is not None:
-                    entry.set_result(frame)
-        except PyFaaSError as exc:
-            error = exc
-        conn.close()
-        if self._closed:
-            error = PyFaaSNetworkError("client for %s:%s was closed"
-                                       % (self.host, self.port))
-        for key in [k for k in list(pending) if k[0] is conn]:
-            entry = pending.pop(key, None)
-            if entry is not None and not entry.done():
-                entry.set_exception(PyFaaSNetworkError(
-                    "connection to director %s lost before the answer "
-                    "arrived: %s" % (conn.name, error)))
-
-    def _send(self, type_, meta=None, payload=b"", flags=0):
-        """Send one request; return ``(conn, rid, Future of the reply frame)``."""
-        conn = self._connection()
-        rid = next(self._rids)
-        fut = Future()
-        self._pending[(conn, rid)] = fut
-        try:
-            conn.send(p.frame_parts(type_, rid, meta, payload, flags))
-        except PyFaaSError:
-            self._pending.pop((conn, rid), None)
-            raise
-        return conn, rid, fut
-
-    def _wait(self, conn, rid, fut, timeout=None):
-        """The reply frame of a request, or raise its typed error."""
-        wait = self.timeout if timeout is None else timeout
-        try:
-            frame = fut.result(wait)
-        except FutureTimeout:
-            self._pending.pop((conn, rid), None)
-            try:
-                conn.send(p.frame_parts(p.CANCEL, rid))
-            except PyFaaSError:
-                pass
-            raise PyFaaSTimeoutError(
-                "director %s did not answer within %.1f s%s"
-                % (conn.name, wait, self._hint if timeout is None else ""))
-        return frame
+    # ----- request plumbing ------------------------------------------------------
 
     def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
                  error_class=PyFaaSError):
-        conn, rid, fut = self._send(type_, meta, payload, flags)
-        frame = self._wait(conn, rid, fut, timeout)
+        conn, rid, fut = self._channel.send(type_, meta, payload, flags)
+        frame = self._channel.wait(conn, rid, fut, timeout)
         if frame.type == p.ERROR:
             raise error_from_meta(frame.meta(), error_class)
         return frame
@@ -215,10 +136,13 @@ class Client:
             raise PyFaaSFunctionRegistrationError(
                 "cannot register %r without a name: pass register(fn, "
                 "name='...')" % (fn,))
-        code = ser.dumps_function(fn)
-        params = ser.describe_signature(fn)
+        return self._deploy(name, ser.dumps_function(fn),
+                            ser.describe_signature(fn),
+                            getattr(fn, "__doc__", None))
+
+    def _deploy(self, name, code, params, doc=None):
         meta = {"name": name, "params": params,
-                "doc": (getattr(fn, "__doc__", None) or "").strip()[:500]}
+                "doc": (doc or "").strip()[:500]}
         frame = self._request(p.DEPLOY, meta, code,
                               error_class=PyFaaSFunctionRegistrationError)
         answer = frame.meta()
@@ -282,12 +206,29 @@ class Client:
                 "arguments do not fit %s%s: %s"
                 % (name, ser.signature_text(params), why))
 
-    def _call_request(self, name, args, kwargs, options):
+    def _call_parts(self, name, args, kwargs, options):
+        """Check and encode one call: ``(type, meta, payload, flags)``."""
         self._check_call(name, args, kwargs)
         meta = {"f": name}
         meta.update(options)
         payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
-        return self._send(p.CALL, meta, payload, p.FLAG_PICKLED)
+        return p.CALL, meta, payload, p.FLAG_PICKLED
+
+    def exec_async(self, name, args=None, kwargs=None, save_in_cache=False):
+        """Start a call; return a :class:`concurrent.futures.Future`.
+
+        ``future.result(timeout)`` returns the result or raises what
+        :meth:`exec` would; ``future.cancel()`` cancels a call that has not
+        started. Raises PyFaaSParameterMismatchError at once for bad
+        arguments.
+        """
+        options = {"cache": True} if save_in_cache else {}
+        request = self._call_parts(name, args or (), kwargs or {}, options)
+        return send_calls(self._channel, [request])[0][2]
+
+    def submit(self, name, *args, **kwargs):
+        """``exec_async`` with Python's calling syntax; returns a Future."""
+        return self.exec_async(name, args, kwargs)
 
     def exec(self, name, args=None, kwargs=None, save_in_cache=False,
              timeout=None):
@@ -309,13 +250,26 @@ class Client:
             PyFaaSNetworkError: the call could not complete.
         """
         options = {"cache": True} if save_in_cache else {}
-        conn, rid, fut = self._call_request(name, args or (), kwargs or {},
-                                            options)
-        return self._result_of(self._wait(conn, rid, fut, timeout))
+        request = self._call_parts(name, args or (), kwargs or {}, options)
+        (conn, rid, fut), = send_calls(self._channel, [request])
+        return self._channel.wait(conn, rid, fut, timeout)
 
     def call(self, name, *args, **kwargs):
         """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""
         return self.exec(name, args, kwargs)
+
+    def map(self, name, *iterables, timeout=None, max_in_flight=256,
+            batch=64):
+        """Call ``name`` on each item (zipped like ``map``); yield results in order.
+
+        Lazy: at most ``max_in_flight`` calls are outstanding, and new calls
+        go out ``batch`` frames per write. ``timeout`` bounds the whole
+        iteration. The first failing call raises its error when its turn
+        comes; calls not consumed are cancelled.
+        """
+        return ordered_results(
+            self._channel, lambda args: self._call_parts(name, args, {}, {}),
+            zip(*iterables), timeout, max_in_flight, batch)
 
     # ----- workflows -------------------------------------------------------------
 

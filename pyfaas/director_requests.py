@@ -39,7 +39,7 @@ class ClientRequests:
             self.error(peer.id, frame.request_id, "registration",
                        "a DEPLOY needs a function name and its code")
             return
-        fid = function_id(frame.payload)
+        fid = function_id(frame.payload, name)
         old_id = self.by_name.get(name)
         replaces = old_id if old_id not in (None, fid) else None
         old = self.functions.get(replaces) if replaces else None
@@ -55,7 +55,6 @@ class ClientRequests:
                         {"func_id": fid, "name": name, "old": old,
                          "replaced": replaces})
         for worker in self.workers.values():
-            worker.functions.pop(replaces, None)
             self._deploy_to(worker, func, gather, replaces=replaces)
         self._finish_if_done(gather)
 
@@ -307,6 +306,11 @@ class ClientRequests:
                            ctx["name"], "; ".join(
                                "%s: %s" % kv for kv in failed.items())))
             return
+        if ctx["replaced"]:
+            for wid in ok:  # those Workers dropped the old code for the new
+                worker = self.workers.get(wid)
+                if worker is not None:
+                    worker.functions.pop(ctx["replaced"], None)
         log.info("function %s (%s) registered on %d worker(s)%s", ctx["name"],
                  ctx["func_id"], len(ok),
                  ", replacing " + ctx["replaced"] if ctx["replaced"] else "")

@@ -203,9 +203,9 @@ class DirectorState(ClientRequests, WorkflowRequests):
         if frame.payload:
             try:
                 held = json.loads(bytes(frame.payload).decode("utf-8"))
-                keys = held.get("cache_keys", [])
-            except (ValueError, UnicodeDecodeError, AttributeError):
-                keys = []
+                keys = [(str(k), str(f)) for k, f in held.get("cache_keys", [])]
+            except (ValueError, TypeError, UnicodeDecodeError, AttributeError):
+                keys = []  # a Worker's cache list is a routing hint only
             for key, fid in keys:
                 if worker.functions.get(fid) == "ok":
                     self._remember_key(worker, key, fid)
@@ -220,7 +220,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
     def _on_announce(self, peer, frame):
         meta = frame.meta()
         name = meta.get("name")
-        fid = function_id(frame.payload)
+        fid = function_id(frame.payload, name if isinstance(name, str) else "")
         worker = self.workers[peer.worker_id]
         if not isinstance(name, str) or self.by_name.get(name, fid) != fid:
             self.send(peer.id, p.UNDEPLOY, 0, {"func_id": meta.get("func_id")})
@@ -241,12 +241,13 @@ class DirectorState(ClientRequests, WorkflowRequests):
         pass  # last_seen was refreshed in received()
 
     def _on_worker_reply(self, peer, frame):
-        pend = self.pending.pop(frame.request_id, None)
+        pend = self.pending.get(frame.request_id)
         worker = self.workers.get(peer.worker_id)
         if pend is None or worker is None or pend.worker_id != worker.id:
-            log.debug("dropped late reply %d from worker %s",
+            log.debug("dropped late or misdirected reply %d from worker %s",
                       frame.request_id, peer.worker_id)
             return
+        del self.pending[frame.request_id]
         worker.inflight.discard(pend.rid)
         if frame.type == p.ERROR:
             if self.statistics_enabled:
@@ -347,8 +348,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         rid = self._new_rid()
         meta = func.deploy_meta
         if replaces:
-            meta = _json({"func_id": func.id, "name": func.name,
-                          "params": func.params, "replaces": replaces})
+            meta = _json(dict(json.loads(meta), replaces=replaces))
         worker.functions[func.id] = "sent"
         if gather is not None:
             self._track(rid, worker, gather, "deploy", func.id)

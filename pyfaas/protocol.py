@@ -243,9 +243,10 @@ class FrameDecoder:
         if self._want_preamble:
             if avail < PREAMBLE.size:
                 # Check the magic early so garbage fails fast, not at byte 8.
-                if avail and bytes(buf[pos:pos + avail]) != MAGIC[:avail]:
+                head = bytes(buf[pos:pos + min(avail, len(MAGIC))])
+                if head != MAGIC[:len(head)]:
                     raise ProtocolError("not a PyFaaS peer: bad magic %r"
-                                        % bytes(buf[pos:pos + avail]))
+                                        % head)
                 return NEED_DATA
             magic, version, role, _ = PREAMBLE.unpack_from(buf, pos)
             if magic != MAGIC:

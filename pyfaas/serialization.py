@@ -13,6 +13,7 @@ the Director never calls into it. It owns:
 * remote exceptions as plain data (type name, message, traceback text).
 """
 
+import functools
 import hashlib
 import json
 import inspect
@@ -68,6 +69,21 @@ def _user_modules_of(fn):
         module = sys.modules.get(getattr(obj, "__module__", None) or "")
         if module is not None and _is_user_module(module):
             found[module.__name__] = module
+        if isinstance(obj, functools.partial):
+            stack.append(obj.func)
+            stack.extend(v for v in obj.args + tuple(obj.keywords.values())
+                         if callable(v))
+            continue
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if inspect.isfunction(value) or inspect.isclass(value) or \
+                    isinstance(value, functools.partial):
+                stack.append(value)
+            elif inspect.ismodule(value) and _is_user_module(value):
+                found[value.__name__] = value
         code = getattr(obj, "__code__", None)
         if code is None:
             continue
@@ -112,9 +128,15 @@ def dumps_function(fn):
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def function_id(code_bytes):
-    """The id of a function: a digest of its pickled code (16 hex digits)."""
-    return hashlib.sha256(code_bytes).hexdigest()[:16]
+def function_id(code_bytes, name=""):
+    """The id of a registered function: a digest of its name and pickled code.
+
+    16 hex digits. The name is part of it so one function registered under
+    two names is two entries.
+    """
+    digest = hashlib.sha256(name.encode("utf-8", "replace") + b"\0")
+    digest.update(code_bytes)
+    return digest.hexdigest()[:16]
 
 
 def loads(data):

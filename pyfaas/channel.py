@@ -1,0 +1,164 @@
+"""A client's multiplexed connection to the Director.
+
+Owns one :class:`pyfaas.transport.Connection` (opened lazily, reopened after
+a failure), the table of requests in flight on it, matched by request id,
+and the reader thread that completes them. Many threads may send at once;
+only the reader thread reads, so a caller that gives up (timeout, cancel)
+never leaves a half-read frame behind: its late reply is simply dropped.
+Frames sent together (:meth:`Channel.send_batch`) go out in one write.
+"""
+
+import itertools
+import threading
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from . import protocol as p
+from .errors import PyFaaSError, PyFaaSNetworkError, PyFaaSTimeoutError
+from .transport import Connection
+
+
+class ReplyFuture(Future):
+    """A Future completed with the reply Frame of one request."""
+
+    def deliver(self, frame):
+        try:
+            self.set_result(frame)
+        except InvalidStateError:
+            pass  # cancelled meanwhile
+
+    def fail(self, exc):
+        try:
+            self.set_exception(exc)
+        except InvalidStateError:
+            pass
+
+
+class Channel:
+    """Requests and replies over one connection, from many threads.
+
+    Args:
+        host, port: the Director.
+        timeout: default seconds to wait for a reply (and to connect).
+        max_frame_size: the largest frame accepted from the Director.
+        hint: where the user can change ``timeout``, for messages.
+    """
+
+    def __init__(self, host, port, timeout, max_frame_size, hint=""):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.max_frame_size = max_frame_size
+        self.hint = hint
+        self._conn = None
+        self._lock = threading.Lock()
+        self._pending = {}
+        self._rids = itertools.count(1)
+        self.closed = False
+
+    def close(self):
+        """Close the connection; requests in flight fail. Idempotent."""
+        self.closed = True
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def connection(self):
+        """The open connection, connecting (and starting the reader) if needed."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        with self._lock:
+            if self.closed:
+                raise PyFaaSNetworkError("client for %s:%s is closed"
+                                         % (self.host, self.port))
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = Connection(self.host, self.port, p.ROLE_CLIENT,
+                                  self.timeout, self.max_frame_size, self.hint)
+                conn.connect()
+                self._conn = conn
+                threading.Thread(target=self._reader, args=(conn,),
+                                 name="pyfaas-client-reader",
+                                 daemon=True).start()
+            return conn
+
+    def _reader(self, conn):
+        pending = self._pending
+        error = None
+        try:
+            while True:
+                frame = conn.recv_frame()
+                entry = pending.pop((conn, frame.request_id), None)
+                if entry is not None:
+                    entry.deliver(frame)
+        except PyFaaSError as exc:
+            error = exc
+        conn.close()
+        if self.closed:
+            error = PyFaaSNetworkError("client for %s:%s was closed"
+                                       % (self.host, self.port))
+        for key in [k for k in list(pending) if k[0] is conn]:
+            entry = pending.pop(key, None)
+            if entry is not None:
+                entry.fail(PyFaaSNetworkError(
+                    "connection to director %s lost before the answer "
+                    "arrived: %s" % (conn.name, error)))
+
+    def send(self, type_, meta=None, payload=b"", flags=0, future=None):
+        """Send one request; return ``(conn, rid, future)``.
+
+        ``future`` (default: a new :class:`ReplyFuture`) receives the reply
+        through its ``deliver(frame)`` / ``fail(exc)`` methods.
+        """
+        return self.send_batch([(type_, meta, payload, flags, future)])[0]
+
+    def send_batch(self, requests):
+        """Send several requests in one write; return ``[(conn, rid, future)]``.
+
+        Args:
+            requests: ``(type, meta, payload, flags, future or None)`` tuples.
+        """
+        conn = self.connection()
+        parts, sent = [], []
+        pending = self._pending
+        for type_, meta, payload, flags, future in requests:
+            rid = next(self._rids)
+            future = future if future is not None else ReplyFuture()
+            pending[(conn, rid)] = future
+            parts.extend(p.frame_parts(type_, rid, meta, payload, flags))
+            sent.append((conn, rid, future))
+        try:
+            conn.send(parts)
+        except PyFaaSError:
+            for conn_, rid, _ in sent:
+                pending.pop((conn_, rid), None)
+            raise
+        return sent
+
+    def forget(self, conn, rid, tell_director=True):
+        """Stop waiting for ``rid``; ask the Director to cancel it."""
+        self._pending.pop((conn, rid), None)
+        if tell_director:
+            try:
+                conn.send(p.frame_parts(p.CANCEL, rid))
+            except PyFaaSError:
+                pass
+
+    def wait(self, conn, rid, future, timeout=None):
+        """The reply frame of a request sent with :meth:`send`.
+
+        Raises:
+            PyFaaSTimeoutError: no reply within ``timeout`` (default: the
+                channel's); the request is then cancelled.
+            PyFaaSNetworkError: the connection broke first.
+        """
+        wait = self.timeout if timeout is None else timeout
+        try:
+            return future.result(wait)
+        except FutureTimeout:
+            self.forget(conn, rid)
+            raise PyFaaSTimeoutError(
+                "director %s did not answer within %.1f s%s"
+                % (conn.name, wait, self.hint if timeout is None else ""))

@@ -1,0 +1,343 @@
+"""Pure tests of the wire codec (pyfaas/protocol.py): bytes in, frames out.
+
+No sockets. The decoder is fed in every chunking we can think of: one byte at
+a time, split at every offset of a stream, everything in one chunk, random
+chunk sizes, and (with hypothesis) arbitrary bytes in arbitrary chunks.
+"""
+
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyfaas import protocol as p
+
+ALL_TYPES = sorted(p.TYPE_NAMES)
+MAX_ID = 2 ** 64 - 1
+
+
+def decode_all(chunks, decoder=None, **kwargs):
+    """Feed ``chunks`` one by one, draining events after each; return them."""
+    decoder = decoder or p.FrameDecoder(**kwargs)
+    events = []
+    for chunk in chunks:
+        decoder.feed(chunk)
+        while True:
+            event = decoder.next_event()
+            if event is p.NEED_DATA:
+                break
+            events.append(event)
+    decoder.check_eof()
+    return events
+
+
+def split_at(data, *offsets):
+    bounds = [0, *offsets, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def random_chunks(data, rng, max_size):
+    chunks, pos = [], 0
+    while pos < len(data):
+        size = rng.randint(1, max_size)
+        chunks.append(data[pos:pos + size])
+        pos += size
+    return chunks
+
+
+def as_tuple(event):
+    if isinstance(event, p.Preamble):
+        return ("preamble", event.version, event.role)
+    return (event.type, event.flags, event.request_id, event.meta_raw,
+            event.payload)
+
+
+SAMPLE_FRAMES = [
+    p.Frame(p.CALL, 7, b'{"f":"abc"}', b"\x80\x04args", p.FLAG_PICKLED),
+    p.Frame(p.HEARTBEAT, 0, b'{"inflight":0}', b""),
+    p.Frame(p.OK, MAX_ID, b"", b"result bytes"),
+    p.Frame(p.PING, 1, b"", b""),
+]
+SAMPLE_STREAM = b"".join(
+    p.encode_frame(f.type, f.request_id, f.meta_raw, f.payload, f.flags)
+    for f in SAMPLE_FRAMES)
+PREAMBLE = p.encode_preamble(p.ROLE_WORKER)
+
+
+# ----- encoding --------------------------------------------------------------
+
+@pytest.mark.parametrize("type_", ALL_TYPES, ids=lambda t: p.TYPE_NAMES[t])
+@pytest.mark.parametrize("meta", [None, {}, {"f": "x", "n": [1], "u": "é"}],
+                         ids=["no-meta", "empty-dict", "meta"])
+@pytest.mark.parametrize("payload", [b"", b"\x00payload\xff"],
+                         ids=["no-payload", "payload"])
+@pytest.mark.parametrize("rid", [0, MAX_ID], ids=["rid0", "rid-max"])
+def test_every_type_round_trips(type_, meta, payload, rid):
+    flags = p.FLAG_PICKLED if payload else 0
+    data = p.encode_frame(type_, rid, meta, payload, flags)
+    [frame] = decode_all([data])
+    assert frame == p.Frame(type_, rid, p.encode_meta(meta), payload, flags)
+    assert frame.meta() == (meta or {})
+    assert b"".join(p.frame_parts(type_, rid, meta, payload, flags)) == data
+
+
+def test_header_layout_matches_the_documented_offsets():
+    data = p.encode_frame(p.CALL, 0x0102030405060708, {"a": 1}, b"xyz",
+                          p.FLAG_PICKLED)
+    meta = b'{"a":1}'
+    assert data[0:4] == (12 + len(meta) + 3).to_bytes(4, "big")
+    assert data[4] == p.CALL and data[5] == p.FLAG_PICKLED
+    assert data[6:8] == len(meta).to_bytes(2, "big")
+    assert data[8:16] == bytes(range(1, 9))
+    assert data[16:16 + len(meta)] == meta and data[16 + len(meta):] == b"xyz"
+
+
+def test_frame_parts_keeps_the_payload_object_uncopied():
+    payload = memoryview(b"x" * 1000)
+    parts = p.frame_parts(p.CALL, 1, None, payload)
+    assert len(parts) == 2 and parts[1] is payload
+    assert len(p.frame_parts(p.PING, 1)) == 1
+
+
+def test_preamble_layout():
+    assert p.encode_preamble(p.ROLE_CLIENT) == b"PYFS\x00\x01\x01\x00"
+    [pre] = decode_all([p.encode_preamble(p.ROLE_WORKER)],
+                       expect_preamble=True)
+    assert (pre.version, pre.role) == (p.PROTOCOL_VERSION, p.ROLE_WORKER)
+
+
+def test_meta_over_65535_bytes_is_refused_at_encode_time():
+    big = {"k": "x" * 0xFFFF}
+    with pytest.raises(ValueError, match="65535"):
+        p.encode_frame(p.CALL, 1, big)
+    exact = b"x" * 0xFFFF  # already-encoded meta at the limit is fine
+    assert len(p.frame_parts(p.CALL, 1, exact)[0]) == 16 + 0xFFFF
+
+
+def test_type_names_cover_every_message_type():
+    assert p.TYPE_NAMES[p.CALL] == "CALL"
+    assert p.TYPE_NAMES[p.REGISTER_WORKER] == "REGISTER_WORKER"
+    assert len(set(p.TYPE_NAMES.values())) == len(p.TYPE_NAMES)
+
+
+# ----- chunking --------------------------------------------------------------
+
+def test_one_byte_at_a_time():
+    data = SAMPLE_STREAM
+    events = decode_all([data[i:i + 1] for i in range(len(data))])
+    assert events == SAMPLE_FRAMES
+
+
+def test_every_split_point_of_a_stream():
+    for i in range(len(SAMPLE_STREAM) + 1):
+        for j in range(i, len(SAMPLE_STREAM) + 1, 7):
+            events = decode_all(split_at(SAMPLE_STREAM, i, j))
+            assert events == SAMPLE_FRAMES, (i, j)
+
+
+def _decode_with_preamble(chunks):
+    return [as_tuple(e) for e in decode_all(chunks, expect_preamble=True)]
+
+
+EXPECTED_WITH_PREAMBLE = [("preamble", 1, p.ROLE_WORKER)] + [
+    as_tuple(f) for f in SAMPLE_FRAMES]
+# Splitting after 5, 6 or 7 bytes of the preamble trips the early magic check.
+
+
+def test_every_split_point_after_a_preamble():
+    stream = PREAMBLE + SAMPLE_STREAM
+    for i in [*range(0, 5), *range(8, len(stream) + 1)]:
+        assert _decode_with_preamble(split_at(stream, i)) == \
+            EXPECTED_WITH_PREAMBLE, i
+
+
+@pytest.mark.parametrize("i", [5, 6, 7])
+def test_split_inside_the_preamble_version_field(i):
+    stream = PREAMBLE + SAMPLE_STREAM
+    assert _decode_with_preamble(split_at(stream, i)) == EXPECTED_WITH_PREAMBLE
+
+
+def test_preamble_one_byte_at_a_time():
+    stream = PREAMBLE + SAMPLE_STREAM
+    chunks = [stream[i:i + 1] for i in range(len(stream))]
+    assert _decode_with_preamble(chunks) == EXPECTED_WITH_PREAMBLE
+
+
+def test_many_frames_in_one_chunk():
+    frames = [p.Frame(p.CALL, i, b'{"f":"%d"}' % i, bytes([i % 256]) * i)
+              for i in range(500)]
+    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
+                                   f.payload) for f in frames)
+    decoder = p.FrameDecoder()
+    assert decode_all([data], decoder) == frames
+    assert decoder.buffered == 0
+
+
+def test_large_payload_in_random_chunks():
+    rng = random.Random(1234)
+    payload = rng.getrandbits(8 << 20).to_bytes(1 << 20, "big")
+    data = p.encode_frame(p.OK, 99, {"t": 1}, payload) + p.encode_frame(p.PING)
+    for max_chunk in (1000, 65536, 300000):
+        events = decode_all(random_chunks(data, rng, max_chunk))
+        assert [e.type for e in events] == [p.OK, p.PING]
+        assert events[0].payload == payload and events[0].request_id == 99
+
+
+# ----- limits and malformed input --------------------------------------------
+
+@pytest.mark.parametrize("announced", [1025, 0xFFFFFFFF])
+def test_oversized_frame_is_refused_before_its_body_arrives(announced):
+    decoder = p.FrameDecoder(max_frame_size=1024)
+    header = announced.to_bytes(4, "big")
+    decoder.feed(header[:3])
+    assert decoder.next_event() is p.NEED_DATA
+    decoder.feed(header[3:])
+    with pytest.raises(p.FrameTooLarge, match=str(announced)):
+        decoder.next_event()
+    assert decoder.buffered == 4  # the announced size was never allocated
+
+
+def test_frame_at_the_limit_is_accepted():
+    decoder = p.FrameDecoder(max_frame_size=12 + 100)
+    [frame] = decode_all([p.encode_frame(p.OK, 1, None, b"x" * 100)], decoder)
+    assert frame.payload == b"x" * 100
+    with pytest.raises(p.FrameTooLarge):
+        decode_all([p.encode_frame(p.OK, 1, None, b"x" * 101)],
+                   p.FrameDecoder(max_frame_size=112))
+
+
+def test_frame_too_large_is_a_protocol_error():
+    assert issubclass(p.FrameTooLarge, p.ProtocolError)
+
+
+@pytest.mark.parametrize("body_len", [0, 1, 11])
+def test_body_shorter_than_the_fixed_header_is_an_error(body_len):
+    decoder = p.FrameDecoder()
+    decoder.feed(body_len.to_bytes(4, "big"))
+    with pytest.raises(p.ProtocolError, match="under the minimum"):
+        decoder.next_event()
+
+
+def test_meta_length_larger_than_the_body_is_an_error():
+    data = bytearray(p.encode_frame(p.CALL, 1, None, b"abc"))
+    data[6:8] = (4).to_bytes(2, "big")  # meta of 4 bytes in a 3-byte remainder
+    with pytest.raises(p.ProtocolError, match="meta length"):
+        decode_all([bytes(data)])
+
+
+def test_http_request_is_refused_at_its_first_byte():
+    decoder = p.FrameDecoder(expect_preamble=True)
+    decoder.feed(b"G")
+    with pytest.raises(p.ProtocolError, match="bad magic"):
+        decoder.next_event()
+    with pytest.raises(p.ProtocolError, match="bad magic"):
+        decode_all([b"GET / HTTP/1.1\r\n\r\n"], expect_preamble=True)
+
+
+def test_preamble_with_another_version_is_returned_for_the_state_to_judge():
+    [pre] = decode_all([p.encode_preamble(p.ROLE_CLIENT, version=9)],
+                       expect_preamble=True)
+    assert (pre.version, pre.role) == (9, p.ROLE_CLIENT)
+
+
+def test_check_eof_is_clean_between_frames():
+    decoder = p.FrameDecoder(expect_preamble=True)
+    decoder.check_eof()  # nothing received at all
+    decode_all([PREAMBLE, SAMPLE_STREAM], decoder)
+    decoder.check_eof()
+
+
+@pytest.mark.parametrize("cut", [1, 4, 10, 16, len(SAMPLE_STREAM) - 1])
+def test_check_eof_inside_a_frame_is_an_error(cut):
+    decoder = p.FrameDecoder()
+    decoder.feed(SAMPLE_STREAM[:cut])
+    while decoder.next_event() is not p.NEED_DATA:
+        pass
+    assert decoder.in_frame
+    with pytest.raises(p.ProtocolError, match="inside a frame"):
+        decoder.check_eof()
+
+
+def test_check_eof_inside_the_preamble_is_an_error():
+    decoder = p.FrameDecoder(expect_preamble=True)
+    decoder.feed(b"PY")
+    assert decoder.next_event() is p.NEED_DATA
+    with pytest.raises(p.ProtocolError):
+        decoder.check_eof()
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"[1, 2]", b'"s"',
+                                 b"42", b"null"])
+def test_meta_that_is_not_a_json_object_is_a_protocol_error(raw):
+    frame = p.Frame(p.CALL, 1, raw)
+    with pytest.raises(p.ProtocolError):
+        frame.meta()
+
+
+def test_empty_meta_is_an_empty_dict():
+    assert p.Frame(p.CALL).meta() == {}
+
+
+# ----- properties ------------------------------------------------------------
+
+chunkings = st.lists(st.integers(min_value=1, max_value=64), min_size=1)
+
+
+def _chunk(data, sizes):
+    chunks, pos, i = [], 0, 0
+    while pos < len(data):
+        size = sizes[i % len(sizes)]
+        chunks.append(data[pos:pos + size])
+        pos, i = pos + size, i + 1
+    return chunks
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=400), sizes=chunkings,
+       expect_preamble=st.booleans(),
+       max_frame_size=st.sampled_from([12, 40, 1000]))
+def test_arbitrary_bytes_yield_events_or_protocol_errors(
+        data, sizes, expect_preamble, max_frame_size):
+    decoder = p.FrameDecoder(max_frame_size, expect_preamble=expect_preamble)
+    try:
+        for chunk in _chunk(data, sizes):
+            decoder.feed(chunk)
+            while True:
+                event = decoder.next_event()
+                if event is p.NEED_DATA:
+                    break
+                assert isinstance(event, (p.Preamble, p.Frame))
+                if isinstance(event, p.Frame):
+                    assert len(event.meta_raw) + len(event.payload) <= \
+                        max_frame_size - 12
+            # An unfinished frame is never more than its length prefix and
+            # an allowed body; an unfinished preamble is under 8 bytes.
+            assert decoder.buffered < max(8, 4 + max_frame_size)
+    except p.ProtocolError:
+        pass
+
+
+frame_strategy = st.builds(
+    p.Frame,
+    type=st.sampled_from(ALL_TYPES),
+    request_id=st.integers(min_value=0, max_value=MAX_ID),
+    meta_raw=st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.none(), st.booleans(), st.integers(),
+                  st.text(max_size=20)),
+        max_size=4).map(p.encode_meta),
+    payload=st.binary(max_size=300),
+    flags=st.sampled_from([0, p.FLAG_PICKLED]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(frame_strategy, max_size=8), sizes=chunkings)
+def test_any_frames_round_trip_in_any_chunking(frames, sizes):
+    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
+                                   f.payload, f.flags) for f in frames)
+    decoded = decode_all(_chunk(data, sizes))
+    assert decoded == frames
+    assert [f.meta() for f in decoded] == [json.loads(f.meta_raw or b"{}")
+                                          for f in frames]
