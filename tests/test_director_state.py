@@ -277,7 +277,8 @@ def test_worker_joining_later_gets_every_registered_function():
         (p.DEPLOY, CODE_V1), (p.DEPLOY, CODE_V2)]
     reply_to_deploys(sim, {w2: frames}, {})
     assert sim.output() == {}  # the Director asked, no client waits
-    assert _listing(sim, client)[FID_V2]["workers"] == ["w1", "w2"]
+    fid_cube = function_id(CODE_V2, "cube")
+    assert _listing(sim, client)[fid_cube]["workers"] == ["w1", "w2"]
 
 
 # ----- calls and routing -----------------------------------------------------
