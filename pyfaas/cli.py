@@ -83,6 +83,16 @@ def build_parser():
     st.add_argument("--config", help="client TOML file (default: "
                                      "$PYFAAS_CONFIG, else 127.0.0.1:40000)")
     st.add_argument("--json", action="store_true", help="print JSON")
+    b = sub.add_parser("bench", help="measure latency, throughput and memory")
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--calls", type=int, default=2000,
+                   help="synchronous calls timed")
+    b.add_argument("--async-calls", type=int, default=10000)
+    b.add_argument("--mib-rounds", type=int, default=30,
+                   help="1 MiB round trips timed")
+    b.add_argument("--config", help="benchmark an existing cluster (client "
+                                    "TOML file) instead of a local one")
+    b.add_argument("--json", action="store_true", help="print JSON")
     wf = sub.add_parser("workflow", help="workflow tools: template, validate, "
                                          "run")
     wsub = wf.add_subparsers(dest="action", metavar="ACTION")
@@ -114,6 +124,11 @@ def main(argv=None):
         if args.command == "workflow":
             from .workflow_cli import run_workflow_command
             return run_workflow_command(args)
+        if args.command == "bench":
+            from .bench import run_bench
+            run_bench(args.workers, args.calls, args.async_calls,
+                      args.mib_rounds, args.config, args.json)
+            return 0
         if args.command == "status":
             from .status import run_status
             return run_status(args.config, args.json)

@@ -1,0 +1,203 @@
+"""``python -m pyfaas bench``: how quick PyFaaS is on this machine.
+
+Owns the benchmark: it starts a local Director and N Workers (or targets an
+existing Director with ``--config``), then measures synchronous no-op
+latency (p50/p99, calls/s), asynchronous throughput of no-op calls, the
+round trip of a 1 MiB argument returned back, cluster start time to first
+result, and the resident memory of the Director and Workers. In the same
+run it measures the two-hop raw-socket floor (client -> stdlib relay ->
+echo server, see :mod:`pyfaas.bench_floor`) with the same frame sizes and
+prints each PyFaaS figure beside it as a ratio. Only 127.0.0.1 is used.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from . import bench_floor
+from .client import Client
+from .local_cluster import LocalCluster
+
+MIB = 1024 * 1024
+
+
+def _noop():
+    return None
+
+
+def _noop1(_):
+    return None
+
+
+def _echo(data):
+    return data
+
+
+def _pct(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _rss_mb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def measure_floor(calls, mib_rounds):
+    """Round trips through a bare relay to an echo server (two hops)."""
+    procs = []
+    try:
+        echo = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
+                                 "echo"], stdout=subprocess.PIPE)
+        procs.append(echo)
+        echo_port = int(echo.stdout.readline().split()[1])
+        relay = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
+                                  "relay", str(echo_port)],
+                                 stdout=subprocess.PIPE)
+        procs.append(relay)
+        relay_port = int(relay.stdout.readline().split()[1])
+        small = bench_floor.round_trips(relay_port, 64, calls)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    procs = []
+    try:
+        echo = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
+                                 "echo"], stdout=subprocess.PIPE)
+        procs.append(echo)
+        echo_port = int(echo.stdout.readline().split()[1])
+        relay = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
+                                  "relay", str(echo_port)],
+                                 stdout=subprocess.PIPE)
+        procs.append(relay)
+        relay_port = int(relay.stdout.readline().split()[1])
+        big = bench_floor.round_trips(relay_port, MIB, mib_rounds)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return {"sync_p50_us": _pct(small, 0.5) * 1e6,
+            "sync_p99_us": _pct(small, 0.99) * 1e6,
+            "sync_calls_per_s": len(small) / sum(small),
+            "mib_p50_ms": _pct(big, 0.5) * 1e3,
+            "mib_per_s": 1.0 / _pct(big, 0.5)}
+
+
+def measure_cluster(client, calls, async_calls, mib_rounds):
+    """Latency, throughput and bandwidth of one PyFaaS cluster."""
+    client.register(_noop, name="bench_noop")
+    client.register(_noop1, name="bench_noop1")
+    client.register(_echo, name="bench_echo")
+    for _ in range(min(200, calls)):
+        client.call("bench_noop")
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        client.call("bench_noop")
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in client.map("bench_noop1", range(async_calls)):
+        pass
+    async_s = time.perf_counter() - start
+    blob = os.urandom(MIB)
+    client.call("bench_echo", blob)
+    big = []
+    for _ in range(mib_rounds):
+        start = time.perf_counter()
+        back = client.call("bench_echo", blob)
+        big.append(time.perf_counter() - start)
+    assert back == blob
+    return {"sync_p50_us": _pct(times, 0.5) * 1e6,
+            "sync_p99_us": _pct(times, 0.99) * 1e6,
+            "sync_calls_per_s": len(times) / sum(times),
+            "async_calls": async_calls,
+            "async_calls_per_s": async_calls / async_s,
+            "mib_p50_ms": _pct(big, 0.5) * 1e3,
+            "mib_per_s": 1.0 / _pct(big, 0.5)}
+
+
+def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
+              config=None, as_json=False, out=sys.stdout):
+    """Run the benchmark and print a report; return the figures as a dict."""
+    figures = {"workers": workers, "python": sys.version.split()[0],
+               "cpus": os.cpu_count()}
+    figures["floor"] = measure_floor(calls, mib_rounds)
+    if config is not None:
+        with Client.from_config(config) as client:
+            figures["pyfaas"] = measure_cluster(client, calls, async_calls,
+                                                mib_rounds)
+    else:
+        cluster = LocalCluster()
+        try:
+            start = time.perf_counter()
+            cluster.start_director(log_level="warning", heartbeat_ms=1000)
+            for _ in range(workers):
+                cluster.start_worker(log_level="warning", heartbeat_ms=1000)
+            client = cluster.client()
+            client.wait_for_workers(workers, timeout=30)
+            client.register(_noop, name="bench_noop")
+            client.call("bench_noop")
+            figures["start_to_first_result_s"] = time.perf_counter() - start
+            figures["rss_mb"] = {"director": _rss_mb(cluster.director.pid)}
+            for name, proc in cluster.workers.items():
+                figures["rss_mb"][name] = _rss_mb(proc.pid)
+            figures["rss_mb"]["total"] = sum(
+                v for v in figures["rss_mb"].values() if v)
+            figures["pyfaas"] = measure_cluster(client, calls, async_calls,
+                                                mib_rounds)
+        finally:
+            cluster.stop()
+    if as_json:
+        print(json.dumps(figures, indent=2), file=out)
+    else:
+        print(render(figures), file=out)
+    return figures
+
+
+def render(f):
+    """The figures as a readable report."""
+    fl, py = f["floor"], f["pyfaas"]
+    lines = ["PyFaaS benchmark: %d worker(s), Python %s, %d CPU(s)"
+             % (f["workers"], f["python"], f["cpus"]), "",
+             "%-34s %12s %12s %8s" % ("figure", "pyfaas", "2-hop floor",
+                                      "ratio")]
+
+    def row(label, ours, floor, fmt, better_high=False):
+        ratio = (floor / ours if better_high else ours / floor) \
+            if ours and floor else None
+        lines.append("%-34s %12s %12s %8s" % (
+            label, fmt % ours, "" if floor is None else fmt % floor,
+            "" if ratio is None else "%.2fx" % ratio))
+
+    row("sync no-op call p50 (us)", py["sync_p50_us"], fl["sync_p50_us"],
+        "%.0f")
+    row("sync no-op call p99 (us)", py["sync_p99_us"], fl["sync_p99_us"],
+        "%.0f")
+    row("sync calls/s", py["sync_calls_per_s"], fl["sync_calls_per_s"],
+        "%.0f", True)
+    row("async no-op calls/s (%d calls)" % py["async_calls"],
+        py["async_calls_per_s"], fl["sync_calls_per_s"], "%.0f", True)
+    row("1 MiB round trip p50 (ms)", py["mib_p50_ms"], fl["mib_p50_ms"],
+        "%.2f")
+    row("1 MiB round trip (MiB/s)", py["mib_per_s"], fl["mib_per_s"], "%.0f",
+        True)
+    if "start_to_first_result_s" in f:
+        lines.append("")
+        lines.append("cluster start to first result: %.3f s"
+                     % f["start_to_first_result_s"])
+        lines.append("resident memory (MB): " + ", ".join(
+            "%s %.1f" % (k, v) for k, v in f["rss_mb"].items() if v))
+    lines.append("")
+    lines.append("ratios: pyfaas / floor for times, floor / pyfaas for rates "
+                 "(1.00x = as quick as the bare relay; the async row compares"
+                 " with the floor's synchronous rate)")
+    return "\n".join(lines)
