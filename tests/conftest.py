@@ -1,0 +1,118 @@
+"""Fixtures for the real-process tests: local clusters that are always stopped.
+
+``cluster``: one Director and two Workers (Round-Robin, 200 ms heartbeats)
+shared by every test of a module, for ordinary operations that change
+nothing a later test relies on. ``fresh_cluster``: a factory of clusters
+for one test, for tests that kill, restart or signal processes. Every
+process started here is stopped by its pid at teardown, even when the test
+failed, and teardown checks that none is left running.
+"""
+
+import pytest
+
+from pyfaas.local_cluster import LocalCluster
+
+HEARTBEAT_MS = 200
+
+
+def pytest_configure(config):
+    # Without pytest-timeout the marker would only warn; keep it quiet.
+    config.addinivalue_line(
+        "markers", "timeout(seconds): hard time bound (pytest-timeout)")
+
+
+class TrackedCluster(LocalCluster):
+    """A LocalCluster that remembers every Director it started.
+
+    ``LocalCluster.start_director`` replaces ``self.director``; a test that
+    restarts the Director must not be able to leak the first one.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.all_processes = []
+
+    def start_director(self, *args, **kwargs):
+        try:
+            return super().start_director(*args, **kwargs)
+        finally:
+            if self.director is not None and \
+                    self.director not in self.all_processes:
+                self.all_processes.append(self.director)
+
+    def start_worker(self, *args, **kwargs):
+        proc = super().start_worker(*args, **kwargs)
+        self.all_processes.append(proc)
+        return proc
+
+    def stop(self):
+        codes = super().stop()
+        for proc in self.all_processes:
+            proc.stop()
+        return codes
+
+    def leftovers(self):
+        return ["%s (pid %d)" % (proc.name, proc.pid)
+                for proc in self.all_processes if proc.alive()]
+
+
+def _stop(cluster):
+    cluster.stop()
+    left = cluster.leftovers()
+    assert not left, "processes still running after stop(): %s" % left
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Director and 2 Workers, Round-Robin, heartbeat 200 ms, per module."""
+    c = TrackedCluster(str(tmp_path_factory.mktemp("cluster")))
+    try:
+        c.start(workers=2, strategy="Round-Robin", heartbeat_ms=HEARTBEAT_MS)
+        yield c
+    finally:
+        _stop(c)
+
+
+@pytest.fixture
+def client(cluster):
+    """A Client connected to the module's shared cluster."""
+    c = cluster.client()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path_factory):
+    """Factory of clusters owned by one test: ``fresh_cluster(workers=1, ...)``.
+
+    Args (of the factory):
+        workers: Workers to start and wait for (0 is allowed).
+        strategy: the Director's worker selection strategy.
+        start: False returns the cluster with nothing started (the test
+            starts the Director and Workers itself).
+        **options: passed to each Worker's config (e.g. ``max_threads``).
+
+    Every cluster made is stopped at teardown.
+    """
+    made = []
+
+    def make(workers=2, strategy="Round-Robin", start=True, **options):
+        c = TrackedCluster(str(tmp_path_factory.mktemp("fresh")))
+        made.append(c)
+        if start:
+            options.setdefault("heartbeat_ms", HEARTBEAT_MS)
+            c.start(workers=workers, strategy=strategy, **options)
+        return c
+
+    try:
+        yield make
+    finally:
+        problems = []
+        for c in made:
+            try:
+                _stop(c)
+            except AssertionError as exc:
+                problems.append(str(exc))
+        assert not problems, problems
