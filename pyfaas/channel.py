@@ -44,12 +44,15 @@ class Channel:
         hint: where the user can change ``timeout``, for messages.
     """
 
-    def __init__(self, host, port, timeout, max_frame_size, hint=""):
+    def __init__(self, host, port, timeout, max_frame_size, hint="",
+                 token=None, tls=None):
         self.host = host
         self.port = port
         self.timeout = timeout
         self.max_frame_size = max_frame_size
         self.hint = hint
+        self.token = token
+        self.tls = tls
         self._conn = None
         self._lock = threading.Lock()
         self._pending = {}
@@ -76,7 +79,8 @@ class Channel:
             conn = self._conn
             if conn is None or conn.closed:
                 conn = Connection(self.host, self.port, p.ROLE_CLIENT,
-                                  self.timeout, self.max_frame_size, self.hint)
+                                  self.timeout, self.max_frame_size, self.hint,
+                                  self.token, self.tls)
                 conn.connect()
                 self._conn = conn
                 threading.Thread(target=self._reader, args=(conn,),

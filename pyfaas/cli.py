@@ -7,9 +7,11 @@ and the start-up lines the Director and Workers print.
 
 import argparse
 import signal
+import ssl
 import sys
 
-from .errors import PyFaaSConfigError, PyFaaSError
+from .errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
+                     PyFaaSError)
 
 USAGE_ERROR = 2
 
@@ -31,15 +33,30 @@ def run_director(path):
     from .config import load_director_config
     from .director import Director
     from .logs import setup_logging
+    from .security import is_loopback, load_token
     cfg = load_director_config(path)
-    setup_logging("director", cfg.log_level, cfg.log_directory,
-                  cfg.log_filename)
+    token = load_token(cfg.token_file, path)
+    if token is None and not is_loopback(cfg.director_ip_addr) \
+            and not cfg.allow_insecure:
+        return _fail(
+            "%s: [network] director_ip_addr: refusing to listen on %s without"
+            " a cluster token: anyone who can reach this port could run code "
+            "on every Worker. Set [security] token_file (or $PYFAAS_TOKEN), "
+            "or set [security] allow_insecure = true to accept the risk."
+            % (path, cfg.director_ip_addr))
+    log = setup_logging("director", cfg.log_level, cfg.log_directory,
+                        cfg.log_filename)
+    if token is None:
+        log.warning("no cluster token: any local process that can connect "
+                    "to %s:%s can run code on the Workers (set [security] "
+                    "token_file or $PYFAAS_TOKEN)", cfg.director_ip_addr,
+                    cfg.director_port)
     try:
-        director = Director(cfg)
-    except OSError as exc:
-        return _fail("%s: cannot listen on %s:%s: %s" % (
+        director = Director(cfg, token)
+    except (OSError, ssl.SSLError) as exc:
+        return _fail("%s: cannot start the director on %s:%s: %s" % (
             path, cfg.director_ip_addr, cfg.director_port,
-            exc.strerror or exc))
+            getattr(exc, "strerror", None) or exc))
     _on_signals(director.shutdown)
     if cfg.greeting_msg:
         print(cfg.greeting_msg)
@@ -54,15 +71,20 @@ def run_worker(path):
     from .config import load_worker_config
     from .logs import setup_logging
     from .worker import Worker
+    from .security import load_token
     cfg = load_worker_config(path)
+    token = load_token(cfg.token_file, path)
     setup_logging("worker", cfg.log_level, cfg.log_directory, cfg.log_filename)
-    worker = Worker(cfg)
+    worker = Worker(cfg, token=token)
     _on_signals(worker.stop)
     if cfg.greeting_msg:
         print(cfg.greeting_msg)
     print("PyFaaS worker %s starting; director %s:%d" % (
         worker.worker_id, cfg.director_ip_addr, cfg.director_port), flush=True)
-    worker.serve_forever()
+    try:
+        worker.serve_forever()
+    except PyFaaSAuthenticationError as exc:
+        return _fail("%s: %s" % (path, exc))
     print("PyFaaS worker %s stopped" % worker.worker_id, flush=True)
     return 0
 

@@ -32,7 +32,8 @@ from .errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
                      PyFaaSWorkflowValidationError)
 from .channel import Channel
 from .futures import ordered_results, send_calls
-from .transport import error_from_meta
+from .security import load_token
+from .transport import client_tls_context, error_from_meta
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,27 @@ class Client:
         timeout: seconds to wait for each answer (``receive_timeout_s``).
         max_frame_size: the largest frame accepted from the Director.
         config_path: the file the settings came from, named in messages.
+        token: the cluster token (str or bytes); default ``$PYFAAS_TOKEN``.
+        tls: connect with TLS; ``tls_ca_file`` verifies the Director's
+            certificate (default: the system's CAs).
     """
 
     def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT,
                  timeout=DEFAULT_TIMEOUT_S,
-                 max_frame_size=DEFAULT_MAX_FRAME_BYTES, config_path=None):
+                 max_frame_size=DEFAULT_MAX_FRAME_BYTES, config_path=None,
+                 token=None, tls=False, tls_ca_file=""):
         self.host = host
         self.port = port
         self.timeout = float(timeout)
         self.max_frame_size = max_frame_size
         hint = " (receive_timeout_s in %s)" % (config_path or
                                                 "the client config")
-        self._channel = Channel(host, port, self.timeout, max_frame_size, hint)
+        if token is None:
+            token = load_token()
+        elif isinstance(token, str):
+            token = token.encode("utf-8")
+        self._channel = Channel(host, port, self.timeout, max_frame_size, hint,
+                                token, client_tls_context(tls, tls_ca_file))
         self._signatures = {}     # name or func_id -> params description
 
     @classmethod
@@ -73,7 +83,9 @@ class Client:
         """
         cfg = load_client_config(path)
         return cls(cfg.director_ip_addr, cfg.director_port,
-                   cfg.receive_timeout_s, cfg.max_frame_bytes, str(path))
+                   cfg.receive_timeout_s, cfg.max_frame_bytes, str(path),
+                   load_token(cfg.token_file, str(path)), cfg.tls,
+                   cfg.tls_ca_file)
 
     def __enter__(self):
         return self

@@ -31,6 +31,7 @@ from .errors import PyFaaSConfigError
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 STRATEGIES = ("Random", "Round-Robin", "Least-Loaded")
 CACHE_POLICIES = ("LRU",)
+ISOLATION_MODES = ("thread", "process")
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_PENDING_CALLS = 10000
 MAX_THREADS_LIMIT = 1024
@@ -71,6 +72,13 @@ def _positive_number():
         return ((_is_int(v) or isinstance(v, float))
                 and math.isfinite(v) and v > 0)
     return _Check("a number > 0", accept, float)
+
+
+def _non_negative_number():
+    def accept(v):
+        return ((_is_int(v) or isinstance(v, float))
+                and math.isfinite(v) and v >= 0)
+    return _Check("a number >= 0", accept, float)
 
 
 def _str(non_empty=False):
@@ -120,6 +128,34 @@ def _default_threads():
 _MAX_FRAME_BYTES = _Field(_int(1024, 2 ** 32 - 1), DEFAULT_MAX_FRAME_BYTES)
 
 
+def _security(role):
+    """The optional [security] section (see README, "Security")."""
+    fields = {
+        # File holding the shared cluster token (first line, stripped).
+        # "" = use $PYFAAS_TOKEN if set, else no token.
+        "token_file": _Field(_str(), ""),
+    }
+    if role == "director":
+        fields.update({
+            # true: accept running on a non-loopback address without a token.
+            "allow_insecure": _Field(_bool(), False),
+            # PEM certificate and key: serve TLS when both are set.
+            "tls_cert_file": _Field(_str(), ""),
+            "tls_key_file": _Field(_str(), ""),
+            # Seconds a new connection has to finish its handshake.
+            "handshake_timeout_s": _Field(_positive_number(), 5.0),
+        })
+    else:
+        fields.update({
+            # true: connect to the Director with TLS.
+            "tls": _Field(_bool(), False),
+            # CA bundle (PEM) to verify the Director's certificate;
+            # "" = the system's default CAs.
+            "tls_ca_file": _Field(_str(), ""),
+        })
+    return fields
+
+
 def _file_logging():
     return {
         # Level of stdout logging, any case; "" turns stdout logging off
@@ -143,6 +179,10 @@ _DIRECTOR_SCHEMA = {
         # Most client calls in flight at once; further calls are refused
         # as overloaded. Default DEFAULT_MAX_PENDING_CALLS (10000).
         "max_pending_calls": _Field(_int(1), DEFAULT_MAX_PENDING_CALLS),
+        # Most connections open at once; more are closed at accept.
+        "max_connections": _Field(_int(1), 1024),
+        # Seconds a SIGTERM'd Director lets running calls finish.
+        "shutdown_grace_s": _Field(_non_negative_number(), 10.0),
     },
     "logging": _file_logging(),
     "statistics": {
@@ -161,6 +201,7 @@ _DIRECTOR_SCHEMA = {
         # Printed to stdout when the Director is ready.
         "greeting_msg": _Field(_str()),
     },
+    "security": _security("director"),
 }
 
 _WORKER_SCHEMA = {
@@ -184,6 +225,16 @@ _WORKER_SCHEMA = {
         "shutdown_persistence": _Field(_bool()),
         # Threads running calls at once. Default: the CPU count (max 1024).
         "max_threads": _Field(_int(1, MAX_THREADS_LIMIT), _default_threads),
+        # Seconds a call may run before its caller gets a timeout error;
+        # 0 = no limit. A call's own timeout= wins when shorter.
+        "call_timeout_s": _Field(_non_negative_number(), 0.0),
+        # Where calls run: "thread" (the Worker's pool) or "process"
+        # (a pool of child processes; a crash only kills the child).
+        "isolation": _Field(_one_of(ISOLATION_MODES), "thread"),
+        # Limits of each child process with isolation = "process";
+        # 0 = none. Address space in MiB, CPU time in seconds.
+        "memory_limit_mb": _Field(_int(0), 0),
+        "cpu_time_limit_s": _Field(_int(0), 0),
     },
     "behavior.caching": {
         # Replacement policy of the result cache: one of CACHE_POLICIES.
@@ -195,6 +246,7 @@ _WORKER_SCHEMA = {
         # Printed to stdout when the Worker is ready.
         "greeting_msg": _Field(_str()),
     },
+    "security": _security("worker"),
 }
 
 _CLIENT_SCHEMA = {
@@ -210,6 +262,7 @@ _CLIENT_SCHEMA = {
         # Level of the client's stdout logging, any case; "" = off.
         "log_level": _Field(_log_level()),
     },
+    "security": _security("client"),
 }
 
 
@@ -233,6 +286,13 @@ class DirectorConfig:
     expected_heartbeat_interval_ms: int
     worker_selection_strategy: str
     greeting_msg: str
+    max_connections: int = 1024
+    shutdown_grace_s: float = 10.0
+    token_file: str = ""
+    allow_insecure: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    handshake_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -254,6 +314,13 @@ class WorkerConfig:
     cache_policy: str
     cache_max_size: int
     greeting_msg: str
+    call_timeout_s: float = 0.0
+    isolation: str = "thread"
+    memory_limit_mb: int = 0
+    cpu_time_limit_s: int = 0
+    token_file: str = ""
+    tls: bool = False
+    tls_ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -266,6 +333,9 @@ class ClientConfig:
     receive_timeout_s: float
     max_frame_bytes: int
     log_level: str
+    token_file: str = ""
+    tls: bool = False
+    tls_ca_file: str = ""
 
 
 # ---------------------------------------------------------------------------

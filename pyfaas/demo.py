@@ -10,6 +10,7 @@ import time
 
 from .errors import PyFaaSFunctionExecutionError
 from .local_cluster import LocalCluster
+from .security import new_token
 
 
 def _add(a, b, c=12):
@@ -29,10 +30,11 @@ def _divide(a, b):
 def run_demo(workers=2):
     """Run the demo; return the exit code."""
     start = time.monotonic()
-    cluster = LocalCluster()
+    cluster = LocalCluster(token=new_token())
     try:
         cluster.start(workers=workers, log_level="warning")
         print("cluster: director on 127.0.0.1:%d, %d workers, ready in %.2f s"
+              " (authenticated with a random cluster token)"
               % (cluster.port, workers, time.monotonic() - start))
         client = cluster.client()
         print("workers:", ", ".join(client.worker_ids()))

@@ -1,17 +1,19 @@
 """The Director process: one ``selectors`` event loop that only moves bytes.
 
-Owns the listening socket, the accepted non-blocking sockets, one frame
-decoder and one output buffer per peer, the wake-up socketpair, and the
-periodic heartbeat check. Every decision (who gets which frame, who is
-evicted) is made by :class:`pyfaas.director_state.DirectorState`; this module
-feeds it events and writes what it returns. A peer that sends bad bytes, or
-whose handler fails, is logged with its address and dropped; everyone else
-goes on.
+Owns the listening socket, the accepted non-blocking sockets (TLS-wrapped
+when configured), one frame decoder and one output buffer per peer, the
+wake-up socketpair, the periodic checks (heartbeats, handshake deadlines)
+and the graceful stop. Every decision (who gets which frame, who is evicted,
+who is authenticated) is made by :class:`pyfaas.director_state.DirectorState`;
+this module feeds it events and writes what it returns. A peer that sends
+bad bytes, or whose handler fails, is logged with its address and dropped;
+everyone else goes on.
 """
 
 import logging
 import selectors
 import socket
+import ssl
 import time
 
 from . import protocol as p
@@ -21,19 +23,38 @@ log = logging.getLogger(__name__)
 
 RECV_CHUNK = 256 * 1024
 IOV_MAX = 512
+HANDSHAKE_CHECK_S = 0.25
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                ssl.SSLWantWriteError)
 
 
 class _Conn:
-    __slots__ = ("id", "sock", "addr", "decoder", "out", "closing", "events")
+    __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
+                 "closing", "events", "trusted", "tls_handshake")
 
-    def __init__(self, peer_id, sock, addr, decoder):
+    def __init__(self, peer_id, sock, addr, decoder, tls):
         self.id = peer_id
         self.sock = sock
         self.addr = addr
         self.decoder = decoder
         self.out = []             # bytes-like pieces not yet written
+        self.out_bytes = 0
         self.closing = None       # reason, once the state asked to close
-        self.events = selectors.EVENT_READ
+        self.events = _READ
+        self.trusted = False      # handshake done: full frame size allowed
+        self.tls_handshake = tls  # a TLS handshake is still running
+
+
+def tls_context(config):
+    """A server ``SSLContext`` from the config, or None without TLS."""
+    if not (config.tls_cert_file or config.tls_key_file):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
+    return ctx
 
 
 class Director:
@@ -41,10 +62,12 @@ class Director:
 
     Args:
         config: a :class:`pyfaas.config.DirectorConfig`.
+        token: the cluster token (bytes) or None for no authentication.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, token=None):
         self.config = config
+        self._tls = tls_context(config)
         self._sel = selectors.DefaultSelector()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,17 +75,20 @@ class Director:
         self._listener.listen(128)
         self._listener.setblocking(False)
         self.address = self._listener.getsockname()[:2]
-        self._sel.register(self._listener, selectors.EVENT_READ, "accept")
+        self._sel.register(self._listener, _READ, "accept")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._sel.register(self._wake_r, _READ, "wake")
         self.state = DirectorState(
             name="%s:%s" % self.address,
             strategy=config.worker_selection_strategy,
             expected_heartbeat_ms=config.expected_heartbeat_interval_ms,
             statistics_enabled=config.statistics_enabled,
-            max_pending=config.max_pending_calls)
+            max_pending=config.max_pending_calls, token=token,
+            handshake_timeout=config.handshake_timeout_s)
+        self.state.max_frame = config.max_frame_bytes
+        self._max_output = 4 * config.max_frame_bytes + 64 * 1024 * 1024
         self._conns = {}
         self._next_id = 1
         self._stopping = False
@@ -70,27 +96,43 @@ class Director:
     # ----- lifecycle ---------------------------------------------------------
 
     def serve_forever(self):
-        """Run the loop until :meth:`shutdown` is called."""
+        """Run the loop until :meth:`shutdown`, then drain and close."""
         interval = self.config.heartbeat_check_interval_ms / 1000.0
-        next_check = time.monotonic() + interval
+        now = time.monotonic()
+        next_check = now + interval
+        next_handshakes = now + HANDSHAKE_CHECK_S
+        drain_until = None
         select = self._sel.select
         try:
-            while not self._stopping:
-                timeout = max(0.0, next_check - time.monotonic())
+            while True:
+                if self._stopping and drain_until is None:
+                    drain_until = self._begin_drain()
+                if drain_until is not None and (
+                        not self.state.client_work()
+                        or time.monotonic() >= drain_until):
+                    break
+                timeout = max(0.0, min(next_check, next_handshakes)
+                              - time.monotonic())
                 for key, mask in select(timeout):
                     data = key.data
                     if data == "accept":
                         self._accept()
                     elif data == "wake":
                         self._drain_wake()
+                    elif data.tls_handshake:
+                        self._tls_step(data)
                     else:
-                        if mask & selectors.EVENT_READ:
+                        if mask & _READ:
                             self._read(data)
-                        if mask & selectors.EVENT_WRITE and data.sock:
+                        if mask & _WRITE and data.sock:
                             self._flush(data)
-                if time.monotonic() >= next_check:
+                now = time.monotonic()
+                if now >= next_check:
                     self.state.tick()
-                    next_check = time.monotonic() + interval
+                    next_check = now + interval
+                if now >= next_handshakes:
+                    self.state.expire_handshakes()
+                    next_handshakes = now + HANDSHAKE_CHECK_S
                 self._apply_output()
         finally:
             self._close_all()
@@ -102,6 +144,20 @@ class Director:
             self._wake_w.send(b"x")
         except OSError:
             pass
+
+    def _begin_drain(self):
+        """Stop accepting; give running calls the grace period to finish."""
+        try:
+            self._sel.unregister(self._listener)
+        except (KeyError, ValueError):
+            pass
+        self._listener.close()
+        self.state.draining = True
+        work = self.state.client_work()
+        grace = self.config.shutdown_grace_s
+        log.info("stopping: no new connections or calls; waiting up to %.1f s"
+                 " for %d request(s) in flight", grace, work)
+        return time.monotonic() + grace
 
     def _drain_wake(self):
         try:
@@ -132,34 +188,72 @@ class Director:
             except OSError as exc:  # e.g. EMFILE: keep serving the others
                 log.error("accept failed: %s", exc)
                 return
+            if len(self._conns) >= self.config.max_connections:
+                log.warning("refused %s:%s: %d connections open "
+                            "(max_connections)", addr[0], addr[1],
+                            len(self._conns))
+                sock.close()
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_side=True,
+                                             do_handshake_on_connect=False)
             peer_id = self._next_id
             self._next_id += 1
             decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
                                      expect_preamble=True)
-            conn = _Conn(peer_id, sock, addr, decoder)
+            conn = _Conn(peer_id, sock, addr, decoder, self._tls is not None)
             self._conns[peer_id] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._sel.register(sock, _READ, conn)
             self.state.connected(peer_id, addr)
             log.debug("connection %d from %s:%s", peer_id, addr[0], addr[1])
 
-    def _read(self, conn):
-        if conn.sock is None or conn.closing is not None:
-            return
+    def _tls_step(self, conn):
         try:
-            data = conn.sock.recv(RECV_CHUNK)
-        except (BlockingIOError, InterruptedError):
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(conn, _READ)
             return
-        except OSError as exc:
-            self._drop(conn, "receive failed: %s" % exc)
+        except ssl.SSLWantWriteError:
+            self._want(conn, _WRITE)
             return
-        if not data:
-            reason = "connection closed"
-            if conn.decoder.in_frame:
-                reason = "connection closed inside a frame"
-            self._drop(conn, reason)
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("TLS handshake with %s:%s failed: %s", conn.addr[0],
+                        conn.addr[1], exc)
+            self._drop(conn, "TLS handshake failed")
             return
+        conn.tls_handshake = False
+        self._want(conn, _READ)
+        self._read(conn)  # application bytes may already be decrypted
+
+    def _want(self, conn, events):
+        if events != conn.events:
+            conn.events = events
+            self._sel.modify(conn.sock, events, conn)
+
+    def _read(self, conn):
+        while conn.sock is not None and conn.closing is None:
+            try:
+                data = conn.sock.recv(RECV_CHUNK)
+            except _WOULD_BLOCK:
+                return
+            except OSError as exc:
+                self._drop(conn, "receive failed: %s" % exc)
+                return
+            if not data:
+                reason = "connection closed"
+                if conn.decoder.in_frame:
+                    reason = "connection closed inside a frame"
+                self._drop(conn, reason)
+                return
+            self._handle(conn, data)
+            # A TLS socket may hold more decrypted bytes than select sees.
+            if not (self._tls is not None and conn.sock is not None
+                    and conn.sock.pending()):
+                return
+
+    def _handle(self, conn, data):
         decoder = conn.decoder
         decoder.feed(data)
         state = self.state
@@ -169,9 +263,10 @@ class Director:
                 if event is p.NEED_DATA:
                     break
                 state.received(conn.id, event)
-                if isinstance(event, p.Preamble):
+                if not conn.trusted:
                     peer = state.peers.get(conn.id)
                     if peer is not None and peer.ready:
+                        conn.trusted = True
                         decoder.max_frame_size = self.config.max_frame_bytes
         except p.ProtocolError as exc:
             log.warning("peer %s:%s sent bad bytes: %s; closing it",
@@ -196,7 +291,13 @@ class Director:
                 if conn is None or conn.sock is None:
                     continue
                 conn.out.extend(parts)
-                self._flush(conn)
+                conn.out_bytes += sum(len(x) for x in parts)
+                if conn.out_bytes > self._max_output:
+                    self._drop(conn, "output buffer over %d bytes (peer not "
+                                     "reading)" % self._max_output)
+                    continue
+                if not conn.tls_handshake:
+                    self._flush(conn)
             for peer_id, reason in closing.items():
                 conn = self._conns.get(peer_id)
                 if conn is None:
@@ -208,14 +309,19 @@ class Director:
     def _flush(self, conn):
         out = conn.out
         sock = conn.sock
+        tls = self._tls is not None
         while out:
             try:
-                sent = sock.sendmsg(out[:IOV_MAX])
-            except (BlockingIOError, InterruptedError):
+                if tls:  # SSLSocket has no sendmsg: write joined pieces
+                    sent = sock.send(b"".join(out[:64]))
+                else:
+                    sent = sock.sendmsg(out[:IOV_MAX])
+            except _WOULD_BLOCK:
                 break
             except OSError as exc:
                 self._drop(conn, "send failed: %s" % exc)
                 return
+            conn.out_bytes -= sent
             # Drop the pieces fully written; keep the rest of a partial one.
             i = 0
             while i < len(out) and sent >= len(out[i]):
@@ -224,10 +330,7 @@ class Director:
             del out[:i]
             if sent:
                 out[0] = memoryview(out[0])[sent:]
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
-        if want != conn.events:
-            conn.events = want
-            self._sel.modify(sock, want, conn)
+        self._want(conn, _READ | (_WRITE if out else 0))
         if not out and conn.closing is not None:
             self._drop(conn, conn.closing)
 

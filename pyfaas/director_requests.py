@@ -109,7 +109,16 @@ class ClientRequests:
                     return worker
         return self.choose_worker(candidates)
 
+    def _refuse_if_draining(self, peer, frame):
+        if self.draining:
+            self.error(peer.id, frame.request_id, "shutting_down",
+                       "director %s is shutting down; retry on another "
+                       "director or later" % self.name)
+        return self.draining
+
     def _on_call(self, peer, frame):
+        if self._refuse_if_draining(peer, frame):
+            return
         meta = frame.meta()
         target = meta.get("f")
         func = self.resolve(target)

@@ -20,6 +20,7 @@ import random
 import time
 
 from . import protocol as p
+from . import security
 from .director_requests import ClientRequests
 from .director_workflows import WorkflowRequests
 from .director_tables import Function, Gather, Peer, Pending, Worker, _json
@@ -44,12 +45,16 @@ class DirectorState(ClientRequests, WorkflowRequests):
 
     def __init__(self, name="director", strategy="Round-Robin",
                  expected_heartbeat_ms=2000, statistics_enabled=True,
-                 max_pending=10000, rng=None, clock=time.monotonic):
+                 max_pending=10000, rng=None, clock=time.monotonic,
+                 token=None, handshake_timeout=5.0):
         self.name = name
         self.strategy = strategy
         self.evict_after = HEARTBEAT_MISSES * expected_heartbeat_ms / 1000.0
         self.statistics_enabled = statistics_enabled
         self.max_pending = max_pending
+        self.token = token
+        self.max_frame = p.DEFAULT_MAX_FRAME_SIZE
+        self.handshake_timeout = handshake_timeout
         self.rng = rng or random.Random()
         self.clock = clock
         self.started = time.time()
@@ -67,6 +72,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         self.closing = {}
         self.requests = 0
         self.request_errors = 0
+        self.draining = False      # stopping: refuse new calls and workflows
 
     # ----- output -------------------------------------------------------
 
@@ -97,7 +103,9 @@ class DirectorState(ClientRequests, WorkflowRequests):
     # ----- connection events ---------------------------------------------
 
     def connected(self, peer_id, addr):
-        self.peers[peer_id] = Peer(peer_id, addr)
+        peer = Peer(peer_id, addr)
+        peer.deadline = self.clock() + self.handshake_timeout
+        self.peers[peer_id] = peer
 
     def disconnected(self, peer_id, reason="connection closed"):
         peer = self.peers.pop(peer_id, None)
@@ -132,11 +140,17 @@ class DirectorState(ClientRequests, WorkflowRequests):
             worker = self.workers.get(peer.worker_id)
             if worker is not None:
                 worker.last_seen = self.clock()
-        handler = self._handlers.get((peer.role, event.type))
+        if not peer.ready:
+            if event.type == p.AUTH and peer.nonce is not None:
+                self._on_auth(peer, event)
+                return
+            handler = None
+        else:
+            handler = self._handlers.get((peer.role, event.type))
         if peer.role == p.ROLE_WORKER and peer.worker_id is None and (
                 event.type != p.REGISTER_WORKER):
             handler = None  # a Worker must register before anything else
-        if handler is None or not peer.ready:
+        if handler is None:
             self.error(peer_id, event.request_id, "protocol",
                        "unexpected %s frame from a %s" % (
                            p.TYPE_NAMES.get(event.type, hex(event.type)),
@@ -145,6 +159,21 @@ class DirectorState(ClientRequests, WorkflowRequests):
                        % event.type)
             return
         getattr(self, handler)(peer, event)
+
+    def client_work(self):
+        """Requests of clients still waiting for an answer."""
+        return sum(len(peer.pending) for peer in self.peers.values()
+                   if peer.role == p.ROLE_CLIENT) + len(self.runs)
+
+    def expire_handshakes(self):
+        """Close connections that did not finish the handshake in time."""
+        now = self.clock()
+        for peer in list(self.peers.values()):
+            if not peer.ready and now > peer.deadline:
+                log.warning("peer %s:%s did not finish the handshake within "
+                            "%.1f s; closing it", peer.addr[0], peer.addr[1],
+                            self.handshake_timeout)
+                self.close(peer.id, "handshake timeout")
 
     def tick(self):
         """Evict Workers that stopped heartbeating. Call periodically."""
@@ -171,9 +200,39 @@ class DirectorState(ClientRequests, WorkflowRequests):
             self.close(peer.id, "unknown role %d" % pre.role)
             return
         peer.role = pre.role
+        hello = {"protocol": p.PROTOCOL_VERSION, "director": self.name,
+                 "auth": "none", "max_frame": self.max_frame}
+        if self.token is None:
+            peer.ready = True
+        else:
+            peer.nonce = security.new_nonce()
+            hello.update(auth=security.SCHEME, nonce=peer.nonce.hex())
+        self.send(peer.id, p.HELLO, 0, hello)
+
+    def _on_auth(self, peer, frame):
+        role = p.ROLE_NAMES[peer.role]
+        try:
+            meta = frame.meta()
+            peer_nonce = bytes.fromhex(meta["nonce"])
+            mac = bytes.fromhex(meta["mac"])
+            if len(peer_nonce) != security.NONCE_BYTES:
+                raise ValueError("nonce length")
+        except (KeyError, TypeError, ValueError, p.ProtocolError):
+            peer_nonce, mac = b"", b""
+        expected = security.peer_proof(self.token, role, peer.nonce,
+                                       peer_nonce)
+        if not peer_nonce or not security.check(expected, mac):
+            log.warning("refused %s %s:%s: wrong cluster token", role,
+                        peer.addr[0], peer.addr[1])
+            self.error(peer.id, frame.request_id, "auth_rejected",
+                       "director %s refused the cluster token: it does not "
+                       "match" % self.name)
+            self.close(peer.id, "authentication failed")
+            return
         peer.ready = True
-        self.send(peer.id, p.HELLO, 0, {"protocol": p.PROTOCOL_VERSION,
-                                        "auth": "none", "director": self.name})
+        self.send(peer.id, p.AUTH, frame.request_id, {
+            "mac": security.director_proof(self.token, role, peer.nonce,
+                                           peer_nonce).hex()})
 
     # ----- worker side -----------------------------------------------------
 

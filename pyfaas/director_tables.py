@@ -15,7 +15,8 @@ def _json(obj):
 class Peer:
     """One connection. ``role`` is None until the preamble arrives."""
 
-    __slots__ = ("id", "addr", "role", "ready", "worker_id", "pending")
+    __slots__ = ("id", "addr", "role", "ready", "worker_id", "pending",
+                 "nonce", "deadline")
 
     def __init__(self, peer_id, addr):
         self.id = peer_id
@@ -24,6 +25,8 @@ class Peer:
         self.ready = False        # handshake done: full frame size allowed
         self.worker_id = None
         self.pending = set()      # director request ids this client awaits
+        self.nonce = None         # our challenge, while authentication runs
+        self.deadline = 0.0       # the handshake must finish before this
 
 
 class Worker:

@@ -28,6 +28,8 @@ class WorkflowRequests:
 
     def _on_chain(self, peer, frame):
         rid = frame.request_id
+        if self._refuse_if_draining(peer, frame):
+            return
         wf, problems = wfl.parse(bytes(frame.payload))
         if not problems:
             registry = {name: self.functions[fid].params

@@ -43,6 +43,14 @@ class PyFaaSAuthenticationError(PyFaaSError):
     """The handshake's authentication step failed."""
 
 
+class PyFaaSTokenMissingError(PyFaaSAuthenticationError):
+    """The Director requires a cluster token and none is configured here."""
+
+
+class PyFaaSTokenRejectedError(PyFaaSAuthenticationError):
+    """The Director refused our cluster token (it does not match)."""
+
+
 class PyFaaSNoWorkersError(PyFaaSError):
     """No live Worker can serve the request."""
 
@@ -61,6 +69,10 @@ class PyFaaSWorkerLostError(PyFaaSError):
 
 class PyFaaSOverloadedError(PyFaaSError):
     """The cluster refused a new request because its queues are full."""
+
+
+class PyFaaSShuttingDownError(PyFaaSError):
+    """The Director is stopping and takes no new calls."""
 
 
 class PyFaaSSerializationError(PyFaaSError):
@@ -176,9 +188,11 @@ CODES = {
     "version": PyFaaSVersionError,
     "frame_too_large": PyFaaSFrameTooLargeError,
     "auth": PyFaaSAuthenticationError,
+    "auth_rejected": PyFaaSTokenRejectedError,
     "no_workers": PyFaaSNoWorkersError,
     "worker_lost": PyFaaSWorkerLostError,
     "overloaded": PyFaaSOverloadedError,
+    "shutting_down": PyFaaSShuttingDownError,
     "serialization": PyFaaSSerializationError,
     "timeout": PyFaaSTimeoutError,
     "not_registered": PyFaaSFunctionNotRegisteredError,

@@ -134,11 +134,16 @@ class LocalCluster:
         workdir: directory for configs, logs and outputs (default: a new
             temporary directory).
         env: extra environment variables for the processes.
+        token: a cluster token for every process and client (passed to the
+            processes as ``$PYFAAS_TOKEN``); None runs without one.
     """
 
-    def __init__(self, workdir=None, env=None):
+    def __init__(self, workdir=None, env=None, token=None):
         self.workdir = workdir or tempfile.mkdtemp(prefix="pyfaas-")
-        self.env = env
+        self.token = token
+        self.env = dict(env or {})
+        if token is not None:
+            self.env["PYFAAS_TOKEN"] = token
         self.director = None
         self.port = None
         self.workers = {}
@@ -192,13 +197,14 @@ class LocalCluster:
 
     def client(self, timeout=20.0):
         """A new Client for this cluster (closed by :meth:`stop`)."""
-        client = Client("127.0.0.1", self.port, timeout)
+        client = Client("127.0.0.1", self.port, timeout, token=self.token)
         self._clients.append(client)
         return client
 
     def wait_for_workers(self, count, timeout=15.0):
         """Block until ``count`` Workers are registered; return their ids."""
-        with Client("127.0.0.1", self.port, timeout) as client:
+        with Client("127.0.0.1", self.port, timeout,
+                    token=self.token) as client:
             return client.wait_for_workers(count, timeout)
 
     def start(self, workers=2, strategy="Round-Robin", timeout=15.0, **options):

@@ -48,7 +48,7 @@ _BODY_FIXED = HEADER_SIZE - 4        # bytes of the header counted in N
 
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 # Before a peer has finished the handshake it may only send frames this big.
-HANDSHAKE_MAX_FRAME_SIZE = 16 * 1024
+HANDSHAKE_MAX_FRAME_SIZE = 4096
 MAX_META_SIZE = 0xFFFF
 
 FLAG_PICKLED = 0x01

@@ -9,6 +9,7 @@ taken over Workers, and p50/p95 are computed over the union of the Workers'
 recent-duration windows. Pure: no I/O.
 """
 
+import math
 import threading
 import time
 from collections import deque
@@ -21,7 +22,7 @@ def percentile(sorted_values, q):
     if not sorted_values:
         return None
     rank = max(0, min(len(sorted_values) - 1,
-                      int(round(q * len(sorted_values) + 0.5)) - 1))
+                      math.ceil(q * len(sorted_values)) - 1))
     return sorted_values[rank]
 
 

@@ -7,12 +7,15 @@ It knows nothing about what frames mean beyond the handshake.
 """
 
 import socket
+import ssl
 import threading
 import time
 
 from . import protocol as p
-from .errors import (CODES, PyFaaSError, PyFaaSNetworkError,
-                     PyFaaSProtocolError, PyFaaSTimeoutError)
+from . import security
+from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
+                     PyFaaSNetworkError, PyFaaSProtocolError,
+                     PyFaaSTimeoutError, PyFaaSTokenMissingError)
 
 RECV_CHUNK = 256 * 1024
 
@@ -41,6 +44,15 @@ def error_from_meta(meta, default=PyFaaSError):
     return cls(message)
 
 
+def client_tls_context(enabled, ca_file=""):
+    """A client ``SSLContext`` (verifying the Director), or None."""
+    if not enabled:
+        return None
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 def send_parts(sock, parts):
     """Send every byte of ``parts`` (bytes-like pieces) on a blocking socket."""
     if len(parts) == 1 or sum(len(x) for x in parts) < 65536:
@@ -64,14 +76,19 @@ class Connection:
     """
 
     def __init__(self, host, port, role, timeout=20.0,
-                 max_frame_size=p.DEFAULT_MAX_FRAME_SIZE, hint=""):
+                 max_frame_size=p.DEFAULT_MAX_FRAME_SIZE, hint="", token=None,
+                 tls=None, token_hint="$PYFAAS_TOKEN or [security] token_file"):
         self.host = host
         self.port = port
         self.role = role
         self.timeout = timeout
         self.hint = hint
+        self.token = token
+        self.tls = tls
+        self.token_hint = token_hint
         self.name = "%s:%s" % (host, port)
-        self._decoder = p.FrameDecoder(max_frame_size)
+        self.max_frame_size = max_frame_size
+        self._decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
         self._send_lock = threading.Lock()
         self._sock = None
         self.closed = False
@@ -100,23 +117,75 @@ class Connection:
             raise PyFaaSNetworkError("cannot reach director %s: %s"
                                      % (self.name, exc.strerror or exc))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
         try:
+            if self.tls is not None:
+                try:
+                    sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+                except (ssl.SSLError, OSError) as exc:
+                    sock.close()
+                    raise PyFaaSNetworkError(
+                        "TLS handshake with director %s failed: %s"
+                        % (self.name, exc))
+            self._sock = sock
             self._sendall([p.encode_preamble(self.role)])
-            frame = self.recv_frame(deadline)
+            frame = self._expect(p.HELLO, deadline)
+            self.hello = frame.meta()
+            self._authenticate(deadline)
         except PyFaaSError:
             self.close()
             raise
-        if frame.type == p.ERROR:
-            self.close()
-            raise error_from_meta(frame.meta(), PyFaaSProtocolError)
-        if frame.type != p.HELLO:
-            self.close()
-            raise PyFaaSProtocolError("director %s answered the handshake with"
-                                      " frame type %d" % (self.name, frame.type))
-        self.hello = frame.meta()
+        self._decoder.max_frame_size = self.max_frame_size
         sock.settimeout(None)
         return self.hello
+
+    def _expect(self, type_, deadline):
+        frame = self.recv_frame(deadline)
+        if frame.type == p.ERROR:
+            raise error_from_meta(frame.meta(), PyFaaSProtocolError)
+        if frame.type != type_:
+            raise PyFaaSProtocolError(
+                "director %s answered the handshake with a %s frame"
+                % (self.name, p.TYPE_NAMES.get(frame.type, frame.type)))
+        return frame
+
+    def _authenticate(self, deadline):
+        scheme = self.hello.get("auth", "none")
+        if scheme == "none":
+            if self.token is not None:
+                raise PyFaaSAuthenticationError(
+                    "director %s does not ask for a cluster token, but one is "
+                    "configured here: refusing to trust an unauthenticated "
+                    "director (configure the same token on it)" % self.name)
+            return
+        if scheme != security.SCHEME:
+            raise PyFaaSAuthenticationError(
+                "director %s asks for authentication scheme %r, which this "
+                "PyFaaS does not know" % (self.name, scheme))
+        if self.token is None:
+            raise PyFaaSTokenMissingError(
+                "director %s requires a cluster token and none is configured "
+                "(set %s)" % (self.name, self.token_hint))
+        role = p.ROLE_NAMES[self.role]
+        try:
+            director_nonce = bytes.fromhex(self.hello["nonce"])
+        except (KeyError, TypeError, ValueError):
+            raise PyFaaSProtocolError("director %s sent a HELLO without a "
+                                      "valid nonce" % self.name)
+        nonce = security.new_nonce()
+        proof = security.peer_proof(self.token, role, director_nonce, nonce)
+        self._sendall(p.frame_parts(p.AUTH, 0, {"nonce": nonce.hex(),
+                                                "mac": proof.hex()}))
+        frame = self._expect(p.AUTH, deadline)
+        expected = security.director_proof(self.token, role, director_nonce,
+                                           nonce)
+        try:
+            mac = bytes.fromhex(frame.meta().get("mac", ""))
+        except (TypeError, ValueError):
+            mac = b""
+        if not security.check(expected, mac):
+            raise PyFaaSAuthenticationError(
+                "director %s did not prove it holds the cluster token; "
+                "refusing it" % self.name)
 
     def send(self, parts):
         """Send one encoded frame (a list of parts). Thread-safe."""

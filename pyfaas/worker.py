@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import protocol as p
 from . import serialization as ser
-from .errors import PyFaaSError, PyFaaSNetworkError
-from .transport import Connection
+from .errors import (PyFaaSAuthenticationError, PyFaaSError,
+                     PyFaaSNetworkError)
+from .transport import Connection, client_tls_context
 from .worker_core import WorkerCore
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ class Worker:
             one, else random).
     """
 
-    def __init__(self, config, worker_id=None):
+    def __init__(self, config, worker_id=None, token=None):
         self.config = config
+        self.token = token
+        self._tls = client_tls_context(config.tls, config.tls_ca_file)
         self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8])
         if config.shutdown_persistence:
             self.core.restore()
@@ -70,10 +73,16 @@ class Worker:
                 conn = Connection(self.config.director_ip_addr,
                                   self.config.director_port, p.ROLE_WORKER,
                                   timeout=5.0,
-                                  max_frame_size=self.config.max_frame_bytes)
+                                  max_frame_size=self.config.max_frame_bytes,
+                                  token=self.token, tls=self._tls,
+                                  token_hint="$PYFAAS_TOKEN or [security] "
+                                  "token_file in %s" % self.config.path)
                 try:
                     conn.connect()
                     self._register(conn)
+                except PyFaaSAuthenticationError:
+                    conn.close()
+                    raise  # a configuration problem: retrying cannot help
                 except PyFaaSError as exc:
                     conn.close()
                     log.info("director %s not available (%s); retrying in "

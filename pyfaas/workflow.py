@@ -180,7 +180,8 @@ def _check_registry(steps, registry):
             continue
         why = check_arguments(params, args, kwargs)
         if why is not None:
-            problems.append("step %r: arguments do not fit %s%s: %s"
+            problems.append("step %r: fields 'positional_args' and "
+                            "'default_args' do not fit %s%s: %s"
                             % (name, name, signature_text(params), why))
     return problems
 

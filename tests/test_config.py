@@ -194,9 +194,9 @@ def test_section_not_a_table(tmp_path):
 # Key-level errors: (kind, edits, message after "<path>: ").
 
 PORT = "expected an integer from 1 to 65535"
-DIRECTOR_SECTIONS = "network, logging, statistics, workers, misc"
+DIRECTOR_SECTIONS = "network, logging, statistics, workers, misc, security"
 WORKER_SECTIONS = ("network, statistics, logging, behavior, behavior.caching,"
-                   " misc")
+                   " misc, security")
 LEVELS = '"" (off) or one of debug, info, warning, error, critical (any case)'
 
 ERRORS = [
@@ -214,7 +214,8 @@ ERRORS = [
     # unknown keys and sections
     ("worker", [("behavior", "dump_fil", "x")],
      "[behavior] dump_fil: unknown key (valid keys: dump_file,"
-     " shutdown_persistence, max_threads)"),
+     " shutdown_persistence, max_threads, call_timeout_s, isolation,"
+     " memory_limit_mb, cpu_time_limit_s)"),
     ("worker", [("behavior.caching", "ttl", 5)],
      "[behavior.caching] ttl: unknown key (valid keys: policy, max_size)"),
     ("client", [("network", "receive_timeout", 5)],
@@ -321,7 +322,7 @@ def test_top_level_key_is_an_error(tmp_path):
         config.load_client_config(path)
     assert str(info.value) == (
         "%s: oops: unknown key outside any section (valid sections:"
-        " network, misc)" % path)
+        " network, misc, security)" % path)
 
 
 # ---------------------------------------------------------------------------
