@@ -273,8 +273,9 @@ class DirectorState(ClientRequests, WorkflowRequests):
         for func in self.functions.values():
             if func.id not in worker.functions:
                 self._deploy_to(worker, func, None)
-        log.info("worker %s joined from %s (pid %s, %d functions held)",
-                 worker_id, peer.addr, worker.pid, len(worker.functions))
+        log.info("worker %s joined from %s:%s (pid %s, %d functions held)",
+                 worker_id, peer.addr[0], peer.addr[1], worker.pid,
+                 len(worker.functions))
 
     def _on_announce(self, peer, frame):
         meta = frame.meta()

@@ -136,11 +136,14 @@ class LocalCluster:
         env: extra environment variables for the processes.
         token: a cluster token for every process and client (passed to the
             processes as ``$PYFAAS_TOKEN``); None runs without one.
+        tls: ``(cert_file, key_file)`` of a certificate for 127.0.0.1: the
+            Director serves TLS and everyone verifies it with that file.
     """
 
-    def __init__(self, workdir=None, env=None, token=None):
+    def __init__(self, workdir=None, env=None, token=None, tls=None):
         self.workdir = workdir or tempfile.mkdtemp(prefix="pyfaas-")
         self.token = token
+        self.tls = tls
         self.env = dict(env or {})
         if token is not None:
             self.env["PYFAAS_TOKEN"] = token
@@ -158,8 +161,12 @@ class LocalCluster:
 
     def start_director(self, timeout=10.0, port=0, **options):
         """Start the Director; return its port once it listens."""
+        sections = director_sections(self.workdir, port, **options)
+        if self.tls:
+            sections["security"] = {"tls_cert_file": self.tls[0],
+                                    "tls_key_file": self.tls[1]}
         path = write_toml(os.path.join(self.workdir, "director.toml"),
-                          director_sections(self.workdir, port, **options))
+                          sections)
         self.director = Process("director", ["director", path], self.workdir,
                                 self.env)
         deadline = time.monotonic() + timeout
@@ -178,9 +185,12 @@ class LocalCluster:
         if name is None:
             self._n += 1
             name = "worker%d" % self._n
+        sections = worker_sections(self.workdir, name, port or self.port,
+                                   **options)
+        if self.tls:
+            sections["security"] = {"tls": True, "tls_ca_file": self.tls[0]}
         path = write_toml(os.path.join(self.workdir, name + ".toml"),
-                          worker_sections(self.workdir, name,
-                                          port or self.port, **options))
+                          sections)
         return name, path
 
     def start_worker(self, name=None, port=None, **options):
@@ -192,19 +202,25 @@ class LocalCluster:
 
     def client_config(self, timeout=20.0):
         """Write a client config for this cluster; return its path."""
-        return write_toml(os.path.join(self.workdir, "client.toml"),
-                          client_sections(self.port, timeout))
+        sections = client_sections(self.port, timeout)
+        if self.tls:
+            sections["security"] = {"tls": True, "tls_ca_file": self.tls[0]}
+        return write_toml(os.path.join(self.workdir, "client.toml"), sections)
 
     def client(self, timeout=20.0):
         """A new Client for this cluster (closed by :meth:`stop`)."""
-        client = Client("127.0.0.1", self.port, timeout, token=self.token)
+        client = Client("127.0.0.1", self.port, timeout, token=self.token,
+                        **self._tls_args())
         self._clients.append(client)
         return client
 
+    def _tls_args(self):
+        return {"tls": True, "tls_ca_file": self.tls[0]} if self.tls else {}
+
     def wait_for_workers(self, count, timeout=15.0):
         """Block until ``count`` Workers are registered; return their ids."""
-        with Client("127.0.0.1", self.port, timeout,
-                    token=self.token) as client:
+        with Client("127.0.0.1", self.port, timeout, token=self.token,
+                    **self._tls_args()) as client:
             return client.wait_for_workers(count, timeout)
 
     def start(self, workers=2, strategy="Round-Robin", timeout=15.0, **options):
