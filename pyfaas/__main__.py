@@ -4,4 +4,7 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# Guarded: child processes started with the "spawn" method (process
+# isolation) import this module again and must not run the CLI.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,8 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import protocol as p
-from .errors import PyFaaSError, PyFaaSNetworkError, PyFaaSTimeoutError
+from .errors import (PyFaaSError, PyFaaSNetworkError,
+                     PyFaaSSerializationError, PyFaaSTimeoutError)
 from .transport import Connection
 
 
@@ -127,7 +128,15 @@ class Channel:
         conn = self.connection()
         parts, sent = [], []
         pending = self._pending
+        limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
         for type_, meta, payload, flags, future in requests:
+            if len(payload) + 1024 > limit:
+                for conn_, rid, _ in sent:
+                    pending.pop((conn_, rid), None)
+                raise PyFaaSSerializationError(
+                    "request of %d bytes is over the director's frame limit "
+                    "of %d bytes (max_frame_bytes); nothing was sent"
+                    % (len(payload), limit))
             rid = next(self._rids)
             future = future if future is not None else ReplyFuture()
             pending[(conn, rid)] = future

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 40000
 DEFAULT_TIMEOUT_S = 20.0
+EXEC_TIMEOUT_GRACE_S = 0.25
 
 
 class Client:
@@ -118,11 +119,13 @@ class Client:
 
     # ----- functions ---------------------------------------------------------
 
-    def register(self, fn, name=None):
+    def register(self, fn, name=None, idempotent=False):
         """Deploy ``fn`` to every Worker under ``name`` (default ``fn.__name__``).
 
         Registering a name again with new code replaces the old version
-        everywhere (logged at INFO level).
+        everywhere (logged at INFO level). ``idempotent=True`` declares the
+        function safe to run twice: a call whose Worker is lost is then run
+        again on another Worker (as with ``retries``) instead of failing.
 
         Returns:
             str: the function id.
@@ -131,9 +134,9 @@ class Client:
             PyFaaSFunctionRegistrationError: no Worker could load it, or bad name.
             PyFaaSSerializationError: ``fn`` cannot be pickled.
         """
-        return self.register_info(fn, name)["func_id"]
+        return self.register_info(fn, name, idempotent)["func_id"]
 
-    def register_info(self, fn, name=None):
+    def register_info(self, fn, name=None, idempotent=False):
         """Like :meth:`register`, returning the Director's full answer.
 
         Returns:
@@ -150,11 +153,13 @@ class Client:
                 "name='...')" % (fn,))
         return self._deploy(name, ser.dumps_function(fn),
                             ser.describe_signature(fn),
-                            getattr(fn, "__doc__", None))
+                            getattr(fn, "__doc__", None), idempotent)
 
-    def _deploy(self, name, code, params, doc=None):
+    def _deploy(self, name, code, params, doc=None, idempotent=False):
         meta = {"name": name, "params": params,
                 "doc": (doc or "").strip()[:500]}
+        if idempotent:
+            meta["idempotent"] = True
         frame = self._request(p.DEPLOY, meta, code,
                               error_class=PyFaaSFunctionRegistrationError)
         answer = frame.meta()
@@ -226,16 +231,30 @@ class Client:
         payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
         return p.CALL, meta, payload, p.FLAG_PICKLED
 
-    def exec_async(self, name, args=None, kwargs=None, save_in_cache=False):
+    @staticmethod
+    def _options(save_in_cache=False, timeout=None, retries=0):
+        options = {}
+        if save_in_cache:
+            options["cache"] = True
+        if timeout is not None:
+            options["timeout"] = float(timeout)
+        if retries:
+            options["retries"] = int(retries)
+        return options
+
+    def exec_async(self, name, args=None, kwargs=None, save_in_cache=False,
+                   timeout=None, retries=0):
         """Start a call; return a :class:`concurrent.futures.Future`.
 
         ``future.result(timeout)`` returns the result or raises what
         :meth:`exec` would; ``future.cancel()`` cancels a call that has not
-        started. Raises PyFaaSParameterMismatchError at once for bad
+        started. ``timeout`` limits the run on the Worker; ``retries`` as in
+        :meth:`exec`. Raises PyFaaSParameterMismatchError at once for bad
         arguments.
         """
-        options = {"cache": True} if save_in_cache else {}
-        request = self._call_parts(name, args or (), kwargs or {}, options)
+        request = self._call_parts(name, args or (), kwargs or {},
+                                   self._options(save_in_cache, timeout,
+                                                 retries))
         return send_calls(self._channel, [request])[0][2]
 
     def submit(self, name, *args, **kwargs):
@@ -243,7 +262,7 @@ class Client:
         return self.exec_async(name, args, kwargs)
 
     def exec(self, name, args=None, kwargs=None, save_in_cache=False,
-             timeout=None):
+             timeout=None, retries=0):
         """Run a registered function on a Worker and return its result.
 
         Args:
@@ -251,7 +270,12 @@ class Client:
             args: positional arguments (list or tuple).
             kwargs: keyword arguments (dict).
             save_in_cache: ask the Worker to cache the result.
-            timeout: seconds to wait (default: ``receive_timeout_s``).
+            timeout: seconds to wait (default: ``receive_timeout_s``); when
+                given, it also limits the run on the Worker, which answers
+                PyFaaSTimeoutError when it passes.
+            retries: if the Worker running the call is lost, run it again
+                on another Worker up to this many times (only for functions
+                safe to run twice; see ``register(idempotent=True)``).
 
         Raises:
             PyFaaSParameterMismatchError: the arguments do not fit (not sent).
@@ -261,10 +285,14 @@ class Client:
             PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
             PyFaaSNetworkError: the call could not complete.
         """
-        options = {"cache": True} if save_in_cache else {}
-        request = self._call_parts(name, args or (), kwargs or {}, options)
+        request = self._call_parts(name, args or (), kwargs or {},
+                                   self._options(save_in_cache, timeout,
+                                                 retries))
         (conn, rid, fut), = send_calls(self._channel, [request])
-        return self._channel.wait(conn, rid, fut, timeout)
+        # With a timeout the Worker enforces it too; give its (more precise)
+        # answer a moment to arrive before answering for it here.
+        wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
+        return self._channel.wait(conn, rid, fut, wait)
 
     def call(self, name, *args, **kwargs):
         """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""

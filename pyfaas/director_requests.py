@@ -26,6 +26,10 @@ from .stats import aggregate
 
 log = logging.getLogger(__name__)
 
+# Re-runs of a call of a function registered as idempotent whose Worker is
+# lost (a call's own ``retries`` may ask for more).
+IDEMPOTENT_RETRIES = 2
+
 
 class ClientRequests:
     """Client request handlers; mixed into DirectorState."""
@@ -150,8 +154,38 @@ class ClientRequests:
             call_meta = func.call_meta
         if self.statistics_enabled:
             self.requests += 1
-        self._forward(peer, frame, worker, "call", repr(func.name),
-                      call_meta, p.CALL)
+        pend = self._forward(peer, frame, worker, "call", repr(func.name),
+                             call_meta, p.CALL)
+        retries = meta.get("retries", 0)
+        if not isinstance(retries, int) or isinstance(retries, bool):
+            retries = 0
+        if func.extra.get("idempotent"):
+            retries = max(retries, IDEMPOTENT_RETRIES)
+        if retries > 0:
+            pend.retries = min(retries, 100)
+            pend.resend = (func.id, call_meta, frame.payload, frame.flags)
+
+    def _retry(self, pend, lost_worker, reason):
+        """Re-run a lost call on another Worker; False if none can take it."""
+        func_id, meta, payload, flags = pend.resend
+        client = self.peers.get(pend.client_peer)
+        candidates = self._eligible(func_id)
+        if client is None or not candidates or func_id not in self.functions:
+            return False
+        worker = self.choose_worker(candidates)
+        rid = self._new_rid()
+        again = Pending(rid, client.id, pend.client_rid, worker.id, pend.kind,
+                        pend.label, None, self.clock())
+        again.retries = pend.retries - 1
+        again.resend = pend.resend
+        self.pending[rid] = again
+        worker.inflight.add(rid)
+        client.pending.discard(pend.rid)
+        client.pending.add(rid)
+        log.info("call of %s re-run on worker %s: worker %s was lost (%s)",
+                 pend.label, worker.id, lost_worker, reason)
+        self.send(worker.peer_id, p.CALL, rid, meta, payload, flags)
+        return True
 
     def _forward(self, peer, frame, worker, kind, label, meta, type_):
         rid = self._new_rid()
@@ -162,6 +196,7 @@ class ClientRequests:
             worker.routed += 1
         peer.pending.add(rid)
         self.send(worker.peer_id, type_, rid, meta, frame.payload, frame.flags)
+        return self.pending[rid]
 
     def _on_cancel(self, peer, frame):
         if self._cancel_run(peer, frame.request_id):

@@ -375,6 +375,8 @@ class DirectorState(ClientRequests, WorkflowRequests):
             client = self.peers.get(pend.client_peer)
             if client is None:
                 continue
+            if pend.retries > 0 and self._retry(pend, worker_id, reason):
+                continue
             client.pending.discard(rid)
             self.error(client.id, pend.client_rid, "worker_lost",
                        "worker %s was lost while running %s (%s)"

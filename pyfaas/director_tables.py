@@ -74,7 +74,7 @@ class Pending:
     """A request forwarded to a Worker, waiting for its reply."""
 
     __slots__ = ("rid", "client_peer", "client_rid", "worker_id", "kind",
-                 "label", "gather", "started")
+                 "label", "gather", "started", "retries", "resend")
 
     def __init__(self, rid, client_peer, client_rid, worker_id, kind, label,
                  gather=None, started=0.0):
@@ -86,6 +86,8 @@ class Pending:
         self.label = label
         self.gather = gather
         self.started = started
+        self.retries = 0          # re-runs allowed if its Worker is lost
+        self.resend = None        # (func_id, meta, payload, flags) to re-run
 
 
 class Gather:

@@ -31,7 +31,7 @@ class FunctionStats:
 
     __slots__ = ("name", "calls", "errors", "cache_hits", "cache_misses",
                  "executions", "total_s", "min_s", "max_s", "recent",
-                 "last_call")
+                 "last_call", "timeouts")
 
     def __init__(self, name):
         self.name = name
@@ -45,12 +45,14 @@ class FunctionStats:
         self.max_s = None
         self.recent = deque(maxlen=WINDOW)
         self.last_call = None
+        self.timeouts = 0         # calls whose caller got a timeout error
 
     def to_dict(self):
         ordered = sorted(self.recent)
         return {
             "name": self.name, "calls": self.calls, "errors": self.errors,
             "cache_hits": self.cache_hits, "cache_misses": self.cache_misses,
+            "timeouts": self.timeouts,
             "executions": self.executions, "total_s": self.total_s,
             "mean_s": self.total_s / self.executions if self.executions
             else None,
@@ -67,6 +69,7 @@ class FunctionStats:
                       "executions", "total_s", "min_s", "max_s", "last_call"):
             setattr(st, field, data[field])
         st.recent.extend(data.get("recent_s", ()))
+        st.timeouts = data.get("timeouts", 0)
         return st
 
 
@@ -109,6 +112,16 @@ class WorkerStats:
                                                                 duration)
                 st.recent.append(duration)
 
+    def record_timeout(self, func_id, name):
+        """Count a call that outlived its timeout (it may still finish)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            st = self._funcs.get(func_id)
+            if st is None:
+                st = self._funcs[func_id] = FunctionStats(name)
+            st.timeouts += 1
+
     def forget(self, func_id):
         with self._lock:
             self._funcs.pop(func_id, None)
@@ -143,11 +156,12 @@ def aggregate(per_worker):
                 agg = total[fid] = {
                     "name": f["name"], "calls": 0, "errors": 0,
                     "cache_hits": 0, "cache_misses": 0, "executions": 0,
+                    "timeouts": 0,
                     "total_s": 0.0, "min_s": None, "max_s": None,
                     "last_call": None, "workers": [], "_recent": []}
             for field in ("calls", "errors", "cache_hits", "cache_misses",
-                          "executions", "total_s"):
-                agg[field] += f[field]
+                          "executions", "total_s", "timeouts"):
+                agg[field] += f.get(field, 0)
             for field, pick in (("min_s", min), ("max_s", max),
                                 ("last_call", max)):
                 if f[field] is not None:

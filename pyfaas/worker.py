@@ -27,9 +27,27 @@ from .worker_core import WorkerCore
 
 log = logging.getLogger(__name__)
 
+WATCHDOG_PERIOD_S = 0.05
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 STOP_GRACE_S = 10.0
+
+
+class _Slot:
+    """A running call with a time limit."""
+
+    __slots__ = ("rid", "conn", "func_id", "limit", "start", "deadline",
+                 "finished", "timed_out")
+
+    def __init__(self, rid, conn, func_id, limit):
+        self.rid = rid
+        self.conn = conn
+        self.func_id = func_id
+        self.limit = limit
+        self.start = time.monotonic()
+        self.deadline = self.start + limit
+        self.finished = False
+        self.timed_out = False
 
 
 class Worker:
@@ -52,6 +70,7 @@ class Worker:
                                        thread_name_prefix="pyfaas-exec")
         self._stop = threading.Event()
         self._conn = None
+        self._slots = {}          # request id -> _Slot, calls with a limit
         self._queued = set()      # CALL request ids not started yet
         self._cancelled = set()
         self._count_lock = threading.Lock()
@@ -67,6 +86,8 @@ class Worker:
         heart = threading.Thread(target=self._heartbeat_loop,
                                  name="pyfaas-heartbeat", daemon=True)
         heart.start()
+        threading.Thread(target=self._watchdog_loop, name="pyfaas-watchdog",
+                         daemon=True).start()
         delay = BACKOFF_FIRST_S
         try:
             while not self._stop.is_set():
@@ -160,6 +181,9 @@ class Worker:
                                          % frame.meta().get("message"))
         meta = frame.meta()
         core.worker_id = meta.get("worker_id", core.worker_id)
+        core.max_result = min(self.config.max_frame_bytes,
+                              conn.hello.get("max_frame") or
+                              self.config.max_frame_bytes) - 4096
         log.info("registered with director %s as %s", conn.name,
                  core.worker_id)
         for fid in meta.get("want", []):
@@ -219,8 +243,15 @@ class Worker:
             if frame.request_id in self._queued:
                 self._cancelled.add(frame.request_id)
 
+    def _limit(self, meta):
+        """Seconds this call may run (0: no limit)."""
+        limits = [x for x in (self.config.call_timeout_s, meta.get("timeout"))
+                  if isinstance(x, (int, float)) and x > 0]
+        return min(limits) if limits else 0.0
+
     def _run(self, conn, frame):
         rid = frame.request_id
+        slot = None
         try:
             with self._count_lock:
                 self._queued.discard(rid)
@@ -229,7 +260,21 @@ class Worker:
             if cancelled:
                 log.info("request %d cancelled before it started", rid)
                 return
-            type_, meta, payload, flags = self.core.run_call(frame)
+            meta = frame.meta()
+            limit = self._limit(meta)
+            if limit and self.core.pool is None:
+                slot = _Slot(rid, conn, meta.get("f"), limit)
+                with self._count_lock:
+                    self._slots[rid] = slot
+            type_, meta, payload, flags = self.core.run_call(frame, meta, limit)
+            if slot is not None:
+                with self._count_lock:
+                    self._slots.pop(rid, None)
+                    late, slot.finished = slot.finished, True
+                if late:
+                    log.info("late result of timed-out request %d dropped "
+                             "(ran %.1f s)", rid, time.monotonic() - slot.start)
+                    return
             self._send(conn, type_, rid, meta, payload, flags)
         except BaseException:  # a bug here must not kill the pool thread
             log.exception("internal error while running request %d", rid)
@@ -238,7 +283,36 @@ class Worker:
                 "message": "internal error on worker %s" % self.worker_id})
         finally:
             with self._count_lock:
-                self.core.inflight -= 1
+                if slot is None or not slot.timed_out:
+                    self.core.inflight -= 1
+
+    def _watchdog_loop(self):
+        """Answer calls that outlive their timeout; their threads run on."""
+        while not self._stop.wait(WATCHDOG_PERIOD_S):
+            if not self._slots:
+                continue
+            now = time.monotonic()
+            with self._count_lock:
+                expired = [s for s in self._slots.values()
+                           if not s.finished and now > s.deadline]
+                for slot in expired:
+                    slot.finished = slot.timed_out = True
+                    self.core.inflight -= 1  # the slot is free for accounting
+                    self._slots.pop(slot.rid, None)
+            for slot in expired:
+                func = self.core.functions.get(slot.func_id)
+                name = func.name if func else slot.func_id
+                if func is not None:
+                    self.core.stats.record_timeout(func.id, func.name)
+                self.core.stuck += 1
+                log.warning("call %d of %s exceeded its %.1f s timeout; its "
+                            "caller was told; the thread is still busy", slot.rid,
+                            name, slot.limit)
+                self._send(slot.conn, p.ERROR, slot.rid, {
+                    "code": "timeout", "worker_id": self.worker_id,
+                    "message": "function %r did not finish within %.1f s on "
+                    "worker %s (the call's timeout or call_timeout_s)"
+                    % (name, slot.limit, self.worker_id)})
 
     def _on_worker_info(self, conn, frame):
         self._send(conn, p.OK, frame.request_id, None,

@@ -68,6 +68,9 @@ class WorkerCore:
         self.requests = 0
         self.last_request_at = None
         self.inflight = 0
+        self.stuck = 0            # calls that outlived their timeout
+        self.max_result = config.max_frame_bytes - 4096
+        self.pool = None          # child processes with isolation = "process"
 
     # ----- functions ---------------------------------------------------------
 
@@ -110,9 +113,14 @@ class WorkerCore:
 
     # ----- calls ---------------------------------------------------------------
 
-    def run_call(self, frame):
-        """Run one CALL frame; return the reply as ``(type, meta, payload, flags)``."""
-        meta = frame.meta()
+    def run_call(self, frame, meta=None, limit=0.0):
+        """Run one CALL frame; return the reply as ``(type, meta, payload, flags)``.
+
+        ``limit`` (seconds, 0 = none) is enforced here only with process
+        isolation (the child is killed); threads are watched by the Worker.
+        """
+        if meta is None:
+            meta = frame.meta()
         func = self.functions.get(meta.get("f"))
         if func is None:
             return self._error("not_registered",
@@ -151,6 +159,13 @@ class WorkerCore:
         except PyFaaSError as exc:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._error("serialization", str(exc))
+        if len(payload) > self.max_result:
+            self.stats.record(func.id, func.name, duration, error=True, hit=hit)
+            return self._error("serialization",
+                               "result of %r (type %s) is %d bytes pickled; "
+                               "frames are limited to %d bytes (max_frame_bytes)"
+                               % (func.name, type(result).__name__,
+                                  len(payload), self.max_result))
         self.stats.record(func.id, func.name, duration, hit=hit)
         reply_meta = None
         if want_cache:
@@ -237,6 +252,7 @@ class WorkerCore:
                                                cfg.director_port),
                         "requests": self.requests,
                         "inflight": self.inflight,
+                        "stuck_calls": self.stuck,
                         "last_request_time": self.last_request_at},
         }
 
