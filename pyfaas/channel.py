@@ -171,6 +171,9 @@ class Channel:
         try:
             return future.result(wait)
         except FutureTimeout:
+            if future.done():
+                raise  # the answer itself is a timeout error (Python 3.11+
+                # makes futures' TimeoutError the built-in one)
             self.forget(conn, rid)
             raise PyFaaSTimeoutError(
                 "director %s did not answer within %.1f s%s"

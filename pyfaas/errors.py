@@ -120,6 +120,11 @@ class PyFaaSFunctionExecutionError(PyFaaSError):
         return text
 
 
+class PyFaaSFunctionCrashedError(PyFaaSFunctionExecutionError):
+    """With process isolation: the call's process died (signal, exit code,
+    memory or CPU limit). The Worker replaced it and lives on."""
+
+
 class PyFaaSFunctionListingError(PyFaaSError):
     """Listing the registered functions failed."""
 
@@ -198,6 +203,7 @@ CODES = {
     "not_registered": PyFaaSFunctionNotRegisteredError,
     "parameter_mismatch": PyFaaSParameterMismatchError,
     "execution": PyFaaSFunctionExecutionError,
+    "crashed": PyFaaSFunctionCrashedError,
     "registration": PyFaaSFunctionRegistrationError,
     "unregistration": PyFaaSFunctionUnregistrationError,
     "unknown_worker": PyFaaSWorkerInfoError,

@@ -91,6 +91,8 @@ def ordered_results(channel, make_request, items, timeout=None,
             try:
                 yield fut.result(left)
             except cf.TimeoutError:
+                if fut.done():
+                    raise  # the call's own answer was a timeout error
                 channel.forget(conn, rid)
                 raise PyFaaSTimeoutError("map: results not ready within "
                                          "%.1f s" % timeout)

@@ -25,7 +25,7 @@ def error_from_meta(meta, default=PyFaaSError):
     code = meta.get("code", "")
     message = str(meta.get("message", "unknown error"))
     cls = CODES.get(code, default)
-    if code == "execution":
+    if code in ("execution", "crashed"):
         return cls(message, remote_type=meta.get("type", ""),
                    remote_message=meta.get("remote_message", ""),
                    remote_traceback=meta.get("traceback", ""),

@@ -23,6 +23,7 @@ from . import serialization as ser
 from .errors import (PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError)
 from .transport import Connection, client_tls_context
+from .isolation import ProcessPool
 from .worker_core import WorkerCore
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class Worker:
             self.core.restore()
         self.pool = ThreadPoolExecutor(config.max_threads,
                                        thread_name_prefix="pyfaas-exec")
+        if config.isolation == "process":
+            self.core.pool = ProcessPool(config.max_threads,
+                                         config.memory_limit_mb,
+                                         config.cpu_time_limit_s)
         self._stop = threading.Event()
         self._conn = None
         self._slots = {}          # request id -> _Slot, calls with a limit
@@ -127,6 +132,8 @@ class Worker:
         finally:
             self._stop.set()
             self.pool.shutdown(wait=False)
+            if self.core.pool is not None:
+                self.core.pool.close()
             heart.join(timeout=2)
             if self.config.shutdown_persistence:
                 try:

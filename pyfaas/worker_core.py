@@ -138,6 +138,9 @@ class WorkerCore:
             if hit:
                 self.stats.record(func.id, func.name, None, hit=True)
                 return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
+        if self.pool is not None:
+            return self._run_isolated(func, meta, frame.payload, key, hit,
+                                      want_cache, limit)
         try:
             args, kwargs = self._arguments(meta, frame.payload)
         except Exception as exc:
@@ -161,21 +164,87 @@ class WorkerCore:
             return self._error("serialization", str(exc))
         if len(payload) > self.max_result:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
-            return self._error("serialization",
-                               "result of %r (type %s) is %d bytes pickled; "
-                               "frames are limited to %d bytes (max_frame_bytes)"
-                               % (func.name, type(result).__name__,
-                                  len(payload), self.max_result))
+            return self._too_large(func, payload, type(result).__name__)
         self.stats.record(func.id, func.name, duration, hit=hit)
-        reply_meta = None
-        if want_cache:
-            evicted = cache.put(key, Entry(func.id, func.name, payload,
-                                           _short((args, kwargs)),
-                                           _short(result)))
-            reply_meta = {"cached": key, "func_id": func.id}
-            if evicted:
-                reply_meta["evicted"] = evicted
+        reply_meta = self._store(want_cache, key, func, payload,
+                                 _short((args, kwargs)), _short(result))
         return p.OK, reply_meta, payload, p.FLAG_PICKLED
+
+    def _store(self, want_cache, key, func, payload, args_repr, result_repr):
+        """Cache a pickled result if asked; return the reply meta."""
+        if not want_cache:
+            return None
+        evicted = self.cache.put(key, Entry(func.id, func.name, payload,
+                                            args_repr, result_repr))
+        reply_meta = {"cached": key, "func_id": func.id}
+        if evicted:
+            reply_meta["evicted"] = evicted
+        return reply_meta
+
+    def _too_large(self, func, payload, type_name):
+        return self._error("serialization",
+                           "result of %r (type %s) is %d bytes pickled; "
+                           "frames are limited to %d bytes (max_frame_bytes)"
+                           % (func.name, type_name, len(payload),
+                              self.max_result))
+
+    def _run_isolated(self, func, meta, payload, key, hit, want_cache, limit):
+        start = time.perf_counter()
+        outcome = self.pool.run(func, meta, payload, limit)
+        duration = time.perf_counter() - start
+        kind = outcome[0]
+        if kind == "ok":
+            result = outcome[1]
+            if len(result) > self.max_result:
+                self.stats.record(func.id, func.name, duration, error=True,
+                                  hit=hit)
+                return self._too_large(func, result, "?")
+            self.stats.record(func.id, func.name, duration, hit=hit)
+            reply_meta = self._store(want_cache, key, func, result,
+                                     outcome[2], outcome[3])
+            return p.OK, reply_meta, result, p.FLAG_PICKLED
+        self.stats.record(func.id, func.name, duration, error=True, hit=hit)
+        if kind == "raised":
+            info = outcome[1]
+            if info.get("memory") and self.config.memory_limit_mb:
+                return self._crash(func, "memory limit of %d MiB exceeded "
+                                   "(MemoryError)" % self.config.memory_limit_mb,
+                                   replaced=False)
+            return self._error("execution",
+                               "function %r raised %s: %s (on worker %s)" % (
+                                   func.name, info["type"], info["message"],
+                                   self.worker_id),
+                               type=info["type"],
+                               remote_message=info["message"],
+                               traceback=info["traceback"], function=func.name)
+        if kind == "bad_args":
+            return self._error("serialization",
+                               "arguments for %r cannot be deserialized on "
+                               "worker %s: %s: %s" % (
+                                   func.name, self.worker_id,
+                                   outcome[1]["type"], outcome[1]["message"]))
+        if kind == "unpicklable":
+            return self._error("serialization", "%s of %r" % (outcome[1],
+                                                               func.name))
+        if kind == "timeout":
+            self.stats.record_timeout(func.id, func.name)
+            return self._error("timeout",
+                               "function %r did not finish within %.1f s on "
+                               "worker %s; its process was killed"
+                               % (func.name, outcome[1], self.worker_id))
+        how = outcome[1]
+        if how.startswith("signal 24") or how.startswith("signal 9") and \
+                self.config.cpu_time_limit_s:
+            how += "; cpu_time_limit_s is %d" % self.config.cpu_time_limit_s
+        return self._crash(func, how)
+
+    def _crash(self, func, how, replaced=True):
+        log.warning("function %s crashed its process: %s", func.name, how)
+        return self._error("crashed", "function %r crashed: %s (on worker %s%s)"
+                           % (func.name, how, self.worker_id,
+                              "; its process was replaced" if replaced else ""),
+                           type="ProcessCrash", remote_message=how,
+                           function=func.name)
 
     @staticmethod
     def _arguments(meta, payload):

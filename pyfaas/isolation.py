@@ -1,0 +1,190 @@
+"""Process isolation: run calls in child processes a crash cannot escape.
+
+Owns the pool of child processes used when a Worker has
+``[behavior] isolation = "process"``: starting children (the "spawn" method,
+so no lock or thread state is inherited), their resource limits
+(``memory_limit_mb`` as RLIMIT_AS, ``cpu_time_limit_s`` as RLIMIT_CPU, where
+the ``resource`` module exists), running one call in an idle child, and
+replacing a child that crashed, hit a limit or was killed on timeout. The
+parent never unpickles arguments or runs user code: the child does both and
+returns the pickled result, so a call that segfaults, calls ``os._exit`` or
+exhausts memory is reported to its caller and the Worker lives on.
+"""
+
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+
+from . import serialization as ser
+
+log = logging.getLogger(__name__)
+
+SPAWN_TIMEOUT_S = 30.0
+
+
+def _set_limits(memory_limit_mb, cpu_time_limit_s):
+    try:
+        import resource
+    except ImportError:  # not on this OS: run without limits
+        return
+    if memory_limit_mb:
+        size = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+    if cpu_time_limit_s:
+        resource.setrlimit(resource.RLIMIT_CPU,
+                           (cpu_time_limit_s, cpu_time_limit_s + 1))
+
+
+def child_main(conn, memory_limit_mb, cpu_time_limit_s):
+    """Loop of a child: receive a call, run it, send back the outcome."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker decides
+    from .worker_core import WorkerCore
+    _set_limits(memory_limit_mb, cpu_time_limit_s)
+    functions = {}
+    while True:
+        try:
+            func_id, code, meta, payload = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if code is not None:
+                functions[func_id] = ser.loads(code)
+            fn = functions[func_id]
+            args, kwargs = WorkerCore._arguments(meta, payload)
+        except BaseException as exc:
+            conn.send(("bad_args", ser.exception_info(exc)))
+            continue
+        try:
+            result = fn(*args, **kwargs)
+        except MemoryError as exc:
+            info = ser.exception_info(exc, skip_frames=1)
+            info["memory"] = True
+            conn.send(("raised", info))
+            continue
+        except BaseException as exc:  # user code: SystemExit too
+            conn.send(("raised", ser.exception_info(exc, skip_frames=1)))
+            continue
+        try:
+            out = ser.dumps(result, "result")
+        except Exception as exc:
+            conn.send(("unpicklable", str(exc)))
+            continue
+        conn.send(("ok", out, _short(args, kwargs), _short(result)))
+
+
+def _short(*values):
+    try:
+        text = repr(values if len(values) > 1 else values[0])
+    except Exception:
+        text = "<unrepresentable>"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def describe_exit(exitcode):
+    """Why a child ended, for the caller: "signal 11 (SIGSEGV)", "exit code 13"."""
+    if exitcode is None:
+        return "unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "?"
+        return "signal %d (%s)" % (-exitcode, name)
+    return "exit code %d" % exitcode
+
+
+class Child:
+    """One child process and the functions it has loaded."""
+
+    def __init__(self, ctx, memory_limit_mb, cpu_time_limit_s):
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=child_main, name="pyfaas-child",
+                                args=(child_conn, memory_limit_mb,
+                                      cpu_time_limit_s), daemon=True)
+        self.proc.start()
+        child_conn.close()
+        self.loaded = set()
+
+    def kill(self):
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+
+class ProcessPool:
+    """A fixed number of child processes; each runs one call at a time.
+
+    Args:
+        size: number of children.
+        memory_limit_mb, cpu_time_limit_s: limits of each child (0 = none).
+    """
+
+    def __init__(self, size, memory_limit_mb=0, cpu_time_limit_s=0):
+        self._ctx = multiprocessing.get_context("spawn")
+        self._limits = (memory_limit_mb, cpu_time_limit_s)
+        self._idle = queue.Queue()
+        self._children = []
+        self._lock = threading.Lock()
+        self.replaced = 0
+        for _ in range(size):
+            self._idle.put(self._new_child())
+
+    def _new_child(self):
+        child = Child(self._ctx, *self._limits)
+        with self._lock:
+            self._children.append(child)
+        return child
+
+    def run(self, func, meta, payload, limit=0.0):
+        """Run one call in an idle child.
+
+        Returns:
+            tuple: ``("ok", pickled result, args repr, result repr)``,
+            ``("raised", exception info)``, ``("bad_args", info)``,
+            ``("unpicklable", message)``, ``("timeout", seconds)`` or
+            ``("crashed", how)``.
+        """
+        child = self._idle.get()
+        try:
+            code = None if func.id in child.loaded else func.code
+            child.conn.send((func.id, code, dict(meta), bytes(payload)))
+            child.loaded.add(func.id)
+            if not child.conn.poll(limit if limit else None):
+                self._replace(child, "timeout after %.1f s" % limit)
+                child = None
+                return ("timeout", limit)
+            try:
+                return child.conn.recv()
+            except (EOFError, OSError):
+                child.proc.join(5)
+                how = describe_exit(child.proc.exitcode)
+                self._replace(child, how)
+                child = None
+                return ("crashed", how)
+        except (BrokenPipeError, OSError) as exc:
+            self._replace(child, "pipe broken: %s" % exc)
+            child = None
+            return ("crashed", "child process lost (%s)" % exc)
+        finally:
+            if child is not None:
+                self._idle.put(child)
+
+    def _replace(self, child, why):
+        log.warning("child process %s ended (%s); starting a new one",
+                    child.proc.pid, why)
+        child.kill()
+        with self._lock:
+            if child in self._children:
+                self._children.remove(child)
+        self.replaced += 1
+        self._idle.put(self._new_child())
+
+    def close(self):
+        """Stop every child."""
+        with self._lock:
+            children, self._children = self._children, []
+        for child in children:
+            child.kill()
