@@ -60,6 +60,18 @@ def pyfaas_exec(name, args=None, kwargs=None, save_in_cache=False,
                        timeout=timeout)
 
 
+def pyfaas_exec_async(name, args=None, kwargs=None, save_in_cache=False,
+                      timeout=None, retries=0):
+    """Start a remote call; return a ``concurrent.futures.Future``."""
+    return _get().exec_async(name, args, kwargs, save_in_cache=save_in_cache,
+                             timeout=timeout, retries=retries)
+
+
+def pyfaas_map(name, *iterables, timeout=None):
+    """Call ``name`` on each item; yield the results in order (lazily)."""
+    return _get().map(name, *iterables, timeout=timeout)
+
+
 def pyfaas_list():
     """``{func_id: {"name": ..., "signature": ..., ...}}`` of registered functions."""
     return _get().list()

@@ -153,11 +153,15 @@ class Client:
                 "name='...')" % (fn,))
         return self._deploy(name, ser.dumps_function(fn),
                             ser.describe_signature(fn),
-                            getattr(fn, "__doc__", None), idempotent)
+                            getattr(fn, "__doc__", None), idempotent,
+                            ser.source_info(fn))
 
-    def _deploy(self, name, code, params, doc=None, idempotent=False):
+    def _deploy(self, name, code, params, doc=None, idempotent=False,
+                source=None):
         meta = {"name": name, "params": params,
                 "doc": (doc or "").strip()[:500]}
+        if source:
+            meta["source"] = source
         if idempotent:
             meta["idempotent"] = True
         frame = self._request(p.DEPLOY, meta, code,

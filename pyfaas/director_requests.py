@@ -82,7 +82,8 @@ class ClientRequests:
         for func in self.functions.values():
             holders = [w.id for w in self.workers.values()
                        if w.functions.get(func.id) in ("ok", "sent")]
-            listing[func.id] = dict(func.extra, name=func.name,
+            extra = {k: v for k, v in func.extra.items() if k != "source"}
+            listing[func.id] = dict(extra, name=func.name,
                                     params=func.params,
                                     registered_at=func.registered_at,
                                     workers=holders)
@@ -154,6 +155,8 @@ class ClientRequests:
             call_meta = func.call_meta
         if self.statistics_enabled:
             self.requests += 1
+        if self.statistics_enabled:
+            worker.routed += 1
         pend = self._forward(peer, frame, worker, "call", repr(func.name),
                              call_meta, p.CALL)
         retries = meta.get("retries", 0)
@@ -178,6 +181,9 @@ class ClientRequests:
                         pend.label, None, self.clock())
         again.retries = pend.retries - 1
         again.resend = pend.resend
+        if self.statistics_enabled:
+            worker.routed += 1
+            self.requests += 1
         self.pending[rid] = again
         worker.inflight.add(rid)
         client.pending.discard(pend.rid)
@@ -192,8 +198,6 @@ class ClientRequests:
         self.pending[rid] = Pending(rid, peer.id, frame.request_id, worker.id,
                                     kind, label, None, self.clock())
         worker.inflight.add(rid)
-        if self.statistics_enabled:
-            worker.routed += 1
         peer.pending.add(rid)
         self.send(worker.peer_id, type_, rid, meta, frame.payload, frame.flags)
         return self.pending[rid]

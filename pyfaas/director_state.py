@@ -268,6 +268,8 @@ class DirectorState(ClientRequests, WorkflowRequests):
             for key, fid in keys:
                 if worker.functions.get(fid) == "ok":
                     self._remember_key(worker, key, fid)
+                elif fid in want:  # kept until the function is announced
+                    worker.held_keys.setdefault(fid, []).append(key)
         self.send(peer.id, p.WELCOME, frame.request_id,
                   {"worker_id": worker_id, "want": want})
         for func in self.functions.values():
@@ -283,6 +285,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         fid = function_id(frame.payload, name if isinstance(name, str) else "")
         worker = self.workers[peer.worker_id]
         if not isinstance(name, str) or self.by_name.get(name, fid) != fid:
+            worker.held_keys.pop(meta.get("func_id"), None)
             self.send(peer.id, p.UNDEPLOY, 0, {"func_id": meta.get("func_id")})
             return
         extra = {k: v for k, v in meta.items()
@@ -293,6 +296,8 @@ class DirectorState(ClientRequests, WorkflowRequests):
             log.info("function %s (%s) restored from worker %s", name, fid,
                      worker.id)
         worker.functions[fid] = "ok"
+        for key in worker.held_keys.pop(meta.get("func_id"), ()):
+            self._remember_key(worker, key, fid)
         for other in self.workers.values():
             if fid not in other.functions:
                 self._deploy_to(other, self.functions[fid], None)

@@ -34,7 +34,7 @@ class Worker:
 
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
-                 "info", "cache_keys")
+                 "info", "cache_keys", "held_keys")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
@@ -50,6 +50,7 @@ class Worker:
         self.errors = 0
         self.info = meta
         self.cache_keys = set()   # keys of results it cached (as it told us)
+        self.held_keys = {}       # func_id -> restored keys, until announced
 
 
 class Function:

@@ -10,6 +10,8 @@ per-operation names of the original PyFaaS documentation are kept
 them.
 """
 
+from concurrent.futures import TimeoutError as _FuturesTimeout
+
 
 class PyFaaSError(Exception):
     """Root of every error PyFaaS raises."""
@@ -23,7 +25,13 @@ class PyFaaSNetworkError(PyFaaSError, ConnectionError):
     """The Director could not be reached, or the connection to it broke."""
 
 
-class PyFaaSTimeoutError(PyFaaSError, TimeoutError):
+# Before Python 3.11 concurrent.futures has its own TimeoutError; a PyFaaS
+# timeout is both, so ``except TimeoutError`` and the futures idiom work.
+_TIMEOUT_BASES = ((TimeoutError,) if _FuturesTimeout is TimeoutError
+                  else (TimeoutError, _FuturesTimeout))
+
+
+class PyFaaSTimeoutError(PyFaaSError, *_TIMEOUT_BASES):
     """No answer arrived before the deadline."""
 
 

@@ -106,7 +106,9 @@ class Executor(cf.Executor):
 
     A callable is registered the first time it is submitted, under a name
     made of its qualified name and a digest of its code; later submissions
-    send only its id and the arguments.
+    send only its id and the arguments. Callables are identified by their
+    code: a bound method or a lambda re-created in a loop is pickled again
+    (locally) but never re-sent.
 
     Args:
         director: ``"host:port"`` or ``(host, port)`` of the Director.
@@ -131,6 +133,7 @@ class Executor(cf.Executor):
             self._client = default_client()
         self._ids = weakref.WeakKeyDictionary()
         self._strong_ids = {}
+        self._by_digest = {}      # code digest -> func_id: never re-sent
         self._lock = threading.Lock()
         self._outstanding = set()
         self._shutdown = False
@@ -148,13 +151,17 @@ class Executor(cf.Executor):
         if known is not None:
             return known
         code = ser.dumps_function(fn)
-        fid = ser.function_id(code)
-        name = "%s.%s#%s" % (getattr(fn, "__module__", None) or "?",
-                             getattr(fn, "__qualname__", None) or
-                             type(fn).__name__, fid[:8])
-        info = self._client._deploy(name, code, ser.describe_signature(fn),
-                                    getattr(fn, "__doc__", None))
-        fid = info["func_id"]
+        digest = ser.function_id(code)
+        fid = self._by_digest.get(digest)
+        if fid is None:  # new code: register it once
+            name = "%s.%s#%s" % (getattr(fn, "__module__", None) or "?",
+                                 getattr(fn, "__qualname__", None) or
+                                 type(fn).__name__, digest[:8])
+            info = self._client._deploy(name, code,
+                                        ser.describe_signature(fn),
+                                        getattr(fn, "__doc__", None),
+                                        source=ser.source_info(fn))
+            fid = self._by_digest[digest] = info["func_id"]
         try:
             self._ids[fn] = fid
         except TypeError:  # not weak-referenceable: keep it alive

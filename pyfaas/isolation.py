@@ -45,12 +45,13 @@ def child_main(conn, memory_limit_mb, cpu_time_limit_s):
     functions = {}
     while True:
         try:
-            func_id, code, meta, payload = conn.recv()
+            func_id, code, source, meta, payload = conn.recv()
         except (EOFError, OSError):
             return
         try:
             if code is not None:
                 functions[func_id] = ser.loads(code)
+                ser.restore_source(functions[func_id], source)
             fn = functions[func_id]
             args, kwargs = WorkerCore._arguments(meta, payload)
         except BaseException as exc:
@@ -150,7 +151,8 @@ class ProcessPool:
         child = self._idle.get()
         try:
             code = None if func.id in child.loaded else func.code
-            child.conn.send((func.id, code, dict(meta), bytes(payload)))
+            child.conn.send((func.id, code, func.extra.get("source"),
+                             dict(meta), bytes(payload)))
             child.loaded.add(func.id)
             if not child.conn.poll(limit if limit else None):
                 self._replace(child, "timeout after %.1f s" % limit)

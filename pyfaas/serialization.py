@@ -15,8 +15,9 @@ the Director never calls into it. It owns:
 
 import functools
 import hashlib
-import json
 import inspect
+import json
+import linecache
 import os
 import pickle
 import sys
@@ -126,6 +127,60 @@ def dumps_function(fn):
     finally:
         for module in registered:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+DYNAMIC_FILENAME = "<dynamic-code>"
+MAX_SOURCE_CHARS = 16384
+
+
+def source_info(fn):
+    """Where ``fn`` was written: file name, first line and its source lines.
+
+    cloudpickle 3.1+ replaces the file name of code it pickles by value with
+    "<dynamic-code>"; this lets the Worker put it back so remote tracebacks
+    name the user's file and show the failing line. None if unknown.
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    info = {"file": code.co_filename}
+    try:
+        lines, first = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return info
+    if sum(len(line) for line in lines) <= MAX_SOURCE_CHARS:
+        info.update(first_line=first, lines=lines)
+    return info
+
+
+def _rename_code(code, filename):
+    consts = tuple(_rename_code(c, filename) if inspect.iscode(c) else c
+                   for c in code.co_consts)
+    if code.co_filename != DYNAMIC_FILENAME:
+        return code.replace(co_consts=consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def restore_source(fn, info):
+    """Give an unpickled function back its file name and source lines."""
+    code = getattr(fn, "__code__", None)
+    if code is None or not isinstance(info, dict):
+        return
+    filename = info.get("file")
+    if not isinstance(filename, str) or not filename:
+        return
+    if code.co_filename == DYNAMIC_FILENAME:
+        try:
+            fn.__code__ = _rename_code(code, filename)
+        except (TypeError, ValueError, AttributeError):
+            return
+    lines, first = info.get("lines"), info.get("first_line")
+    if isinstance(lines, list) and isinstance(first, int) and first > 0 \
+            and not os.path.exists(filename) \
+            and filename not in linecache.cache:
+        padded = ["\n"] * (first - 1) + [str(x) for x in lines]
+        linecache.cache[filename] = (sum(map(len, padded)), None, padded,
+                                     filename)
 
 
 def function_id(code_bytes, name=""):

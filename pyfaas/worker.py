@@ -196,9 +196,9 @@ class Worker:
         for fid in meta.get("want", []):
             func = core.functions.get(fid)
             if func is not None:
-                conn.send(p.frame_parts(p.ANNOUNCE, 0, {
-                    "func_id": func.id, "name": func.name,
-                    "params": func.params}, func.code))
+                meta = dict(func.extra, func_id=func.id, name=func.name,
+                            params=func.params)
+                conn.send(p.frame_parts(p.ANNOUNCE, 0, meta, func.code))
 
     # ----- frames ------------------------------------------------------------
 
@@ -223,7 +223,7 @@ class Worker:
         fid, name = meta.get("func_id"), meta.get("name")
         try:
             self.core.load_function(fid, name, meta.get("params"),
-                                    frame.payload, meta.get("replaces"))
+                                    frame.payload, meta.get("replaces"), meta)
         except Exception as exc:
             log.warning("cannot load function %s (%s): %s", name, fid, exc)
             self._send(conn, p.ERROR, frame.request_id, {

@@ -31,14 +31,15 @@ REPR_LIMIT = 120
 class LoadedFunction:
     """A function this Worker can run; its pickled code is kept for re-announcing."""
 
-    __slots__ = ("id", "name", "fn", "code", "params")
+    __slots__ = ("id", "name", "fn", "code", "params", "extra")
 
-    def __init__(self, func_id, name, fn, code, params):
+    def __init__(self, func_id, name, fn, code, params, extra=None):
         self.id = func_id
         self.name = name
         self.fn = fn
         self.code = code
         self.params = params
+        self.extra = extra or {}  # source, doc, idempotent: kept to re-announce
 
 
 def _short(value):
@@ -74,23 +75,27 @@ class WorkerCore:
 
     # ----- functions ---------------------------------------------------------
 
-    def load_function(self, func_id, name, params, code, replaces=None):
+    def load_function(self, func_id, name, params, code, replaces=None,
+                      extra=None):
         """Unpickle and install a function (replacing older code of that name).
 
         Raises:
             Exception: whatever unpickling raised, or TypeError if the object
                 is not callable.
         """
+        extra = {k: v for k, v in (extra or {}).items()
+                 if k in ("source", "doc", "idempotent")}
         fn = ser.loads(code)
         if not callable(fn):
             raise TypeError("%s object is not callable" % type(fn).__name__)
+        ser.restore_source(fn, extra.get("source"))
         with self._lock:
             stale = [f.id for f in self.functions.values()
                      if f.id != func_id and (f.name == name or f.id == replaces)]
             for old in stale:
                 self._unload_locked(old)
             self.functions[func_id] = LoadedFunction(func_id, name, fn, code,
-                                                     params)
+                                                     params, extra)
         log.info("function %s (%s) loaded", name, func_id)
 
     def unload_function(self, func_id):
@@ -330,7 +335,7 @@ class WorkerCore:
     def state(self):
         """Everything the dump file keeps."""
         with self._lock:
-            funcs = [(f.id, f.name, f.params, f.code)
+            funcs = [(f.id, f.name, f.params, f.code, f.extra)
                      for f in self.functions.values()]
         return {"worker_id": self.worker_id, "saved_at": time.time(),
                 "functions": funcs, "cache": self.cache.state(),
@@ -380,9 +385,10 @@ class WorkerCore:
 
     def _apply_state(self, state):
         self.worker_id = state.get("worker_id") or self.worker_id
-        for fid, name, params, code in state.get("functions", []):
+        for fid, name, params, code, *rest in state.get("functions", []):
             try:
-                self.load_function(fid, name, params, code)
+                self.load_function(fid, name, params, code,
+                                   extra=rest[0] if rest else None)
             except Exception as exc:
                 log.warning("restored function %s cannot be loaded: %s: %s",
                             name, type(exc).__name__, exc)
