@@ -76,11 +76,7 @@ def child_main(conn, memory_limit_mb, cpu_time_limit_s):
 
 
 def _short(*values):
-    try:
-        text = repr(values if len(values) > 1 else values[0])
-    except Exception:
-        text = "<unrepresentable>"
-    return text if len(text) <= 120 else text[:117] + "..."
+    return ser.short_repr(values if len(values) > 1 else values[0])
 
 
 def describe_exit(exitcode):

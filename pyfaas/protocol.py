@@ -53,6 +53,9 @@ MAX_META_SIZE = 0xFFFF
 
 FLAG_PICKLED = 0x01
 
+# Bodies this large are gathered in a buffer of their own (see FrameDecoder).
+LARGE_BODY = 64 * 1024
+
 # Message types. Requests and replies share one numbering; a reply is OK or
 # ERROR carrying the request id of what it answers.
 HELLO = 0x01          # director -> peer: handshake answer (meta: version, auth)
@@ -81,7 +84,7 @@ TYPE_NAMES = {
     if name.isupper() and isinstance(value, int) and name not in (
         "PROTOCOL_VERSION", "ROLE_CLIENT", "ROLE_WORKER", "HEADER_SIZE",
         "DEFAULT_MAX_FRAME_SIZE", "HANDSHAKE_MAX_FRAME_SIZE", "MAX_META_SIZE",
-        "FLAG_PICKLED", "_BODY_FIXED")
+        "FLAG_PICKLED", "_BODY_FIXED", "LARGE_BODY")
 }
 
 
@@ -204,6 +207,11 @@ def encode_frame(type, request_id=0, meta=None, payload=b"", flags=0):
 class FrameDecoder:
     """Incremental decoder: ``feed(data)``, then ``next_event()`` until NEED_DATA.
 
+    A frame whose body is at least ``LARGE_BODY`` bytes is gathered in a
+    buffer of its exact size as its bytes arrive (no re-copying of a growing
+    buffer), and its payload is returned as a ``memoryview`` of that buffer;
+    smaller frames' payloads are ``bytes``. Nothing else writes to either.
+
     Args:
         max_frame_size: largest body length accepted (see module docstring).
         expect_preamble: the stream starts with an 8-byte preamble (the
@@ -216,15 +224,30 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._want_preamble = expect_preamble
+        self._large = None        # body buffer of a large frame being filled
+        self._large_got = 0
+        self._large_head = None   # (type, flags, meta_len, request_id)
 
     def feed(self, data):
         """Append received bytes (any chunking)."""
+        large = self._large
+        if large is not None:
+            room = len(large) - self._large_got
+            if room:
+                n = min(room, len(data))
+                large[self._large_got:self._large_got + n] = \
+                    memoryview(data)[:n]
+                self._large_got += n
+                if n == len(data):
+                    return
+                data = memoryview(data)[n:]
         self._buf += data
 
     @property
     def buffered(self):
         """Bytes received but not yet returned as an event."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._large_got + (
+            HEADER_SIZE if self._large is not None else 0)
 
     @property
     def in_frame(self):
@@ -238,6 +261,8 @@ class FrameDecoder:
             ProtocolError: bad magic, a body length under 12, bad meta length.
             FrameTooLarge: a body length over ``max_frame_size``.
         """
+        if self._large is not None:
+            return self._large_frame()
         buf, pos = self._buf, self._pos
         avail = len(buf) - pos
         if self._want_preamble:
@@ -264,6 +289,9 @@ class FrameDecoder:
             raise ProtocolError("frame body length %d is under the minimum %d"
                                 % (body_len, _BODY_FIXED))
         if avail < 4 + body_len:
+            if body_len >= LARGE_BODY and avail >= HEADER_SIZE:
+                self._start_large(body_len)
+                return self._large_frame()
             return NEED_DATA
         _, type_, flags, meta_len, request_id = HEADER.unpack_from(buf, pos)
         if meta_len > body_len - _BODY_FIXED:
@@ -271,10 +299,39 @@ class FrameDecoder:
                                 % meta_len)
         start = pos + HEADER_SIZE
         end = pos + 4 + body_len
-        meta_raw = bytes(buf[start:start + meta_len])
-        payload = bytes(buf[start + meta_len:end])
+        # Copy out through a memoryview: slicing the bytearray itself makes
+        # an extra copy.
+        with memoryview(buf) as view:
+            meta_raw = bytes(view[start:start + meta_len])
+            payload = bytes(view[start + meta_len:end])
         self._consume(4 + body_len)
         return Frame(type_, request_id, meta_raw, payload, flags)
+
+    def _start_large(self, body_len):
+        buf, pos = self._buf, self._pos
+        _, type_, flags, meta_len, request_id = HEADER.unpack_from(buf, pos)
+        if meta_len > body_len - _BODY_FIXED:
+            raise ProtocolError("meta length %d exceeds the frame body"
+                                % meta_len)
+        self._large_head = (type_, flags, meta_len, request_id)
+        # The length was checked against max_frame_size: allocating is safe.
+        self._large = bytearray(body_len - _BODY_FIXED)
+        rest = len(buf) - pos - HEADER_SIZE
+        with memoryview(buf) as view:
+            self._large[:rest] = view[pos + HEADER_SIZE:]
+        self._large_got = rest
+        self._buf.clear()
+        self._pos = 0
+
+    def _large_frame(self):
+        large = self._large
+        if self._large_got < len(large):
+            return NEED_DATA
+        type_, flags, meta_len, request_id = self._large_head
+        self._large, self._large_got, self._large_head = None, 0, None
+        view = memoryview(large)
+        return Frame(type_, request_id, bytes(view[:meta_len]),
+                     view[meta_len:], flags)
 
     def _consume(self, n):
         self._pos += n

@@ -20,6 +20,7 @@ import json
 import linecache
 import os
 import pickle
+import reprlib
 import sys
 import sysconfig
 import traceback
@@ -225,12 +226,22 @@ def describe_signature(fn):
             for p in sig.parameters.values()]
 
 
-def _short_repr(value, limit=60):
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 100
+_REPR.maxlong = 60
+
+
+def short_repr(value, limit=120):
+    """A bounded repr, cheap even for huge values (reprlib truncates first)."""
     try:
-        text = repr(value)
+        text = _REPR.repr(value)
     except Exception:
         text = "<%s>" % type(value).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short_repr(value):
+    return short_repr(value, 60)
 
 
 class _Shown:

@@ -43,11 +43,7 @@ class LoadedFunction:
 
 
 def _short(value):
-    try:
-        text = repr(value)
-    except Exception:
-        text = "<unrepresentable %s>" % type(value).__name__
-    return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT - 3] + "..."
+    return ser.short_repr(value, REPR_LIMIT)
 
 
 class WorkerCore:
@@ -85,6 +81,7 @@ class WorkerCore:
         """
         extra = {k: v for k, v in (extra or {}).items()
                  if k in ("source", "doc", "idempotent")}
+        code = bytes(code)  # kept for re-announcing and the dump file
         fn = ser.loads(code)
         if not callable(fn):
             raise TypeError("%s object is not callable" % type(fn).__name__)
@@ -171,8 +168,10 @@ class WorkerCore:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._too_large(func, payload, type(result).__name__)
         self.stats.record(func.id, func.name, duration, hit=hit)
-        reply_meta = self._store(want_cache, key, func, payload,
-                                 _short((args, kwargs)), _short(result))
+        reply_meta = None
+        if want_cache:
+            reply_meta = self._store(want_cache, key, func, payload,
+                                     _short((args, kwargs)), _short(result))
         return p.OK, reply_meta, payload, p.FLAG_PICKLED
 
     def _store(self, want_cache, key, func, payload, args_repr, result_repr):
