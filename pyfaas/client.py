@@ -74,6 +74,8 @@ class Client:
         self._channel = Channel(host, port, self.timeout, max_frame_size, hint,
                                 token, client_tls_context(tls, tls_ca_file))
         self._signatures = {}     # name or func_id -> params description
+        self._fitting = {}        # (name, n args, kw names) known to bind
+        self._plain_meta = {}     # name -> encoded meta of an option-less call
 
     @classmethod
     def from_config(cls, path):
@@ -167,6 +169,7 @@ class Client:
         frame = self._request(p.DEPLOY, meta, code,
                               error_class=PyFaaSFunctionRegistrationError)
         answer = frame.meta()
+        self._fitting.clear()
         self._signatures[name] = params
         self._signatures[answer["func_id"]] = params
         if answer.get("replaced"):
@@ -189,6 +192,7 @@ class Client:
         frame = self._request(p.UNDEPLOY, {"f": name_or_id},
                               error_class=PyFaaSFunctionUnregistrationError)
         answer = frame.meta()
+        self._fitting.clear()
         self._signatures.pop(answer.get("name"), None)
         self._signatures.pop(answer.get("func_id"), None)
         return answer["func_id"]
@@ -208,16 +212,25 @@ class Client:
                                  if params is not None else None)
             self._signatures[fid] = params
             self._signatures[info["name"]] = params
+        self._fitting.clear()
         return listing
 
     def _check_call(self, name, args, kwargs):
+        # Whether arguments bind depends only on their count and keyword
+        # names: remember the shapes that fitted.
+        shape = (name, len(args), tuple(kwargs) if kwargs else ())
+        if shape in self._fitting:
+            return
         if name not in self._signatures:
             try:
                 self.list()
             except PyFaaSError:
                 return
-        why = ser.check_arguments(self._signatures.get(name), args, kwargs)
+        params = self._signatures.get(name)
+        why = ser.check_arguments(params, args, kwargs)
         if why is None:
+            if params is not None and len(self._fitting) < 10000:
+                self._fitting[shape] = True
             return
         self.list()  # the cached signature may be stale: look again
         params = self._signatures.get(name)
@@ -230,8 +243,15 @@ class Client:
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
         self._check_call(name, args, kwargs)
-        meta = {"f": name}
-        meta.update(options)
+        if options:
+            meta = {"f": name}
+            meta.update(options)
+        else:
+            meta = self._plain_meta.get(name)
+            if meta is None:
+                meta = p.encode_meta({"f": name})
+                if len(self._plain_meta) < 10000:
+                    self._plain_meta[name] = meta
         payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
         return p.CALL, meta, payload, p.FLAG_PICKLED
 

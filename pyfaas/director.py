@@ -291,7 +291,7 @@ class Director:
                 if conn is None or conn.sock is None:
                     continue
                 conn.out.extend(parts)
-                conn.out_bytes += sum(len(x) for x in parts)
+                conn.out_bytes += sum(map(len, parts))
                 if conn.out_bytes > self._max_output:
                     self._drop(conn, "output buffer over %d bytes (peer not "
                                      "reading)" % self._max_output)
