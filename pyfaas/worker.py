@@ -76,6 +76,10 @@ class Worker:
         self._stop = threading.Event()
         self._conn = None
         self._slots = {}          # request id -> _Slot, calls with a limit
+        self._out_lock = threading.Lock()
+        self._out = []            # reply frame parts waiting for the writer
+        self._out_conn = None     # the connection they are for
+        self._writing = False     # a thread is writing self._out
         self._queued = set()      # CALL request ids not started yet
         self._cancelled = set()
         self._count_lock = threading.Lock()
@@ -213,10 +217,34 @@ class Worker:
             handler(self, conn, frame)
 
     def _send(self, conn, type_, rid, meta=None, payload=b"", flags=0):
-        try:
-            conn.send(p.frame_parts(type_, rid, meta, payload, flags))
-        except PyFaaSError as exc:
-            log.warning("could not send reply %d: %s", rid, exc)
+        """Queue one reply; the first thread to queue becomes the writer.
+
+        Replies that complete while a write is under way are written
+        together by that thread in one ``send``: no thread waits for the
+        socket while holding others' replies, and no writer thread exists.
+        """
+        parts = p.frame_parts(type_, rid, meta, payload, flags)
+        with self._out_lock:
+            if self._out_conn is not conn:
+                self._out, self._out_conn = [], conn
+            self._out.extend(parts)
+            if self._writing:
+                return
+            self._writing = True
+        while True:
+            with self._out_lock:
+                # Replies for an older connection were dropped when a newer
+                # one queued: they could not reach their callers anyway.
+                batch, self._out = self._out, []
+                target = self._out_conn
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                target.send(batch)
+            except PyFaaSError as exc:
+                log.warning("could not send %d reply frame(s): %s",
+                            len(batch) // 2 or 1, exc)
 
     def _on_deploy(self, conn, frame):
         meta = frame.meta()
