@@ -32,6 +32,7 @@ from .errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
                      PyFaaSWorkflowValidationError)
 from .channel import Channel
 from .futures import ordered_results, send_calls
+from .logs import setup_client_logging
 from .security import load_token
 from .transport import client_tls_context, error_from_meta
 
@@ -81,10 +82,14 @@ class Client:
     def from_config(cls, path):
         """A Client from a client TOML file (see README).
 
+        Also applies the file's ``[misc] log_level`` to the client's stdout
+        logging (``""``: no handler of its own).
+
         Raises:
             PyFaaSConfigError: the file is missing or invalid.
         """
         cfg = load_client_config(path)
+        setup_client_logging(cfg.log_level)
         return cls(cfg.director_ip_addr, cfg.director_port,
                    cfg.receive_timeout_s, cfg.max_frame_bytes, str(path),
                    load_token(cfg.token_file, str(path)), cfg.tls,
