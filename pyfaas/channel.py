@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from . import protocol as p
 from .errors import (PyFaaSError, PyFaaSNetworkError,
                      PyFaaSSerializationError, PyFaaSTimeoutError)
-from .transport import Connection
+from .transport import Connection, error_from_meta
 
 
 class ReplyFuture(Future):
@@ -95,6 +95,11 @@ class Channel:
         try:
             while True:
                 frame = conn.recv_frame()
+                if frame.request_id == 0 and frame.type == p.ERROR:
+                    # About the connection itself (e.g. a frame too large):
+                    # the Director closes it; every request on it fails so.
+                    error = error_from_meta(frame.meta())
+                    break
                 entry = pending.pop((conn, frame.request_id), None)
                 if entry is not None:
                     entry.deliver(frame)
@@ -106,10 +111,14 @@ class Channel:
                                        % (self.host, self.port))
         for key in [k for k in list(pending) if k[0] is conn]:
             entry = pending.pop(key, None)
-            if entry is not None:
+            if entry is None:
+                continue
+            if isinstance(error, PyFaaSNetworkError) or error is None:
                 entry.fail(PyFaaSNetworkError(
                     "connection to director %s lost before the answer "
                     "arrived: %s" % (conn.name, error)))
+            else:
+                entry.fail(error)
 
     def send(self, type_, meta=None, payload=b"", flags=0, future=None):
         """Send one request; return ``(conn, rid, future)``.
@@ -130,17 +139,23 @@ class Channel:
         pending = self._pending
         limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
         for type_, meta, payload, flags, future in requests:
-            if len(payload) + 1024 > limit:
-                for conn_, rid, _ in sent:
-                    pending.pop((conn_, rid), None)
-                raise PyFaaSSerializationError(
-                    "request of %d bytes is over the director's frame limit "
-                    "of %d bytes (max_frame_bytes); nothing was sent"
-                    % (len(payload), limit))
             rid = next(self._rids)
+            try:
+                frame = p.frame_parts(type_, rid, meta, payload, flags)
+            except ValueError as exc:  # meta over 64 KiB
+                frame, why = None, str(exc)
+            else:
+                size = len(frame[0]) - 4 + len(payload)
+                why = None if size <= limit else (
+                    "request of %d bytes is over the director's frame limit"
+                    " of %d bytes (max_frame_bytes)" % (size, limit))
+            if why is not None:
+                for conn_, rid_, _ in sent:
+                    pending.pop((conn_, rid_), None)
+                raise PyFaaSSerializationError(why + "; nothing was sent")
             future = future if future is not None else ReplyFuture()
             pending[(conn, rid)] = future
-            parts.extend(p.frame_parts(type_, rid, meta, payload, flags))
+            parts.extend(frame)
             sent.append((conn, rid, future))
         try:
             conn.send(parts)

@@ -42,6 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 40000
 DEFAULT_TIMEOUT_S = 20.0
 EXEC_TIMEOUT_GRACE_S = 0.25
+META_BUDGET = 48 * 1024
 
 
 class Client:
@@ -171,6 +172,16 @@ class Client:
             meta["source"] = source
         if idempotent:
             meta["idempotent"] = True
+        # Frame meta is at most 64 KiB: the source and the docstring are
+        # only helpful extras, dropped when they would not fit.
+        for extra in ("source", "doc"):
+            if len(p.encode_meta(meta)) <= META_BUDGET:
+                break
+            meta.pop(extra, None)
+        if len(p.encode_meta(meta)) > META_BUDGET:
+            raise PyFaaSFunctionRegistrationError(
+                "cannot register %r: its name and signature take more than "
+                "%d bytes" % (name[:80], META_BUDGET))
         frame = self._request(p.DEPLOY, meta, code,
                               error_class=PyFaaSFunctionRegistrationError)
         answer = frame.meta()

@@ -33,6 +33,7 @@ STRATEGIES = ("Random", "Round-Robin", "Least-Loaded")
 CACHE_POLICIES = ("LRU",)
 ISOLATION_MODES = ("thread", "process")
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+MIN_FRAME_BYTES = 64 * 1024
 DEFAULT_MAX_PENDING_CALLS = 10000
 MAX_THREADS_LIMIT = 1024
 
@@ -125,7 +126,8 @@ def _default_threads():
 
 # Optional in every [network]: largest frame accepted from a peer, in bytes.
 # Default DEFAULT_MAX_FRAME_BYTES (64 MiB).
-_MAX_FRAME_BYTES = _Field(_int(1024, 2 ** 32 - 1), DEFAULT_MAX_FRAME_BYTES)
+_MAX_FRAME_BYTES = _Field(_int(MIN_FRAME_BYTES, 2 ** 32 - 1),
+                          DEFAULT_MAX_FRAME_BYTES)
 
 
 def _security(role):

@@ -250,7 +250,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         worker = Worker(worker_id, peer.id, peer.addr, meta, self.clock())
         self.workers[worker_id] = worker
         peer.worker_id = worker_id
-        want = []
+        want, stale = [], []
         for fid, name in meta.get("functions", []):
             current = self.by_name.get(name)
             if current == fid:
@@ -258,7 +258,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
             elif current is None and fid not in want:
                 want.append(fid)  # the Director lost it (restart): ask for it
             else:
-                self.send(peer.id, p.UNDEPLOY, 0, {"func_id": fid})
+                stale.append(fid)
         if frame.payload:
             try:
                 held = json.loads(bytes(frame.payload).decode("utf-8"))
@@ -272,6 +272,8 @@ class DirectorState(ClientRequests, WorkflowRequests):
                     worker.held_keys.setdefault(fid, []).append(key)
         self.send(peer.id, p.WELCOME, frame.request_id,
                   {"worker_id": worker_id, "want": want})
+        for fid in stale:  # after WELCOME: the Worker reads from there on
+            self.send(peer.id, p.UNDEPLOY, 0, {"func_id": fid})
         for func in self.functions.values():
             if func.id not in worker.functions:
                 self._deploy_to(worker, func, None)

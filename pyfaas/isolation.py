@@ -6,9 +6,12 @@ so no lock or thread state is inherited), their resource limits
 (``memory_limit_mb`` as RLIMIT_AS, ``cpu_time_limit_s`` as RLIMIT_CPU, where
 the ``resource`` module exists), running one call in an idle child, and
 replacing a child that crashed, hit a limit or was killed on timeout. The
-parent never unpickles arguments or runs user code: the child does both and
-returns the pickled result, so a call that segfaults, calls ``os._exit`` or
-exhausts memory is reported to its caller and the Worker lives on.
+parent never unpickles a call's arguments or runs the call: the child does
+both and returns the pickled result, so a call that segfaults, calls
+``os._exit`` or exhausts memory is reported to its caller and the Worker
+lives on. (The Worker process itself still unpickles each function when it
+is deployed, to check it loads; isolation protects against calls, not
+against hostile code, which authentication keeps out.)
 """
 
 import logging

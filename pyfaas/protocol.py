@@ -207,10 +207,11 @@ def encode_frame(type, request_id=0, meta=None, payload=b"", flags=0):
 class FrameDecoder:
     """Incremental decoder: ``feed(data)``, then ``next_event()`` until NEED_DATA.
 
-    A frame whose body is at least ``LARGE_BODY`` bytes is gathered in a
-    buffer of its exact size as its bytes arrive (no re-copying of a growing
-    buffer), and its payload is returned as a ``memoryview`` of that buffer;
-    smaller frames' payloads are ``bytes``. Nothing else writes to either.
+    A frame whose body is at least ``LARGE_BODY`` bytes is gathered as the
+    list of chunks that arrive (memory grows with what was received, never
+    with what a header announces), joined once when complete, and its
+    payload is returned as a ``memoryview`` of the joined bytes; smaller
+    frames' payloads are ``bytes``.
 
     Args:
         max_frame_size: largest body length accepted (see module docstring).
@@ -224,19 +225,20 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._want_preamble = expect_preamble
-        self._large = None        # body buffer of a large frame being filled
+        self._large = None        # chunks of a large frame's body so far
         self._large_got = 0
+        self._large_need = 0
         self._large_head = None   # (type, flags, meta_len, request_id)
 
     def feed(self, data):
         """Append received bytes (any chunking)."""
         large = self._large
         if large is not None:
-            room = len(large) - self._large_got
+            room = self._large_need - self._large_got
             if room:
                 n = min(room, len(data))
-                large[self._large_got:self._large_got + n] = \
-                    memoryview(data)[:n]
+                large.append(bytes(data) if n == len(data)
+                             else bytes(memoryview(data)[:n]))
                 self._large_got += n
                 if n == len(data):
                     return
@@ -314,22 +316,22 @@ class FrameDecoder:
             raise ProtocolError("meta length %d exceeds the frame body"
                                 % meta_len)
         self._large_head = (type_, flags, meta_len, request_id)
-        # The length was checked against max_frame_size: allocating is safe.
-        self._large = bytearray(body_len - _BODY_FIXED)
-        rest = len(buf) - pos - HEADER_SIZE
+        self._large_need = body_len - _BODY_FIXED
         with memoryview(buf) as view:
-            self._large[:rest] = view[pos + HEADER_SIZE:]
-        self._large_got = rest
+            first = bytes(view[pos + HEADER_SIZE:])
+        self._large = [first]
+        self._large_got = len(first)
         self._buf.clear()
         self._pos = 0
 
     def _large_frame(self):
-        large = self._large
-        if self._large_got < len(large):
+        if self._large_got < self._large_need:
             return NEED_DATA
+        chunks = self._large
         type_, flags, meta_len, request_id = self._large_head
         self._large, self._large_got, self._large_head = None, 0, None
-        view = memoryview(large)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        view = memoryview(body)
         return Frame(type_, request_id, bytes(view[:meta_len]),
                      view[meta_len:], flags)
 

@@ -24,7 +24,7 @@ from .errors import (PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError)
 from .transport import Connection, client_tls_context
 from .isolation import ProcessPool
-from .worker_core import WorkerCore
+from .worker_core import WorkerCore, result_limit
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,9 @@ class Worker:
                                          % frame.meta().get("message"))
         meta = frame.meta()
         core.worker_id = meta.get("worker_id", core.worker_id)
-        core.max_result = min(self.config.max_frame_bytes,
-                              conn.hello.get("max_frame") or
-                              self.config.max_frame_bytes) - 4096
+        core.max_result = result_limit(min(
+            self.config.max_frame_bytes,
+            conn.hello.get("max_frame") or self.config.max_frame_bytes))
         log.info("registered with director %s as %s", conn.name,
                  core.worker_id)
         for fid in meta.get("want", []):

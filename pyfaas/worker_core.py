@@ -42,6 +42,12 @@ class LoadedFunction:
         self.extra = extra or {}  # source, doc, idempotent: kept to re-announce
 
 
+def result_limit(max_frame):
+    """Largest pickled result that fits a reply frame of ``max_frame`` bytes
+    (room is kept for the header and the reply's small meta)."""
+    return max_frame - min(4096, max_frame // 8)
+
+
 def _short(value):
     return ser.short_repr(value, REPR_LIMIT)
 
@@ -66,7 +72,7 @@ class WorkerCore:
         self.last_request_at = None
         self.inflight = 0
         self.stuck = 0            # calls that outlived their timeout
-        self.max_result = config.max_frame_bytes - 4096
+        self.max_result = result_limit(config.max_frame_bytes)
         self.pool = None          # child processes with isolation = "process"
 
     # ----- functions ---------------------------------------------------------

@@ -287,11 +287,11 @@ ERRORS = [
     ("worker", [("behavior", "dump_file", "")],
      "[behavior] dump_file: expected a non-empty string, got ''"),
     # optional keys out of range
-    ("director", [("network", "max_frame_bytes", 1023)],
-     "[network] max_frame_bytes: expected an integer from 1024 to"
-     " 4294967295, got 1023"),
+    ("director", [("network", "max_frame_bytes", 65535)],
+     "[network] max_frame_bytes: expected an integer from 65536 to"
+     " 4294967295, got 65535"),
     ("client", [("network", "max_frame_bytes", 2 ** 32)],
-     "[network] max_frame_bytes: expected an integer from 1024 to"
+     "[network] max_frame_bytes: expected an integer from 65536 to"
      " 4294967295, got 4294967296"),
     ("director", [("network", "max_pending_calls", 0)],
      "[network] max_pending_calls: expected an integer >= 1, got 0"),
@@ -338,12 +338,12 @@ ACCEPTED = [
     ("client", [("network", "receive_timeout_s", 0.25)], "receive_timeout_s",
      0.25),
     ("worker", [("behavior.caching", "max_size", 0)], "cache_max_size", 0),
-    ("director", [("network", "max_frame_bytes", 1024)], "max_frame_bytes",
-     1024),
+    ("director", [("network", "max_frame_bytes", 65536)], "max_frame_bytes",
+     65536),
     ("worker", [("network", "max_frame_bytes", 2 ** 32 - 1)],
      "max_frame_bytes", 2 ** 32 - 1),
-    ("client", [("network", "max_frame_bytes", 4096)], "max_frame_bytes",
-     4096),
+    ("client", [("network", "max_frame_bytes", 131072)], "max_frame_bytes",
+     131072),
     ("director", [("network", "max_pending_calls", 1)], "max_pending_calls",
      1),
     ("worker", [("behavior", "max_threads", 4)], "max_threads", 4),

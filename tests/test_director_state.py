@@ -548,7 +548,8 @@ def test_worker_holding_a_stale_version_is_told_to_drop_it():
     sim.send(peer, p.REGISTER_WORKER, {"worker_id": "w1", "functions": [
         ["0123456789abcdef", "square"]]})
     frames = sim.output()[peer]
-    assert [f.type for f in frames] == [p.HELLO, p.UNDEPLOY, p.WELCOME,
+    # UNDEPLOY after WELCOME: a Worker reads nothing else before WELCOME
+    assert [f.type for f in frames] == [p.HELLO, p.WELCOME, p.UNDEPLOY,
                                         p.DEPLOY]
-    assert frames[1].meta() == {"func_id": "0123456789abcdef"}
-    assert frames[2].meta()["want"] == [] and frames[3].payload == CODE_V1
+    assert frames[2].meta() == {"func_id": "0123456789abcdef"}
+    assert frames[1].meta()["want"] == [] and frames[3].payload == CODE_V1
