@@ -196,9 +196,6 @@ class Director:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_side=True,
-                                             do_handshake_on_connect=False)
             peer_id = self._next_id
             self._next_id += 1
             decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
@@ -210,6 +207,35 @@ class Director:
             log.debug("connection %d from %s:%s", peer_id, addr[0], addr[1])
 
     def _tls_step(self, conn):
+        if not isinstance(conn.sock, ssl.SSLSocket):
+            # Look at the first byte before wrapping: a PyFaaS preamble in
+            # clear text gets a clear answer instead of a reset.
+            try:
+                first = conn.sock.recv(1, socket.MSG_PEEK)
+            except _WOULD_BLOCK:
+                return
+            except OSError as exc:
+                self._drop(conn, "receive failed: %s" % exc)
+                return
+            if first == p.MAGIC[:1]:
+                log.warning("peer %s:%s speaks plain TCP to a TLS director",
+                            conn.addr[0], conn.addr[1])
+                self.state.error(conn.id, 0, "tls_required",
+                                 "director %s requires TLS: set [security] "
+                                 "tls = true (and tls_ca_file) on this peer"
+                                 % self.state.name)
+                self.state.close(conn.id, "plain TCP on a TLS port")
+                conn.tls_handshake = False
+                conn.closing = None
+                self._apply_output()
+                return
+            if not first:
+                self._drop(conn, "connection closed")
+                return
+            self._sel.unregister(conn.sock)
+            conn.sock = self._tls.wrap_socket(conn.sock, server_side=True,
+                                              do_handshake_on_connect=False)
+            self._sel.register(conn.sock, conn.events, conn)
         try:
             conn.sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -249,7 +275,7 @@ class Director:
                 return
             self._handle(conn, data)
             # A TLS socket may hold more decrypted bytes than select sees.
-            if not (self._tls is not None and conn.sock is not None
+            if not (isinstance(conn.sock, ssl.SSLSocket)
                     and conn.sock.pending()):
                 return
 

@@ -199,6 +199,7 @@ __all__ = [name for name in list(globals()) if name.startswith("PyFaaS")]
 CODES = {
     "protocol": PyFaaSProtocolError,
     "version": PyFaaSVersionError,
+    "tls_required": PyFaaSProtocolError,
     "frame_too_large": PyFaaSFrameTooLargeError,
     "auth": PyFaaSAuthenticationError,
     "auth_rejected": PyFaaSTokenRejectedError,
