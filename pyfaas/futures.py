@@ -74,9 +74,12 @@ def ordered_results(channel, make_request, items, timeout=None,
     items = iter(items)
     window = deque()
     exhausted = False
+    batch = max(1, min(batch, max_in_flight))
+    # Refill only once a whole batch fits: many frames per write.
+    low_water = max_in_flight - batch
     try:
         while True:
-            while not exhausted and len(window) < max_in_flight:
+            while not exhausted and len(window) <= low_water:
                 room = min(batch, max_in_flight - len(window))
                 chunk = [make_request(item) for item in islice(items, room)]
                 if not chunk:
