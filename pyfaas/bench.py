@@ -51,40 +51,31 @@ def _rss_mb(pid):
     return None
 
 
+def _through_relay(size, count):
+    """Round trips of ``size``-byte frames through a fresh relay and echo."""
+    procs = []
+    try:
+        echo = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
+                                 "echo"], stdout=subprocess.PIPE)
+        procs.append(echo)
+        echo_port = int(echo.stdout.readline().split()[1])
+        relay = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
+                                  "relay", str(echo_port)],
+                                 stdout=subprocess.PIPE)
+        procs.append(relay)
+        relay_port = int(relay.stdout.readline().split()[1])
+        return bench_floor.round_trips(relay_port, size, count)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+
 def measure_floor(calls, mib_rounds):
     """Round trips through a bare relay to an echo server (two hops)."""
-    procs = []
-    try:
-        echo = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
-                                 "echo"], stdout=subprocess.PIPE)
-        procs.append(echo)
-        echo_port = int(echo.stdout.readline().split()[1])
-        relay = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
-                                  "relay", str(echo_port)],
-                                 stdout=subprocess.PIPE)
-        procs.append(relay)
-        relay_port = int(relay.stdout.readline().split()[1])
-        small = bench_floor.round_trips(relay_port, 64, calls)
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-    procs = []
-    try:
-        echo = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
-                                 "echo"], stdout=subprocess.PIPE)
-        procs.append(echo)
-        echo_port = int(echo.stdout.readline().split()[1])
-        relay = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
-                                  "relay", str(echo_port)],
-                                 stdout=subprocess.PIPE)
-        procs.append(relay)
-        relay_port = int(relay.stdout.readline().split()[1])
-        big = bench_floor.round_trips(relay_port, MIB, mib_rounds)
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+    small = _through_relay(64, calls)
+    big = _through_relay(MIB, mib_rounds)
     return {"sync_p50_us": _pct(small, 0.5) * 1e6,
             "sync_p99_us": _pct(small, 0.99) * 1e6,
             "sync_calls_per_s": len(small) / sum(small),
