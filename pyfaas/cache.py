@@ -7,7 +7,7 @@ pickled bytes that are sent to clients, so a hit costs no pickling and the
 size of an entry is known. Pure: no sockets, no files.
 
 A key is a digest of the function id (itself a digest of the function's
-pickled code) and the serialized arguments. New code therefore never meets
+name and pickled code) and the serialized arguments. New code therefore never meets
 results of old code, and arguments of any picklable type (lists, dicts) work.
 """
 

@@ -34,7 +34,8 @@ from .channel import Channel
 from .futures import ordered_results, send_calls
 from .logs import setup_client_logging
 from .security import load_token
-from .transport import client_tls_context, error_from_meta
+from .tls import client_context as tls_client_context
+from .transport import error_from_meta
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Client:
         elif isinstance(token, str):
             token = token.encode("utf-8")
         self._channel = Channel(host, port, self.timeout, max_frame_size, hint,
-                                token, client_tls_context(tls, tls_ca_file))
+                                token, tls_client_context(tls, tls_ca_file))
         self._signatures = {}     # name or func_id -> params description
         self._fitting = {}        # (name, n args, kw names) known to bind
         self._plain_meta = {}     # name -> encoded meta of an option-less call

@@ -18,6 +18,7 @@ import time
 
 from . import protocol as p
 from .director_state import DirectorState
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,6 @@ class _Conn:
         self.tls_handshake = tls  # a TLS handshake is still running
 
 
-def tls_context(config):
-    """A server ``SSLContext`` from the config, or None without TLS."""
-    if not (config.tls_cert_file or config.tls_key_file):
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
-    return ctx
-
-
 class Director:
     """A Director bound to its address, ready for :meth:`serve_forever`.
 
@@ -67,7 +58,7 @@ class Director:
 
     def __init__(self, config, token=None):
         self.config = config
-        self._tls = tls_context(config)
+        self._tls = server_context(config.tls_cert_file, config.tls_key_file)
         self._sel = selectors.DefaultSelector()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -220,6 +211,10 @@ class Director:
             if first == p.MAGIC[:1]:
                 log.warning("peer %s:%s speaks plain TCP to a TLS director",
                             conn.addr[0], conn.addr[1])
+                try:  # read what it sent, so closing does not reset
+                    conn.sock.recv(p.PREAMBLE.size)
+                except OSError:
+                    pass
                 self.state.error(conn.id, 0, "tls_required",
                                  "director %s requires TLS: set [security] "
                                  "tls = true (and tls_ca_file) on this peer"

@@ -44,6 +44,7 @@ class ClientRequests:
                        "a DEPLOY needs a function name and its code")
             return
         fid = function_id(frame.payload, name)
+        self.unregistered.discard(fid)
         old_id = self.by_name.get(name)
         replaces = old_id if old_id not in (None, fid) else None
         old = self.functions.get(replaces) if replaces else None
@@ -70,6 +71,8 @@ class ClientRequests:
                        "function %r is not registered" % (target,))
             return
         self._remove_function(func.id)
+        if len(self.unregistered) < 100000:
+            self.unregistered.add(func.id)
         for worker in self.workers.values():
             if worker.functions.pop(func.id, None) is not None:
                 self.send(worker.peer_id, p.UNDEPLOY, 0, {"func_id": func.id})
@@ -93,7 +96,8 @@ class ClientRequests:
 
     def _eligible(self, func_id):
         return [w for w in self.workers.values()
-                if w.functions.get(func_id) in ("ok", "sent")]
+                if w.functions.get(func_id) in ("ok", "sent")
+                and not w.draining]
 
     def choose_worker(self, candidates):
         """Pick one of ``candidates`` (a non-empty list) by the strategy."""

@@ -64,6 +64,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         self.by_name = {}          # name -> func_id
         self.pending = {}          # director rid -> Pending
         self.runs = {}             # (client peer, client rid) -> workflow Run
+        self.unregistered = set()  # ids unregistered here: never restored
         self.cache_owner = {}      # cache key -> (worker_id, func_id)
         self.cached_by_func = {}   # func_id -> set of cache keys
         self._next_rid = 1
@@ -255,7 +256,8 @@ class DirectorState(ClientRequests, WorkflowRequests):
             current = self.by_name.get(name)
             if current == fid:
                 worker.functions[fid] = "ok"
-            elif current is None and fid not in want:
+            elif current is None and fid not in want \
+                    and fid not in self.unregistered:
                 want.append(fid)  # the Director lost it (restart): ask for it
             else:
                 stale.append(fid)
@@ -305,7 +307,15 @@ class DirectorState(ClientRequests, WorkflowRequests):
                 self._deploy_to(other, self.functions[fid], None)
 
     def _on_heartbeat(self, peer, frame):
-        pass  # last_seen was refreshed in received()
+        # last_seen was refreshed in received(). A stopping Worker says it
+        # is draining: route nothing more to it, and confirm.
+        if frame.request_id and frame.meta().get("draining"):
+            worker = self.workers.get(peer.worker_id)
+            if worker is not None and not worker.draining:
+                worker.draining = True
+                log.info("worker %s is stopping: no new calls for it",
+                         worker.id)
+            self.send(peer.id, p.OK, frame.request_id)
 
     def _on_worker_reply(self, peer, frame):
         pend = self.pending.get(frame.request_id)

@@ -34,7 +34,7 @@ class Worker:
 
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
-                 "info", "cache_keys", "held_keys")
+                 "info", "cache_keys", "held_keys", "draining")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
@@ -51,6 +51,7 @@ class Worker:
         self.info = meta
         self.cache_keys = set()   # keys of results it cached (as it told us)
         self.held_keys = {}       # func_id -> restored keys, until announced
+        self.draining = False     # stopping: no new calls
 
 
 class Function:

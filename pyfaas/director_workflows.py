@@ -46,6 +46,11 @@ class WorkflowRequests:
             self.error(peer.id, rid, "no_workers",
                        "no worker is registered with director %s" % self.name)
             return
+        if len(self.pending) >= self.max_pending:
+            self.error(peer.id, rid, "overloaded",
+                       "director %s has %d requests in flight (max_pending_"
+                       "calls); retry later" % (self.name, len(self.pending)))
+            return
         run = wfl.Run(wf)
         run.client_peer = peer.id
         run.client_rid = rid

@@ -27,24 +27,40 @@ log = logging.getLogger(__name__)
 SPAWN_TIMEOUT_S = 30.0
 
 
-def _set_limits(memory_limit_mb, cpu_time_limit_s):
-    try:
-        import resource
-    except ImportError:  # not on this OS: run without limits
-        return
-    if memory_limit_mb:
+try:
+    import resource
+except ImportError:  # not on this OS: children run without limits
+    resource = None
+
+
+def _set_memory_limit(memory_limit_mb):
+    if resource is not None and memory_limit_mb:
         size = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
-    if cpu_time_limit_s:
-        resource.setrlimit(resource.RLIMIT_CPU,
-                           (cpu_time_limit_s, cpu_time_limit_s + 1))
+
+
+def _allow_cpu(cpu_time_limit_s):
+    """Let the next call use ``cpu_time_limit_s`` more seconds of CPU.
+
+    A child serves many calls, so the soft limit is moved to the CPU time
+    used so far plus the limit before each call (SIGXCPU when it passes).
+    """
+    if resource is None or not cpu_time_limit_s:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = int(usage.ru_utime + usage.ru_stime) + 1
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft = used + cpu_time_limit_s
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def child_main(conn, memory_limit_mb, cpu_time_limit_s):
     """Loop of a child: receive a call, run it, send back the outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker decides
     from .worker_core import WorkerCore
-    _set_limits(memory_limit_mb, cpu_time_limit_s)
+    _set_memory_limit(memory_limit_mb)
     functions = {}
     while True:
         try:
@@ -56,10 +72,15 @@ def child_main(conn, memory_limit_mb, cpu_time_limit_s):
                 functions[func_id] = ser.loads(code)
                 ser.restore_source(functions[func_id], source)
             fn = functions[func_id]
+        except BaseException as exc:
+            conn.send(("bad_function", ser.exception_info(exc)))
+            continue
+        try:
             args, kwargs = WorkerCore._arguments(meta, payload)
         except BaseException as exc:
             conn.send(("bad_args", ser.exception_info(exc)))
             continue
+        _allow_cpu(cpu_time_limit_s)
         try:
             result = fn(*args, **kwargs)
         except MemoryError as exc:
@@ -71,11 +92,12 @@ def child_main(conn, memory_limit_mb, cpu_time_limit_s):
             conn.send(("raised", ser.exception_info(exc, skip_frames=1)))
             continue
         try:
-            out = ser.dumps(result, "result")
+            out = ser.dumps(result, "its result")
         except Exception as exc:
             conn.send(("unpicklable", str(exc)))
             continue
-        conn.send(("ok", out, _short(args, kwargs), _short(result)))
+        conn.send(("ok", out, _short(args, kwargs), _short(result),
+                   type(result).__name__))
 
 
 def _short(*values):
@@ -142,7 +164,8 @@ class ProcessPool:
         """Run one call in an idle child.
 
         Returns:
-            tuple: ``("ok", pickled result, args repr, result repr)``,
+            tuple: ``("ok", pickled result, args repr, result repr, result
+            type name)``,
             ``("raised", exception info)``, ``("bad_args", info)``,
             ``("unpicklable", message)``, ``("timeout", seconds)`` or
             ``("crashed", how)``.

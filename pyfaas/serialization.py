@@ -7,7 +7,7 @@ the Director never calls into it. It owns:
 * functions travel by value, so closures, lambdas, functions from
   ``__main__`` and functions from the user's own modules (which a Worker
   cannot import) all work;
-* the function id, a digest of the pickled code;
+* the function id, a digest of the registered name and the pickled code;
 * a JSON description of a function's signature, which lets any client check
   a call's arguments before sending it;
 * remote exceptions as plain data (type name, message, traceback text).

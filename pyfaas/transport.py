@@ -13,6 +13,7 @@ import time
 
 from . import protocol as p
 from . import security
+from .tls import LockedTLSSocket
 from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError, PyFaaSProtocolError,
                      PyFaaSTimeoutError, PyFaaSTokenMissingError)
@@ -42,15 +43,6 @@ def error_from_meta(meta, default=PyFaaSError):
                    remote_traceback=meta.get("traceback", ""),
                    worker_id=meta.get("worker_id"))
     return cls(message)
-
-
-def client_tls_context(enabled, ca_file=""):
-    """A client ``SSLContext`` (verifying the Director), or None."""
-    if not enabled:
-        return None
-    ctx = ssl.create_default_context(cafile=ca_file or None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 def send_parts(sock, parts):
@@ -120,12 +112,14 @@ class Connection:
         try:
             if self.tls is not None:
                 try:
-                    sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+                    sock = LockedTLSSocket(self.tls.wrap_socket(
+                        sock, server_hostname=self.host))
                 except (ssl.SSLError, OSError) as exc:
                     sock.close()
                     raise PyFaaSNetworkError(
                         "TLS handshake with director %s failed: %s"
                         % (self.name, exc))
+                sock.settimeout(self.timeout)
             self._sock = sock
             self._sendall([p.encode_preamble(self.role)])
             frame = self._expect(p.HELLO, deadline)
@@ -135,7 +129,7 @@ class Connection:
             self.close()
             raise
         self._decoder.max_frame_size = self.max_frame_size
-        sock.settimeout(None)
+        self._sock.settimeout(None)
         return self.hello
 
     def _expect(self, type_, deadline):

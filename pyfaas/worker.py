@@ -1,13 +1,14 @@
 """The Worker process shell: connection, heartbeats, thread pool.
 
 Owns the connection to the Director (connect, register, reconnect with capped
-backoff), the heartbeat thread, the pool that runs calls, and the graceful
-stop (finish running calls, save the state when ``shutdown_persistence`` is
-on). What a Worker knows and how it runs a call is in
-:mod:`pyfaas.worker_core`. The socket is read by one thread (the caller of
-:meth:`Worker.serve_forever`); pool threads run calls and send their replies
-themselves under the connection's send lock, so the reader never waits on
-user code.
+backoff), the heartbeat thread, the watchdog thread (call time limits and
+the graceful stop), the pool that runs calls, and the graceful stop itself
+(tell the Director "draining", finish running calls, save the state when
+``shutdown_persistence`` is on). What a Worker knows and how it runs a call
+is in :mod:`pyfaas.worker_core`. The socket is read by one thread (the
+caller of :meth:`Worker.serve_forever`); pool threads run calls and queue
+their replies, and whichever thread queued first writes everything queued
+in one ``send``, so the reader never waits on user code.
 """
 
 import logging
@@ -22,13 +23,15 @@ from . import protocol as p
 from . import serialization as ser
 from .errors import (PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError)
-from .transport import Connection, client_tls_context
+from .tls import client_context as tls_client_context
+from .transport import Connection
 from .isolation import ProcessPool
 from .worker_core import WorkerCore, result_limit
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_PERIOD_S = 0.05
+DRAIN_RID = 2 ** 63       # request id of the "draining" heartbeat
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 STOP_GRACE_S = 10.0
@@ -63,7 +66,7 @@ class Worker:
     def __init__(self, config, worker_id=None, token=None):
         self.config = config
         self.token = token
-        self._tls = client_tls_context(config.tls, config.tls_ca_file)
+        self._tls = tls_client_context(config.tls, config.tls_ca_file)
         self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8])
         if config.shutdown_persistence:
             self.core.restore()
@@ -73,7 +76,10 @@ class Worker:
             self.core.pool = ProcessPool(config.max_threads,
                                          config.memory_limit_mb,
                                          config.cpu_time_limit_s)
-        self._stop = threading.Event()
+        self._stop = threading.Event()      # stop asked: drain, then return
+        self._closed = threading.Event()    # serve_forever has returned
+        self._drain_acked = False
+        self._drain_deadline = None
         self._conn = None
         self._slots = {}          # request id -> _Slot, calls with a limit
         self._out_lock = threading.Lock()
@@ -92,6 +98,7 @@ class Worker:
 
     def serve_forever(self):
         """Connect, serve, reconnect; return after :meth:`stop`."""
+        self._closed.clear()
         heart = threading.Thread(target=self._heartbeat_loop,
                                  name="pyfaas-heartbeat", daemon=True)
         heart.start()
@@ -121,6 +128,8 @@ class Worker:
                     delay = min(delay * 2, BACKOFF_MAX_S)
                     continue
                 delay = BACKOFF_FIRST_S
+                self._drain_acked = False
+                self._drain_deadline = None
                 self._conn = conn
                 try:
                     self._read_loop(conn)
@@ -129,12 +138,11 @@ class Worker:
                         log.warning("lost director %s: %s; reconnecting",
                                     conn.name, exc)
                 finally:
-                    if self._stop.is_set():
-                        self._finish_calls()
                     self._conn = None
                     conn.close()
         finally:
             self._stop.set()
+            self._closed.set()
             self.pool.shutdown(wait=False)
             if self.core.pool is not None:
                 self.core.pool.close()
@@ -147,23 +155,40 @@ class Worker:
                               self.config.dump_file, type(exc).__name__, exc)
 
     def stop(self):
-        """Ask :meth:`serve_forever` to return. Safe from a signal handler."""
-        self._stop.set()
-        conn = self._conn
-        if conn is not None:
-            conn.shutdown_read()
+        """Ask the Worker to stop gracefully; :meth:`serve_forever` returns.
 
-    def _finish_calls(self):
-        deadline = time.monotonic() + STOP_GRACE_S
-        while self.core.inflight and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.core.inflight:
-            log.warning("stopping with %d call(s) still running",
-                        self.core.inflight)
+        Safe from a signal handler: it only sets a flag. The watchdog thread
+        then drains: it tells the Director to send no new calls, lets the
+        running ones finish (up to STOP_GRACE_S), and closes the connection.
+        """
+        self._stop.set()
+
+    def _drain_step(self):
+        """One step of a graceful stop; called by the watchdog thread."""
+        conn = self._conn
+        if conn is None:
+            return
+        now = time.monotonic()
+        if self._drain_deadline is None:
+            self._drain_deadline = now + STOP_GRACE_S
+            log.info("stopping: asking the director for no new calls; %d "
+                     "running", self.core.inflight)
+            try:
+                conn.send(p.frame_parts(p.HEARTBEAT, DRAIN_RID, {
+                    "inflight": self.core.inflight, "draining": True}))
+            except PyFaaSError:
+                conn.shutdown_read()
+            return
+        done = self._drain_acked and not self.core.inflight
+        if done or now > self._drain_deadline:
+            if not done:
+                log.warning("stopping with %d call(s) still running",
+                            self.core.inflight)
+            conn.shutdown_read()
 
     def _heartbeat_loop(self):
         interval = self.config.heartbeat_interval_ms / 1000.0
-        while not self._stop.wait(interval):
+        while not self._closed.wait(interval):
             conn = self._conn
             if conn is None:
                 continue
@@ -207,7 +232,9 @@ class Worker:
     # ----- frames ------------------------------------------------------------
 
     def _read_loop(self, conn):
-        while not self._stop.is_set():
+        # Ends when the connection does: a graceful stop closes its read side
+        # once the running calls are done (see _drain_step).
+        while True:
             frame = conn.recv_frame()
             handler = self._handlers.get(frame.type)
             if handler is None:
@@ -323,7 +350,9 @@ class Worker:
 
     def _watchdog_loop(self):
         """Answer calls that outlive their timeout; their threads run on."""
-        while not self._stop.wait(WATCHDOG_PERIOD_S):
+        while not self._closed.wait(WATCHDOG_PERIOD_S):
+            if self._stop.is_set():
+                self._drain_step()
             if not self._slots:
                 continue
             now = time.monotonic()
@@ -367,6 +396,10 @@ class Worker:
         self._send(conn, p.OK, frame.request_id, {"worker_id": self.worker_id})
         self.stop()
 
+    def _on_ok(self, conn, frame):
+        if frame.request_id == DRAIN_RID:
+            self._drain_acked = True  # the Director sends no more calls
+
     def _on_error(self, conn, frame):
         log.warning("director reported: %s", frame.meta().get("message"))
 
@@ -380,4 +413,5 @@ class Worker:
         p.CACHE_DUMP: _on_cache_dump,
         p.KILL_WORKER: _on_kill,
         p.ERROR: _on_error,
+        p.OK: _on_ok,
     }

@@ -208,7 +208,7 @@ class WorkerCore:
             if len(result) > self.max_result:
                 self.stats.record(func.id, func.name, duration, error=True,
                                   hit=hit)
-                return self._too_large(func, result, "?")
+                return self._too_large(func, result, outcome[4])
             self.stats.record(func.id, func.name, duration, hit=hit)
             reply_meta = self._store(want_cache, key, func, result,
                                      outcome[2], outcome[3])
@@ -227,6 +227,12 @@ class WorkerCore:
                                type=info["type"],
                                remote_message=info["message"],
                                traceback=info["traceback"], function=func.name)
+        if kind == "bad_function":
+            return self._error("registration",
+                               "function %r cannot be loaded in a child "
+                               "process of worker %s: %s: %s" % (
+                                   func.name, self.worker_id,
+                                   outcome[1]["type"], outcome[1]["message"]))
         if kind == "bad_args":
             return self._error("serialization",
                                "arguments for %r cannot be deserialized on "
@@ -234,8 +240,8 @@ class WorkerCore:
                                    func.name, self.worker_id,
                                    outcome[1]["type"], outcome[1]["message"]))
         if kind == "unpicklable":
-            return self._error("serialization", "%s of %r" % (outcome[1],
-                                                               func.name))
+            return self._error("serialization", "function %r: %s" % (
+                func.name, outcome[1]))
         if kind == "timeout":
             self.stats.record_timeout(func.id, func.name)
             return self._error("timeout",
@@ -243,7 +249,7 @@ class WorkerCore:
                                "worker %s; its process was killed"
                                % (func.name, outcome[1], self.worker_id))
         how = outcome[1]
-        if how.startswith("signal 24") or how.startswith("signal 9") and \
+        if (how.startswith("signal 24") or how.startswith("signal 9")) and \
                 self.config.cpu_time_limit_s:
             how += "; cpu_time_limit_s is %d" % self.config.cpu_time_limit_s
         return self._crash(func, how)
