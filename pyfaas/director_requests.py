@@ -254,7 +254,7 @@ class ClientRequests:
         rows = [{"worker_id": w.id, "addr": "%s:%s" % w.addr[:2], "pid": w.pid,
                  "max_threads": w.max_threads, "joined_at": w.joined_at,
                  "started_at": w.info.get("started_at"),
-                 "inflight": len(w.inflight),
+                 "inflight": len(w.inflight), "draining": w.draining,
                  "last_heartbeat_age_s": round(now - w.last_seen, 3),
                  "functions": sorted(f for f, s in w.functions.items()
                                      if s in ("ok", "sent"))}

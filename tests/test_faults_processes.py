@@ -329,3 +329,38 @@ def test_saturated_cluster_refuses_new_calls_at_once(fresh_cluster):
     assert max(refused) < 0.9, "refused calls waited: %s" % refused
     assert min(served) >= 1.0
     _still_serves(cl)
+
+
+# ----- a Worker stopping gracefully drains ------------------------------------
+
+@pytest.mark.parametrize("how", ["kill_worker", "SIGTERM"])
+def test_graceful_worker_stop_finishes_its_calls_and_takes_no_new_ones(
+        fresh_cluster, how):
+    cl = fresh_cluster(workers=2)
+    with cl.client() as client:
+        client.register(slow_pid)
+        client.register(whoami)
+        ids = client.worker_ids()
+        running = client.submit("slow_pid", 1.5)
+        busy = next(w for w in ids if wait_until(
+            lambda: any(x["inflight"] for x in client.workers()), 10)
+            and client.worker_info(w)["network"]["inflight"])
+        proc = process_of(cl, busy, client)
+        if how == "kill_worker":
+            client.kill_worker(busy)
+        else:
+            proc.signal(signal.SIGTERM)
+        # Calls made as it begins to stop still get their result ...
+        assert len({client.call("whoami") for _ in range(4)}) >= 1
+        # ... and once the Director knows it drains, all go to the other.
+        wait_until(lambda: any(w["worker_id"] == busy and w["draining"]
+                               for w in client.workers()), 5,
+                   "the Director never marked the Worker draining")
+        other_pids = {client.call("whoami") for _ in range(10)}
+        assert proc.pid not in other_pids
+        # ... and the call it was running still ends with its result.
+        assert running.result(10) == proc.pid
+        assert proc.wait(EXIT_WAIT_S) == 0
+        wait_until(lambda: busy not in client.worker_ids(), 5,
+                   "the stopped Worker is still listed")
+    _still_serves(cl)
