@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import queue
 
 from . import protocol as p
 from . import serialization as ser
@@ -35,6 +35,40 @@ DRAIN_RID = 2 ** 63       # request id of the "draining" heartbeat
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 STOP_GRACE_S = 10.0
+
+
+class ThreadPool:
+    """A fixed set of threads taking ``(fn, args)`` jobs from one queue.
+
+    Smaller than ``concurrent.futures.ThreadPoolExecutor`` on the hot path
+    (no Future per call: the replies travel by frame, not by future), and
+    started at once, so the first calls find their threads ready.
+    """
+
+    def __init__(self, size):
+        self._jobs = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._loop, daemon=True,
+                                          name="pyfaas-exec-%d" % i)
+                         for i in range(size)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn, *args):
+        self._jobs.put((fn, args))
+
+    def _loop(self):
+        get = self._jobs.get
+        while True:
+            job = get()
+            if job is None:
+                return
+            fn, args = job
+            fn(*args)  # fn (Worker._run) catches everything itself
+
+    def shutdown(self):
+        """Let every thread end once the jobs queued before are done."""
+        for _ in self._threads:
+            self._jobs.put(None)
 
 
 class _Slot:
@@ -70,8 +104,7 @@ class Worker:
         self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8])
         if config.shutdown_persistence:
             self.core.restore()
-        self.pool = ThreadPoolExecutor(config.max_threads,
-                                       thread_name_prefix="pyfaas-exec")
+        self.pool = ThreadPool(config.max_threads)
         if config.isolation == "process":
             self.core.pool = ProcessPool(config.max_threads,
                                          config.memory_limit_mb,
@@ -143,7 +176,7 @@ class Worker:
         finally:
             self._stop.set()
             self._closed.set()
-            self.pool.shutdown(wait=False)
+            self.pool.shutdown()
             if self.core.pool is not None:
                 self.core.pool.close()
             heart.join(timeout=2)
