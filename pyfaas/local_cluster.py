@@ -83,6 +83,11 @@ def client_sections(port, timeout=20.0):
             "misc": {"log_level": ""}}
 
 
+def _merge(sections, extra):
+    for section, keys in extra.items():
+        sections.setdefault(section, {}).update(keys)
+
+
 class Process:
     """A started ``python -m pyfaas`` process and its output file."""
 
@@ -138,12 +143,19 @@ class LocalCluster:
             processes as ``$PYFAAS_TOKEN``); None runs without one.
         tls: ``(cert_file, key_file)`` of a certificate for 127.0.0.1: the
             Director serves TLS and everyone verifies it with that file.
+        director_extra, worker_extra: ``{section: {key: value}}`` merged
+            into every Director / Worker config written, for keys the
+            start options do not cover.
     """
 
-    def __init__(self, workdir=None, env=None, token=None, tls=None):
+    def __init__(self, workdir=None, env=None, token=None, tls=None,
+                 director_extra=None, worker_extra=None):
         self.workdir = workdir or tempfile.mkdtemp(prefix="pyfaas-")
         self.token = token
         self.tls = tls
+        self.director_extra = director_extra or {}
+        self.worker_extra = worker_extra or {}
+        self.started = []         # every Process started, restarted ones too
         self.env = dict(env or {})
         if token is not None:
             self.env["PYFAAS_TOKEN"] = token
@@ -165,10 +177,12 @@ class LocalCluster:
         if self.tls:
             sections["security"] = {"tls_cert_file": self.tls[0],
                                     "tls_key_file": self.tls[1]}
+        _merge(sections, self.director_extra)
         path = write_toml(os.path.join(self.workdir, "director.toml"),
                           sections)
         self.director = Process("director", ["director", path], self.workdir,
                                 self.env)
+        self.started.append(self.director)
         deadline = time.monotonic() + timeout
         while True:
             match = _LISTENING.search(self.director.output())
@@ -189,6 +203,7 @@ class LocalCluster:
                                    **options)
         if self.tls:
             sections["security"] = {"tls": True, "tls_ca_file": self.tls[0]}
+        _merge(sections, self.worker_extra)
         path = write_toml(os.path.join(self.workdir, name + ".toml"),
                           sections)
         return name, path
@@ -198,6 +213,7 @@ class LocalCluster:
         name, path = self.worker_config(name, port, **options)
         proc = Process(name, ["worker", path], self.workdir, self.env)
         self.workers[name] = proc
+        self.started.append(proc)
         return proc
 
     def client_config(self, timeout=20.0):
@@ -247,4 +263,6 @@ class LocalCluster:
             codes[name] = proc.stop()
         if self.director is not None:
             codes["director"] = self.director.stop()
+        for proc in self.started:  # replaced Directors and Workers too
+            proc.stop()
         return codes
