@@ -8,7 +8,8 @@ should use ``Client`` objects instead.
 
 import threading
 
-from .client import Client, default_client, load_workflow
+from .client import Client, default_client
+from .client_workflows import load_workflow
 
 _lock = threading.Lock()
 _client = None

@@ -23,7 +23,7 @@ from . import protocol as p
 from . import security
 from .director_requests import ClientRequests
 from .director_workflows import WorkflowRequests
-from .director_tables import Function, Gather, Peer, Pending, Worker, _json
+from .director_tables import Function, Peer, Pending, Worker, _json
 from .serialization import function_id
 
 log = logging.getLogger(__name__)
@@ -443,37 +443,6 @@ class DirectorState(ClientRequests, WorkflowRequests):
                                     kind, label, gather, self.clock())
         worker.inflight.add(rid)
         gather.waiting.add(worker.id)
-
-    # ----- cache ownership (see director_requests) ---------------------------
-
-    def _note_cache(self, worker, meta):
-        key, func_id = meta.get("cached"), meta.get("func_id")
-        if isinstance(key, str) and func_id in self.functions:
-            self._remember_key(worker, key, func_id)
-        for old in meta.get("evicted", ()):
-            if self.cache_owner.get(old, (None,))[0] == worker.id:
-                self._forget_key(old)
-
-    def _remember_key(self, worker, key, func_id):
-        if key in self.cache_owner:
-            self._forget_key(key)
-        self.cache_owner[key] = (worker.id, func_id)
-        self.cached_by_func.setdefault(func_id, set()).add(key)
-        worker.cache_keys.add(key)
-
-    def _forget_key(self, key):
-        owner = self.cache_owner.pop(key, None)
-        if owner is None:
-            return
-        worker_id, func_id = owner
-        keys = self.cached_by_func.get(func_id)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self.cached_by_func[func_id]
-        worker = self.workers.get(worker_id)
-        if worker is not None:
-            worker.cache_keys.discard(key)
 
     def _new_rid(self):
         rid = self._next_rid

@@ -15,7 +15,8 @@ def run_workflow_command(args):
             return 2
         print(json.dumps(wfl.template(args.steps), indent=2))
         return 0
-    from .client import Client, default_client, load_workflow
+    from .client import Client, default_client
+    from .client_workflows import load_workflow
     try:
         workflow = load_workflow(args.file)
     except PyFaaSWorkflowValidationError as exc:

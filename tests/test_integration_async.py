@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from helpers import total_requests, wait_until
-from pyfaas.errors import (PyFaaSError, PyFaaSFunctionExecutionError,
+from pyfaas.errors import (PyFaaSFunctionExecutionError,
                            PyFaaSParameterMismatchError)
 from pyfaas.futures import Executor
 
