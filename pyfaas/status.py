@@ -65,11 +65,13 @@ def render(data):
     parts.append("WORKERS")
     parts.append(_table(
         ["id", "address", "pid", "uptime", "functions", "in-flight",
-         "heartbeat age"],
+         "heartbeat age", "state"],
         [[w["worker_id"], w["addr"], w["pid"],
           None if w["uptime_s"] is None else "%.0f s" % w["uptime_s"],
           len(w["functions"]), w["inflight"],
-          "%.2f s" % w["last_heartbeat_age_s"]] for w in data["workers"]]))
+          "%.2f s" % w["last_heartbeat_age_s"],
+          "draining" if w.get("draining") else "serving"]
+         for w in data["workers"]]))
     parts.append("")
     parts.append("FUNCTIONS")
     parts.append(_table(
