@@ -296,7 +296,7 @@ class Client(WorkflowCalls):
                                                  retries))
         return send_calls(self._channel, [request])[0][2]
 
-    def submit(self, name, *args, **kwargs):
+    def submit(self, name, /, *args, **kwargs):
         """``exec_async`` with Python's calling syntax; returns a Future."""
         return self.exec_async(name, args, kwargs)
 
@@ -333,7 +333,7 @@ class Client(WorkflowCalls):
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
         return self._channel.wait(conn, rid, fut, wait)
 
-    def call(self, name, *args, **kwargs):
+    def call(self, name, /, *args, **kwargs):
         """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""
         return self.exec(name, args, kwargs)
 

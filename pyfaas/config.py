@@ -185,6 +185,9 @@ _DIRECTOR_SCHEMA = {
         "max_connections": _Field(_int(1), 1024),
         # Seconds a SIGTERM'd Director lets running calls finish.
         "shutdown_grace_s": _Field(_non_negative_number(), 10.0),
+        # Seconds a peer may leave a frame unfinished with nothing more
+        # arriving before its connection is closed.
+        "frame_timeout_s": _Field(_positive_number(), 30.0),
     },
     "logging": _file_logging(),
     "statistics": {
@@ -290,6 +293,7 @@ class DirectorConfig:
     greeting_msg: str
     max_connections: int = 1024
     shutdown_grace_s: float = 10.0
+    frame_timeout_s: float = 30.0
     token_file: str = ""
     allow_insecure: bool = False
     tls_cert_file: str = ""

@@ -33,7 +33,7 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
 
 class _Conn:
     __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
-                 "closing", "events", "trusted", "tls_handshake")
+                 "closing", "events", "trusted", "tls_handshake", "last_rx")
 
     def __init__(self, peer_id, sock, addr, decoder, tls):
         self.id = peer_id
@@ -46,6 +46,7 @@ class _Conn:
         self.events = _READ
         self.trusted = False      # handshake done: full frame size allowed
         self.tls_handshake = tls  # a TLS handshake is still running
+        self.last_rx = time.monotonic()
 
 
 class Director:
@@ -123,6 +124,7 @@ class Director:
                     next_check = now + interval
                 if now >= next_handshakes:
                     self.state.expire_handshakes()
+                    self._expire_stalled_frames(now)
                     next_handshakes = now + HANDSHAKE_CHECK_S
                 self._apply_output()
         finally:
@@ -149,6 +151,17 @@ class Director:
         log.info("stopping: no new connections or calls; waiting up to %.1f s"
                  " for %d request(s) in flight", grace, work)
         return time.monotonic() + grace
+
+    def _expire_stalled_frames(self, now):
+        """Close connections that stopped sending in the middle of a frame."""
+        limit = self.config.frame_timeout_s
+        for conn in list(self._conns.values()):
+            if conn.trusted and conn.sock is not None and \
+                    conn.decoder.in_frame and now - conn.last_rx > limit:
+                log.warning("peer %s:%s sent part of a frame, then nothing "
+                            "for %.0f s (frame_timeout_s); closing it",
+                            conn.addr[0], conn.addr[1], now - conn.last_rx)
+                self._drop(conn, "frame timeout")
 
     def _drain_wake(self):
         try:
@@ -268,6 +281,7 @@ class Director:
                     reason = "connection closed inside a frame"
                 self._drop(conn, reason)
                 return
+            conn.last_rx = time.monotonic()
             self._handle(conn, data)
             # A TLS socket may hold more decrypted bytes than select sees.
             if not (isinstance(conn.sock, ssl.SSLSocket)

@@ -86,7 +86,8 @@ class DirectorState(ClientRequests, WorkflowRequests):
     def error(self, peer_id, rid, code, message, **extra):
         """Queue an ERROR frame."""
         extra.update(code=code, message=message)
-        if peer_id in self.peers and self.peers[peer_id].role == p.ROLE_CLIENT:
+        if self.statistics_enabled and peer_id in self.peers and \
+                self.peers[peer_id].role == p.ROLE_CLIENT:
             self.request_errors += 1
         self.send(peer_id, p.ERROR, rid, extra)
 
@@ -114,6 +115,10 @@ class DirectorState(ClientRequests, WorkflowRequests):
         self.closing.pop(peer_id, None)
         if peer is None:
             return
+        if not peer.ready:
+            # Often a client or Worker that found it lacks the token.
+            log.warning("peer %s:%s left before finishing the handshake (%s)",
+                        peer.addr[0], peer.addr[1], reason)
         if peer.worker_id is not None:
             self._evict(peer.worker_id, reason)
         for key in [k for k in self.runs if k[0] == peer_id]:
@@ -348,7 +353,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         client = self.peers.get(pend.client_peer)
         if client is not None:
             client.pending.discard(pend.rid)
-            if frame.type == p.ERROR:
+            if frame.type == p.ERROR and self.statistics_enabled:
                 self.request_errors += 1
             self.outbox.setdefault(client.id, []).extend(p.frame_parts(
                 frame.type, pend.client_rid, frame.meta_raw, frame.payload,
