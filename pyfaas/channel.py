@@ -14,7 +14,7 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import protocol as p
-from .errors import (PyFaaSError, PyFaaSNetworkError,
+from .errors import (PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError,
                      PyFaaSSerializationError, PyFaaSTimeoutError)
 from .transport import Connection, error_from_meta
 
@@ -58,6 +58,7 @@ class Channel:
         self._lock = threading.Lock()
         self._pending = {}
         self._rids = itertools.count(1)
+        self._readers = set()     # reader threads (callbacks run on them)
         self.closed = False
 
     def close(self):
@@ -67,6 +68,11 @@ class Channel:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def current(self):
+        """The open connection, or None (never connects)."""
+        conn = self._conn
+        return conn if conn is not None and not conn.closed else None
 
     def connection(self):
         """The open connection, connecting (and starting the reader) if needed."""
@@ -84,9 +90,11 @@ class Channel:
                                   self.token, self.tls)
                 conn.connect()
                 self._conn = conn
-                threading.Thread(target=self._reader, args=(conn,),
-                                 name="pyfaas-client-reader",
-                                 daemon=True).start()
+                reader = threading.Thread(target=self._reader, args=(conn,),
+                                          name="pyfaas-client-reader",
+                                          daemon=True)
+                self._readers.add(reader)
+                reader.start()
             return conn
 
     def _reader(self, conn):
@@ -105,7 +113,11 @@ class Channel:
                     entry.deliver(frame)
         except PyFaaSError as exc:
             error = exc
+        except p.ProtocolError as exc:  # a reply with bad meta
+            error = PyFaaSProtocolError("director %s sent a bad frame: %s"
+                                        % (conn.name, exc))
         conn.close()
+        self._readers.discard(threading.current_thread())
         if self.closed:
             error = PyFaaSNetworkError("client for %s:%s was closed"
                                        % (self.host, self.port))
@@ -128,7 +140,7 @@ class Channel:
         """
         return self.send_batch([(type_, meta, payload, flags, future)])[0]
 
-    def send_batch(self, requests):
+    def send_batch(self, requests, timeout=None):
         """Send several requests in one write; return ``[(conn, rid, future)]``.
 
         Args:
@@ -158,7 +170,7 @@ class Channel:
             parts.extend(frame)
             sent.append((conn, rid, future))
         try:
-            conn.send(parts)
+            conn.send(parts, timeout)
         except PyFaaSError:
             for conn_, rid, _ in sent:
                 pending.pop((conn_, rid), None)
@@ -183,6 +195,13 @@ class Channel:
             PyFaaSNetworkError: the connection broke first.
         """
         wait = self.timeout if timeout is None else timeout
+        if not future.done() and threading.current_thread() in self._readers:
+            self.forget(conn, rid)
+            raise PyFaaSError(
+                "a blocking PyFaaS call was made from a future's done-"
+                "callback, which runs on the client's reader thread: it would"
+                " wait for itself. Make the call from another thread, or use "
+                "exec_async/submit in the callback")
         try:
             return future.result(wait)
         except FutureTimeout:

@@ -255,9 +255,24 @@ class Client(WorkflowCalls):
                 "arguments do not fit %s%s: %s"
                 % (name, ser.signature_text(params), why))
 
+    def _reply_limit(self):
+        """Our frame limit, when it is below the Director's: results over it
+        must be refused by the Worker, not kill this connection."""
+        if self.max_frame_size >= DEFAULT_MAX_FRAME_BYTES:
+            director_max = DEFAULT_MAX_FRAME_BYTES
+            conn = self._channel.current()
+            if conn is not None and conn.hello:
+                director_max = conn.hello.get("max_frame") or director_max
+            if self.max_frame_size >= director_max:
+                return None
+        return self.max_frame_size
+
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
         self._check_call(name, args, kwargs)
+        limit = self._reply_limit()
+        if limit is not None:
+            options = dict(options, max=limit)
         if options:
             meta = {"f": name}
             meta.update(options)
@@ -327,7 +342,8 @@ class Client(WorkflowCalls):
         request = self._call_parts(name, args or (), kwargs or {},
                                    self._options(save_in_cache, timeout,
                                                  retries))
-        (conn, rid, fut), = send_calls(self._channel, [request])
+        send_limit = self.timeout if timeout is None else timeout
+        (conn, rid, fut), = send_calls(self._channel, [request], send_limit)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 RECV_CHUNK = 256 * 1024
 IOV_MAX = 512
 HANDSHAKE_CHECK_S = 0.25
+CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
@@ -33,7 +34,8 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
 
 class _Conn:
     __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
-                 "closing", "events", "trusted", "tls_handshake", "last_rx")
+                 "closing", "events", "trusted", "tls_handshake", "last_rx",
+                 "closing_since")
 
     def __init__(self, peer_id, sock, addr, decoder, tls):
         self.id = peer_id
@@ -47,6 +49,7 @@ class _Conn:
         self.trusted = False      # handshake done: full frame size allowed
         self.tls_handshake = tls  # a TLS handshake is still running
         self.last_rx = time.monotonic()
+        self.closing_since = 0.0
 
 
 class Director:
@@ -100,7 +103,8 @@ class Director:
                 if self._stopping and drain_until is None:
                     drain_until = self._begin_drain()
                 if drain_until is not None and (
-                        not self.state.client_work()
+                        (not self.state.client_work() and not any(
+                            c.out for c in self._conns.values()))
                         or time.monotonic() >= drain_until):
                     break
                 timeout = max(0.0, min(next_check, next_handshakes)
@@ -153,9 +157,16 @@ class Director:
         return time.monotonic() + grace
 
     def _expire_stalled_frames(self, now):
-        """Close connections that stopped sending in the middle of a frame."""
+        """Close connections that stopped sending in the middle of a frame,
+        and those whose last frames their peer does not read."""
         limit = self.config.frame_timeout_s
         for conn in list(self._conns.values()):
+            if conn.closing is not None and conn.sock is not None and \
+                    now - conn.closing_since > CLOSING_LINGER_S:
+                self._drop(conn, "%s (its peer did not read the last frames "
+                                 "within %.0f s)" % (conn.closing,
+                                                     CLOSING_LINGER_S))
+                continue
             if conn.trusted and conn.sock is not None and \
                     conn.decoder.in_frame and now - conn.last_rx > limit:
                 log.warning("peer %s:%s sent part of a frame, then nothing "
@@ -282,6 +293,7 @@ class Director:
                 self._drop(conn, reason)
                 return
             conn.last_rx = time.monotonic()
+            self.state.touch(conn.id)
             self._handle(conn, data)
             # A TLS socket may hold more decrypted bytes than select sees.
             if not (isinstance(conn.sock, ssl.SSLSocket)
@@ -338,8 +350,11 @@ class Director:
                 if conn is None:
                     continue
                 conn.closing = reason
+                conn.closing_since = time.monotonic()
                 if not conn.out:
                     self._drop(conn, reason)
+                elif not conn.tls_handshake:
+                    self._flush(conn)
 
     def _flush(self, conn):
         out = conn.out
@@ -365,9 +380,13 @@ class Director:
             del out[:i]
             if sent:
                 out[0] = memoryview(out[0])[sent:]
-        self._want(conn, _READ | (_WRITE if out else 0))
         if not out and conn.closing is not None:
             self._drop(conn, conn.closing)
+            return
+        # A connection being closed is not read any more: watching it for
+        # reads would wake the loop for bytes nobody takes.
+        self._want(conn, (_READ if conn.closing is None else 0)
+                   | (_WRITE if out else 0))
 
     def _drop(self, conn, reason, notify=True):
         if conn.sock is None:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # Re-runs of a call of a function registered as idempotent whose Worker is
 # lost (a call's own ``retries`` may ask for more).
 IDEMPOTENT_RETRIES = 2
+# Room for a frame's header and meta when comparing a payload with a limit.
+FRAME_OVERHEAD = 4096
 
 
 class ClientRequests:
@@ -109,7 +111,16 @@ class ClientRequests:
         return candidates[self._rr % len(candidates)]
 
     def _pick_worker(self, func, payload, candidates):
-        """The Worker holding this call's cached result, else by strategy."""
+        """The Worker holding this call's cached result, else by strategy.
+
+        Only Workers whose frame limit takes the payload count; None if no
+        candidate does.
+        """
+        size = len(payload) + FRAME_OVERHEAD
+        if any(w.max_frame < size for w in candidates):
+            candidates = [w for w in candidates if w.max_frame >= size]
+            if not candidates:
+                return None
         if func.id in self.cached_by_func:
             owner = self.cache_owner.get(cache_key(func.id, payload))
             if owner is not None:
@@ -152,6 +163,12 @@ class ClientRequests:
                        "calls); retry later" % (self.name, len(self.pending)))
             return
         worker = self._pick_worker(func, frame.payload, candidates)
+        if worker is None:
+            self.error(peer.id, frame.request_id, "serialization",
+                       "arguments of %d bytes are over the frame limit of "
+                       "every worker holding %r (their max_frame_bytes)"
+                       % (len(frame.payload), func.name))
+            return
         if len(meta) > 1:
             meta["f"] = func.id
             call_meta = meta
@@ -179,7 +196,10 @@ class ClientRequests:
         candidates = self._eligible(func_id)
         if client is None or not candidates or func_id not in self.functions:
             return False
-        worker = self.choose_worker(candidates)
+        worker = self._pick_worker(self.functions[func_id], payload,
+                                   candidates)
+        if worker is None:
+            return False
         rid = self._new_rid()
         again = Pending(rid, client.id, pend.client_rid, worker.id, pend.kind,
                         pend.label, None, self.clock())
@@ -380,10 +400,12 @@ class ClientRequests:
         failed = {w: (r[1] or {}).get("message", "error")
                   for w, r in gather.results.items() if r[0] != p.OK}
         if failed and not ok:
-            # Useless everywhere: undo, and keep the previous version if any.
-            self._remove_function(ctx["func_id"])
-            if ctx["old"] is not None:
-                self._add_function(ctx["old"])
+            # Useless everywhere: undo, and keep the previous version if any
+            # (unless a newer registration of the name came meanwhile).
+            if self.by_name.get(ctx["name"]) == ctx["func_id"]:
+                self._remove_function(ctx["func_id"])
+                if ctx["old"] is not None:
+                    self._add_function(ctx["old"])
             self.error(gather.client_peer, gather.client_rid, "registration",
                        "function %r could not be loaded on any worker: %s" % (
                            ctx["name"], "; ".join(

@@ -167,9 +167,20 @@ class DirectorState(ClientRequests, WorkflowRequests):
         getattr(self, handler)(peer, event)
 
     def client_work(self):
-        """Requests of clients still waiting for an answer."""
-        return sum(len(peer.pending) for peer in self.peers.values()
-                   if peer.role == p.ROLE_CLIENT) + len(self.runs)
+        """Requests of connected clients still waiting for an answer
+        (registrations and statistics fanned out to Workers included)."""
+        peers = self.peers
+        return sum(1 for pend in self.pending.values()
+                   if pend.client_peer in peers) + len(self.runs)
+
+    def touch(self, peer_id):
+        """Bytes arrived from ``peer_id``: a Worker sending a large frame is
+        alive even while its heartbeats wait behind that frame."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.worker_id is not None:
+            worker = self.workers.get(peer.worker_id)
+            if worker is not None:
+                worker.last_seen = self.clock()
 
     def expire_handshakes(self):
         """Close connections that did not finish the handshake in time."""
@@ -433,6 +444,14 @@ class DirectorState(ClientRequests, WorkflowRequests):
         meta = func.deploy_meta
         if replaces:
             meta = _json(dict(json.loads(meta), replaces=replaces))
+        if len(func.code) + 4096 > worker.max_frame:
+            worker.functions[func.id] = (
+                "failed: its code (%d bytes) is over this worker's frame "
+                "limit" % len(func.code))
+            if gather is not None:
+                gather.results[worker.id] = (p.ERROR, {
+                    "message": worker.functions[func.id][8:]}, b"")
+            return
         worker.functions[func.id] = "sent"
         if gather is not None:
             self._track(rid, worker, gather, "deploy", func.id)

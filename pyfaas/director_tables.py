@@ -34,7 +34,7 @@ class Worker:
 
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
-                 "info", "cache_keys", "held_keys", "draining")
+                 "info", "cache_keys", "held_keys", "draining", "max_frame")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
@@ -52,6 +52,9 @@ class Worker:
         self.cache_keys = set()   # keys of results it cached (as it told us)
         self.held_keys = {}       # func_id -> restored keys, until announced
         self.draining = False     # stopping: no new calls
+        max_frame = meta.get("max_frame")
+        self.max_frame = max_frame if isinstance(max_frame, int) and \
+            not isinstance(max_frame, bool) else 2 ** 32 - 1
 
 
 class Function:

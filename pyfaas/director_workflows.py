@@ -72,6 +72,12 @@ class WorkflowRequests:
             fields, parts = run.step_payload(step)
             payload = b"".join(parts)
             worker = self._pick_worker(func, payload, candidates)
+            if worker is None:
+                self._fail_run(run, step, {
+                    "code": "serialization",
+                    "message": "arguments of %d bytes are over the frame "
+                    "limit of every worker holding %r" % (len(payload), step)})
+                return
             meta = {"f": func.id, "wf": run.id, "step": step,
                     "cache": bool(run.steps[step]["cache_result"])}
             meta.update(fields)

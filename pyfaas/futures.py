@@ -16,7 +16,8 @@ from itertools import islice
 
 from . import serialization as ser
 from .channel import ReplyFuture
-from .errors import PyFaaSTimeoutError
+from .errors import (PyFaaSProtocolError, PyFaaSSerializationError,
+                     PyFaaSTimeoutError)
 from .transport import error_from_meta
 from . import protocol as p
 
@@ -30,12 +31,18 @@ class CallFuture(ReplyFuture):
 
     def deliver(self, frame):
         if frame.type == p.ERROR:
-            self.fail(error_from_meta(frame.meta()))
+            try:
+                self.fail(error_from_meta(frame.meta()))
+            except p.ProtocolError as exc:
+                self.fail(PyFaaSProtocolError("the error reply of this call "
+                                              "is malformed: %s" % exc))
             return
         try:
             value = ser.loads(frame.payload)
         except Exception as exc:
-            self.fail(exc)
+            self.fail(PyFaaSSerializationError(
+                "the result cannot be unpickled here: %s: %s"
+                % (type(exc).__name__, exc)))
             return
         ReplyFuture.deliver(self, value)
 
@@ -52,10 +59,10 @@ class CallFuture(ReplyFuture):
         self._channel, self._conn, self._rid = channel, conn, rid
 
 
-def send_calls(channel, requests):
+def send_calls(channel, requests, timeout=None):
     """Send ``(type, meta, payload, flags)`` calls in one write; return futures."""
     batch = [req + (CallFuture(),) for req in requests]
-    sent = channel.send_batch(batch)
+    sent = channel.send_batch(batch, timeout)
     for conn, rid, fut in sent:
         fut._sent(channel, conn, rid)
     return sent

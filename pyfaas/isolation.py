@@ -151,13 +151,20 @@ class ProcessPool:
         self._children = []
         self._lock = threading.Lock()
         self.replaced = 0
+        self.closed = False
         for _ in range(size):
             self._idle.put(self._new_child())
 
     def _new_child(self):
         child = Child(self._ctx, *self._limits)
         with self._lock:
-            self._children.append(child)
+            if self.closed:  # close() came while it started
+                orphan = True
+            else:
+                orphan = False
+                self._children.append(child)
+        if orphan:
+            child.kill()
         return child
 
     def run(self, func, meta, payload, limit=0.0):
@@ -170,18 +177,25 @@ class ProcessPool:
             ``("unpicklable", message)``, ``("timeout", seconds)`` or
             ``("crashed", how)``.
         """
+        if self.closed:
+            return ("crashed", "the worker is stopping")
         child = self._idle.get()
+        if child is None:  # closed while waiting
+            self._idle.put(None)
+            return ("crashed", "the worker is stopping")
         try:
             code = None if func.id in child.loaded else func.code
             child.conn.send((func.id, code, func.extra.get("source"),
                              dict(meta), bytes(payload)))
-            child.loaded.add(func.id)
             if not child.conn.poll(limit if limit else None):
                 self._replace(child, "timeout after %.1f s" % limit)
                 child = None
                 return ("timeout", limit)
             try:
-                return child.conn.recv()
+                outcome = child.conn.recv()
+                if outcome[0] != "bad_function":
+                    child.loaded.add(func.id)
+                return outcome
             except (EOFError, OSError):
                 child.proc.join(5)
                 how = describe_exit(child.proc.exitcode)
@@ -197,18 +211,25 @@ class ProcessPool:
                 self._idle.put(child)
 
     def _replace(self, child, why):
+        with self._lock:
+            mine = child in self._children
+            if mine:
+                self._children.remove(child)
+            closed = self.closed
+        if mine:  # close() kills the children it took itself
+            child.kill()
+        if closed:
+            return
         log.warning("child process %s ended (%s); starting a new one",
                     child.proc.pid, why)
-        child.kill()
-        with self._lock:
-            if child in self._children:
-                self._children.remove(child)
         self.replaced += 1
         self._idle.put(self._new_child())
 
     def close(self):
-        """Stop every child."""
+        """Stop every child; calls still waiting for one fail. Idempotent."""
         with self._lock:
+            self.closed = True
             children, self._children = self._children, []
+        self._idle.put(None)
         for child in children:
             child.kill()

@@ -19,6 +19,7 @@ from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSTimeoutError, PyFaaSTokenMissingError)
 
 RECV_CHUNK = 256 * 1024
+MIN_SEND_TIMEOUT_S = 30.0
 
 
 def error_from_meta(meta, default=PyFaaSError):
@@ -80,6 +81,7 @@ class Connection:
         self.token_hint = token_hint
         self.name = "%s:%s" % (host, port)
         self.max_frame_size = max_frame_size
+        self.send_timeout = max(timeout, MIN_SEND_TIMEOUT_S)
         self._decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
         self._send_lock = threading.Lock()
         self._sock = None
@@ -129,7 +131,9 @@ class Connection:
             self.close()
             raise
         self._decoder.max_frame_size = self.max_frame_size
-        self._sock.settimeout(None)
+        # From now on the timeout bounds sends (a send that cannot progress
+        # poisons the connection); receives without a deadline wait on.
+        self._sock.settimeout(self.send_timeout)
         return self.hello
 
     def _expect(self, type_, deadline):
@@ -181,21 +185,42 @@ class Connection:
                 "director %s did not prove it holds the cluster token; "
                 "refusing it" % self.name)
 
-    def send(self, parts):
-        """Send one encoded frame (a list of parts). Thread-safe."""
-        with self._send_lock:
-            self._sendall(parts)
+    def send(self, parts, timeout=None):
+        """Send encoded frames (a list of parts). Thread-safe.
 
-    def _sendall(self, parts):
-        if self._sock is None or self.closed:
+        ``timeout`` (seconds) bounds this send when shorter than the
+        connection's send timeout; a send that does not finish in time
+        closes the connection (half a frame would poison it).
+        """
+        with self._send_lock:
+            if timeout is None or timeout >= self.send_timeout:
+                self._sendall(parts)
+                return
+            sock = self._sock
+            if sock is None:
+                self._sendall(parts)  # raises: closed
+            # Receives without a deadline just wait again when the shared
+            # timeout changes under them.
+            sock.settimeout(max(timeout, 0.001))
+            try:
+                self._sendall(parts, timeout)
+            finally:
+                if not self.closed:
+                    sock.settimeout(self.send_timeout)
+
+    def _sendall(self, parts, timeout=None):
+        sock = self._sock  # once: close() may clear it meanwhile
+        if sock is None or self.closed:
             raise PyFaaSNetworkError("connection to director %s is closed"
                                      % self.name)
         try:
-            send_parts(self._sock, parts)
+            send_parts(sock, parts)
         except socket.timeout:
             self.close()
-            raise PyFaaSTimeoutError("sending to director %s timed out%s"
-                                     % (self.name, self.hint))
+            raise PyFaaSTimeoutError(
+                "sending to director %s did not finish within %.1f s (is it "
+                "frozen?); the connection was closed" % (
+                    self.name, timeout or self.send_timeout))
         except OSError as exc:
             self.close()
             raise PyFaaSNetworkError("connection to director %s lost while "
@@ -233,10 +258,10 @@ class Connection:
                     if left <= 0:
                         raise socket.timeout()
                     sock.settimeout(left)
-                elif sock.gettimeout() is not None:
-                    sock.settimeout(None)
                 data = sock.recv(RECV_CHUNK)
             except socket.timeout:
+                if deadline is None:
+                    continue  # the socket's send timeout; keep waiting
                 self.close()
                 raise PyFaaSTimeoutError("director %s did not answer within "
                                          "%.1f s%s" % (self.name, self.timeout,

@@ -22,7 +22,7 @@ import queue
 from . import protocol as p
 from . import serialization as ser
 from .errors import (PyFaaSAuthenticationError, PyFaaSError,
-                     PyFaaSNetworkError)
+                     PyFaaSNetworkError, PyFaaSProtocolError)
 from .tls import client_context as tls_client_context
 from .transport import Connection
 from .isolation import ProcessPool
@@ -109,17 +109,19 @@ class Worker:
             self.core.pool = ProcessPool(config.max_threads,
                                          config.memory_limit_mb,
                                          config.cpu_time_limit_s)
-        self._stop = threading.Event()      # stop asked: drain, then return
+        self._stop_requested = False        # set by stop(), maybe in a handler
+        self._stop = threading.Event()      # stop under way: drain, return
         self._closed = threading.Event()    # serve_forever has returned
         self._drain_acked = False
         self._drain_deadline = None
         self._conn = None
-        self._slots = {}          # request id -> _Slot, calls with a limit
+        # Keyed by (connection, request id): a restarted Director numbers
+        # its requests from 1 again.
+        self._slots = {}          # -> _Slot, calls with a time limit
         self._out_lock = threading.Lock()
-        self._out = []            # reply frame parts waiting for the writer
-        self._out_conn = None     # the connection they are for
+        self._out = []            # (conn, frame parts) waiting for the writer
         self._writing = False     # a thread is writing self._out
-        self._queued = set()      # CALL request ids not started yet
+        self._queued = set()      # calls not started yet
         self._cancelled = set()
         self._count_lock = threading.Lock()
 
@@ -190,11 +192,13 @@ class Worker:
     def stop(self):
         """Ask the Worker to stop gracefully; :meth:`serve_forever` returns.
 
-        Safe from a signal handler: it only sets a flag. The watchdog thread
-        then drains: it tells the Director to send no new calls, lets the
-        running ones finish (up to STOP_GRACE_S), and closes the connection.
+        Safe from a signal handler: it only sets an attribute (no lock: the
+        interrupted thread may hold any of them). Within WATCHDOG_PERIOD_S
+        the watchdog thread sets the stop event and drains: it tells the
+        Director to send no new calls, lets the running ones finish (up to
+        STOP_GRACE_S), and closes the connection.
         """
-        self._stop.set()
+        self._stop_requested = True
 
     def _drain_step(self):
         """One step of a graceful stop; called by the watchdog thread."""
@@ -238,6 +242,7 @@ class Worker:
         conn.send(p.frame_parts(p.REGISTER_WORKER, 0, {
             "worker_id": core.worker_id, "pid": os.getpid(),
             "max_threads": self.config.max_threads, "functions": core.held(),
+            "max_frame": self.config.max_frame_bytes,
             "started_at": core.started_at, "host": socket.gethostname()},
             ser.to_json({"cache_keys": core.cached_keys()})))
         deadline = time.monotonic() + 5.0
@@ -274,7 +279,15 @@ class Worker:
                 log.warning("ignored unexpected %s frame from director",
                             p.TYPE_NAMES.get(frame.type, frame.type))
                 continue
-            handler(self, conn, frame)
+            try:
+                handler(self, conn, frame)
+            except p.ProtocolError as exc:  # bad meta: the stream is suspect
+                raise PyFaaSProtocolError("director %s sent a bad %s frame: %s"
+                                          % (conn.name, p.TYPE_NAMES.get(
+                                              frame.type), exc))
+            except Exception:
+                log.exception("error while handling a %s frame; going on",
+                              p.TYPE_NAMES.get(frame.type))
 
     def _send(self, conn, type_, rid, meta=None, payload=b"", flags=0):
         """Queue one reply; the first thread to queue becomes the writer.
@@ -285,26 +298,43 @@ class Worker:
         """
         parts = p.frame_parts(type_, rid, meta, payload, flags)
         with self._out_lock:
-            if self._out_conn is not conn:
-                self._out, self._out_conn = [], conn
-            self._out.extend(parts)
+            self._out.append((conn, parts))
             if self._writing:
                 return
             self._writing = True
-        while True:
+        try:
+            while True:
+                with self._out_lock:
+                    batch, self._out = self._out, []
+                    if not batch:
+                        self._writing = False
+                        return
+                self._write(batch)
+        except BaseException:
             with self._out_lock:
-                # Replies for an older connection were dropped when a newer
-                # one queued: they could not reach their callers anyway.
-                batch, self._out = self._out, []
-                target = self._out_conn
-                if not batch:
-                    self._writing = False
-                    return
+                self._writing = False
+            raise
+
+    @staticmethod
+    def _write(batch):
+        """Write queued ``(conn, parts)``: one send per run of one connection.
+
+        A reply for a closed connection (the Director went away meanwhile)
+        is dropped: its caller was already told the call was lost.
+        """
+        i = 0
+        while i < len(batch):
+            conn = batch[i][0]
+            parts = []
+            while i < len(batch) and batch[i][0] is conn:
+                parts.extend(batch[i][1])
+                i += 1
+            if conn.closed:
+                continue
             try:
-                target.send(batch)
+                conn.send(parts)
             except PyFaaSError as exc:
-                log.warning("could not send %d reply frame(s): %s",
-                            len(batch) // 2 or 1, exc)
+                log.warning("could not send reply frame(s): %s", exc)
 
     def _on_deploy(self, conn, frame):
         meta = frame.meta()
@@ -329,14 +359,14 @@ class Worker:
         with self._count_lock:
             core.inflight += 1
             core.requests += 1
-            self._queued.add(frame.request_id)
+            self._queued.add((conn, frame.request_id))
         core.last_request_at = time.time()
         self.pool.submit(self._run, conn, frame)
 
     def _on_cancel(self, conn, frame):
         with self._count_lock:
-            if frame.request_id in self._queued:
-                self._cancelled.add(frame.request_id)
+            if (conn, frame.request_id) in self._queued:
+                self._cancelled.add((conn, frame.request_id))
 
     def _limit(self, meta):
         """Seconds this call may run (0: no limit)."""
@@ -349,9 +379,9 @@ class Worker:
         slot = None
         try:
             with self._count_lock:
-                self._queued.discard(rid)
-                cancelled = rid in self._cancelled
-                self._cancelled.discard(rid)
+                self._queued.discard((conn, rid))
+                cancelled = (conn, rid) in self._cancelled
+                self._cancelled.discard((conn, rid))
             if cancelled:
                 log.info("request %d cancelled before it started", rid)
                 return
@@ -360,11 +390,11 @@ class Worker:
             if limit and self.core.pool is None:
                 slot = _Slot(rid, conn, meta.get("f"), limit)
                 with self._count_lock:
-                    self._slots[rid] = slot
+                    self._slots[(conn, rid)] = slot
             type_, meta, payload, flags = self.core.run_call(frame, meta, limit)
             if slot is not None:
                 with self._count_lock:
-                    self._slots.pop(rid, None)
+                    self._slots.pop((conn, rid), None)
                     late, slot.finished = slot.finished, True
                 if late:
                     log.info("late result of timed-out request %d dropped "
@@ -384,6 +414,8 @@ class Worker:
     def _watchdog_loop(self):
         """Answer calls that outlive their timeout; their threads run on."""
         while not self._closed.wait(WATCHDOG_PERIOD_S):
+            if self._stop_requested and not self._stop.is_set():
+                self._stop.set()
             if self._stop.is_set():
                 self._drain_step()
             if not self._slots:
@@ -395,7 +427,7 @@ class Worker:
                 for slot in expired:
                     slot.finished = slot.timed_out = True
                     self.core.inflight -= 1  # the slot is free for accounting
-                    self._slots.pop(slot.rid, None)
+                    self._slots.pop((slot.conn, slot.rid), None)
             for slot in expired:
                 func = self.core.functions.get(slot.func_id)
                 name = func.name if func else slot.func_id

@@ -170,9 +170,10 @@ class WorkerCore:
         except PyFaaSError as exc:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._error("serialization", str(exc))
-        if len(payload) > self.max_result:
+        most = self._result_limit(meta)
+        if len(payload) > most:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
-            return self._too_large(func, payload, type(result).__name__)
+            return self._too_large(func, payload, type(result).__name__, most)
         self.stats.record(func.id, func.name, duration, hit=hit)
         reply_meta = None
         if want_cache:
@@ -182,8 +183,8 @@ class WorkerCore:
 
     def _store(self, want_cache, key, func, payload, args_repr, result_repr):
         """Cache a pickled result if asked; return the reply meta."""
-        if not want_cache:
-            return None
+        if not want_cache or self.functions.get(func.id) is not func:
+            return None  # not asked, or unloaded while it ran
         evicted = self.cache.put(key, Entry(func.id, func.name, payload,
                                             args_repr, result_repr))
         reply_meta = {"cached": key, "func_id": func.id}
@@ -191,12 +192,21 @@ class WorkerCore:
             reply_meta["evicted"] = evicted
         return reply_meta
 
-    def _too_large(self, func, payload, type_name):
+    def _result_limit(self, meta):
+        """Largest result for this call: ours, or the caller's if smaller
+        (a client announces its own ``max_frame_bytes`` in ``max``)."""
+        theirs = meta.get("max")
+        if isinstance(theirs, int) and not isinstance(theirs, bool) \
+                and theirs > 0:
+            return min(self.max_result, result_limit(theirs))
+        return self.max_result
+
+    def _too_large(self, func, payload, type_name, limit):
         return self._error("serialization",
                            "result of %r (type %s) is %d bytes pickled; "
-                           "frames are limited to %d bytes (max_frame_bytes)"
-                           % (func.name, type_name, len(payload),
-                              self.max_result))
+                           "frames are limited to %d bytes (max_frame_bytes "
+                           "of this worker, the director or the caller)"
+                           % (func.name, type_name, len(payload), limit))
 
     def _run_isolated(self, func, meta, payload, key, hit, want_cache, limit):
         start = time.perf_counter()
@@ -205,10 +215,11 @@ class WorkerCore:
         kind = outcome[0]
         if kind == "ok":
             result = outcome[1]
-            if len(result) > self.max_result:
+            most = self._result_limit(meta)
+            if len(result) > most:
                 self.stats.record(func.id, func.name, duration, error=True,
                                   hit=hit)
-                return self._too_large(func, result, outcome[4])
+                return self._too_large(func, result, outcome[4], most)
             self.stats.record(func.id, func.name, duration, hit=hit)
             reply_meta = self._store(want_cache, key, func, result,
                                      outcome[2], outcome[3])
