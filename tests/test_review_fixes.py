@@ -1,0 +1,187 @@
+"""Regression tests for problems found in review: each test fails on the
+code before its fix.
+
+Pure ones drive DirectorState or the Worker's reply writer with fakes; the
+others use real processes on 127.0.0.1 and end with a normal call.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from helpers import HOST, wait_until
+from test_director_state import Sim, connect_client, connect_worker
+from pyfaas import Client
+from pyfaas import protocol as p
+from pyfaas.errors import (PyFaaSError, PyFaaSSerializationError,
+                           PyFaaSTimeoutError)
+from pyfaas.serialization import function_id
+from pyfaas.worker import Worker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def size(blob):
+    return len(blob)
+
+
+def blob(n):
+    return b"x" * n
+
+
+def slow_blob(seconds, n):
+    time.sleep(seconds)
+    return b"y" * n
+
+
+def whoami():
+    return os.getpid()
+
+
+# ----- pure ----------------------------------------------------------------------
+
+def test_overlapping_registrations_keep_the_newest_version():
+    sim = Sim()
+    worker, _ = connect_worker(sim, "w1")
+    first, second = connect_client(sim), connect_client(sim)
+    meta = {"name": "f", "params": None}
+    sim.send(first, p.DEPLOY, meta, b"v0")
+    [d0] = sim.output()[worker]
+    sim.send(worker, p.OK, {}, rid=d0.request_id)
+    sim.output()
+    sim.send(first, p.DEPLOY, meta, b"v1, which fails to load")
+    [d1] = sim.output()[worker]
+    sim.send(second, p.DEPLOY, meta, b"v2")
+    [d2] = sim.output()[worker]
+    sim.send(worker, p.ERROR, {"code": "registration", "message": "no"},
+             rid=d1.request_id)
+    sim.send(worker, p.OK, {}, rid=d2.request_id)
+    sim.output()
+    # The failed older registration did not bring v0 back over v2.
+    assert sim.state.by_name["f"] == function_id(b"v2", "f")
+
+
+class _FakeConn:
+    def __init__(self, closed=False):
+        self.closed = closed
+        self.sent = []
+
+    def send(self, parts, timeout=None):
+        self.sent.append(b"".join(bytes(x) for x in parts))
+
+
+def test_replies_queued_for_two_connections_each_reach_their_own():
+    worker = Worker.__new__(Worker)
+    worker._out_lock = threading.Lock()
+    worker._out = []
+    worker._writing = True  # another thread is writing: ours only queue
+    old, new = _FakeConn(closed=True), _FakeConn()
+    worker._send(old, p.OK, 1)
+    worker._send(new, p.OK, 2)
+    worker._send(new, p.OK, 3)
+    worker._writing = False
+    worker._send(new, p.OK, 4)  # becomes the writer, writes all queued
+    frames = [f.request_id for f in _frames(b"".join(new.sent))]
+    assert frames == [2, 3, 4] and old.sent == []
+    assert worker._writing is False
+
+
+def _frames(data):
+    decoder = p.FrameDecoder()
+    decoder.feed(data)
+    out = []
+    while True:
+        event = decoder.next_event()
+        if event is p.NEED_DATA:
+            return out
+        out.append(event)
+
+
+def test_worker_stop_is_a_plain_flag():
+    worker = Worker.__new__(Worker)
+    worker._stop = threading.Event()
+    worker._stop_requested = False
+    worker.stop()  # from a signal handler: must take no lock
+    assert worker._stop_requested and not worker._stop.is_set()
+
+
+# ----- real processes -------------------------------------------------------------
+
+def test_arguments_over_the_workers_limit_are_refused_not_fatal(
+        fresh_cluster):
+    cl = fresh_cluster(workers=2,
+                       worker_extra={"network": {"max_frame_bytes": 65536}})
+    with cl.client() as client:
+        client.register(size)
+        with pytest.raises(PyFaaSSerializationError) as info:
+            client.call("size", b"z" * 100000)
+        assert "frame limit" in str(info.value)
+        assert len(client.worker_ids()) == 2
+        assert client.call("size", b"z" * 1000) == 1000
+
+
+def test_a_result_over_the_clients_limit_fails_only_that_call(cluster):
+    with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:
+        client.register(blob)
+        client.register(slow_blob)
+        other = client.submit("slow_blob", 0.5, 10)
+        with pytest.raises(PyFaaSSerializationError):
+            client.call("blob", 100000)
+        assert other.result(10) == b"y" * 10
+        assert client.call("blob", 10) == b"x" * 10
+
+
+def test_a_blocking_call_in_a_done_callback_is_refused(cluster):
+    with Client(HOST, cluster.port, 5) as client:
+        client.register(whoami)
+        seen = []
+
+        def callback(fut):
+            try:
+                client.call("whoami")
+            except PyFaaSError as exc:
+                seen.append(exc)
+
+        client.submit("whoami").add_done_callback(callback)
+        wait_until(lambda: seen, 5, "the callback never ran")
+        assert "done-callback" in str(seen[0])
+        assert client.call("whoami")
+
+
+def test_director_drain_delivers_a_large_result(fresh_cluster):
+    cl = fresh_cluster(workers=1)
+    with cl.client() as client:
+        client.register(slow_blob)
+        fut = client.submit("slow_blob", 0.5, 30 * 1024 * 1024)
+        wait_until(lambda: any(w["inflight"] for w in client.workers()), 10)
+        cl.director.signal(signal.SIGTERM)
+        assert len(fut.result(20)) == 30 * 1024 * 1024
+    assert cl.director.wait(15) == 0
+
+
+def test_a_send_to_a_frozen_director_respects_the_call_timeout(
+        fresh_cluster):
+    cl = fresh_cluster(workers=1)
+    with cl.client() as client:
+        client.register(size)
+        assert client.call("size", b"ab") == 2
+        cl.director.signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(PyFaaSTimeoutError):
+                client.exec("size", [b"x" * 30000000], timeout=1.0)
+            assert time.monotonic() - start < 5
+        finally:
+            cl.director.signal(signal.SIGCONT)
+        # The client connects again by itself.
+        assert wait_until(lambda: _call_or_none(client), 10) == 3
+
+
+def _call_or_none(client):
+    try:
+        return client.call("size", b"abc")
+    except PyFaaSError:
+        return None
