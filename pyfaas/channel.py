@@ -177,6 +177,41 @@ class Channel:
             raise
         return sent
 
+    def send_many(self, meta, payloads, flags, futures, timeout=None):
+        """Send calls of one function with the same options as ONE frame.
+
+        A CALL_MANY frame carries the calls' request ids and argument sizes
+        in its meta and their argument bytes one after the other; the
+        Director routes each as a CALL and each is answered on its own.
+        Falls back to one CALL frame each when the batch would not fit a
+        frame comfortably.
+
+        Returns:
+            list: ``(conn, rid, future)`` per call, in order.
+        """
+        conn = self.connection()
+        limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
+        total = sum(len(x) for x in payloads)
+        if len(payloads) < 2 or total + 16 * len(payloads) + 4096 > limit // 2:
+            return self.send_batch([(p.CALL, meta, x, flags, f)
+                                    for x, f in zip(payloads, futures)],
+                                   timeout)
+        rids = [next(self._rids) for _ in payloads]
+        many = dict(meta, rids=rids, sizes=[len(x) for x in payloads])
+        pending = self._pending
+        for rid, future in zip(rids, futures):
+            pending[(conn, rid)] = future
+        try:
+            conn.send(p.frame_parts(p.CALL_MANY, rids[0], many,
+                                    b"".join(payloads), flags), timeout)
+        except (PyFaaSError, ValueError) as exc:
+            for rid in rids:
+                pending.pop((conn, rid), None)
+            if isinstance(exc, ValueError):  # meta over 64 KiB
+                raise PyFaaSSerializationError(str(exc))
+            raise
+        return [(conn, rid, f) for rid, f in zip(rids, futures)]
+
     def forget(self, conn, rid, tell_director=True):
         """Stop waiting for ``rid``; ask the Director to cancel it."""
         self._pending.pop((conn, rid), None)

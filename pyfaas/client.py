@@ -358,7 +358,7 @@ class Client(WorkflowCalls):
         """Call ``name`` on each item (zipped like ``map``); yield results in order.
 
         Lazy: at most ``max_in_flight`` calls are outstanding, and new calls
-        go out ``batch`` frames per write. ``timeout`` bounds the whole
+        go out ``batch`` at a time, in one CALL_MANY frame. ``timeout`` bounds the whole
         iteration. The first failing call raises its error when its turn
         comes; calls not consumed are cancelled.
         """

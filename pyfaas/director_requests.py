@@ -136,10 +136,33 @@ class ClientRequests:
                        "director or later" % self.name)
         return self.draining
 
-    def _on_call(self, peer, frame):
+    def _on_call_many(self, peer, frame):
+        """Several calls in one frame: each is routed and answered alone."""
+        meta = frame.meta()
+        rids, sizes = meta.pop("rids", None), meta.pop("sizes", None)
+        ok = (isinstance(rids, list) and isinstance(sizes, list)
+              and len(rids) == len(sizes) and rids
+              and all(isinstance(x, int) and not isinstance(x, bool)
+                      and x >= 0 for x in rids + sizes)
+              and sum(sizes) == len(frame.payload))
+        if not ok:
+            self.error(peer.id, frame.request_id, "protocol",
+                       "CALL_MANY needs 'rids' and 'sizes' lists that match "
+                       "its payload")
+            self.close(peer.id, "malformed CALL_MANY")
+            return
+        view = memoryview(frame.payload)
+        pos = 0
+        for rid, size in zip(rids, sizes):
+            one = p.Frame(p.CALL, rid, b"", view[pos:pos + size], frame.flags)
+            pos += size
+            self._on_call(peer, one, dict(meta))
+
+    def _on_call(self, peer, frame, meta=None):
         if self._refuse_if_draining(peer, frame):
             return
-        meta = frame.meta()
+        if meta is None:
+            meta = frame.meta()
         target = meta.get("f")
         func = self.resolve(target)
         if func is None:

@@ -485,6 +485,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         (p.ROLE_CLIENT, p.UNDEPLOY): "_on_undeploy",
         (p.ROLE_CLIENT, p.LIST): "_on_list",
         (p.ROLE_CLIENT, p.CALL): "_on_call",
+        (p.ROLE_CLIENT, p.CALL_MANY): "_on_call_many",
         (p.ROLE_CLIENT, p.CANCEL): "_on_cancel",
         (p.ROLE_CLIENT, p.WORKERS): "_on_workers",
         (p.ROLE_CLIENT, p.WORKER_INFO): "_on_worker_info",

@@ -60,9 +60,23 @@ class CallFuture(ReplyFuture):
 
 
 def send_calls(channel, requests, timeout=None):
-    """Send ``(type, meta, payload, flags)`` calls in one write; return futures."""
-    batch = [req + (CallFuture(),) for req in requests]
-    sent = channel.send_batch(batch, timeout)
+    """Send ``(type, meta, payload, flags)`` calls in one write; return futures.
+
+    Calls of one function with the same options (``map``) travel as one
+    CALL_MANY frame; others as one CALL frame each.
+    """
+    futures = [CallFuture() for _ in requests]
+    first = requests[0]
+    if len(requests) > 1 and all(r[1] == first[1] and r[3] == first[3]
+                                 for r in requests):
+        meta = first[1]
+        if isinstance(meta, (bytes, bytearray)):
+            meta = p.decode_meta(meta)
+        sent = channel.send_many(meta, [r[2] for r in requests], first[3],
+                                 futures, timeout)
+    else:
+        sent = channel.send_batch([r + (f,) for r, f in zip(requests, futures)],
+                                  timeout)
     for conn, rid, fut in sent:
         fut._sent(channel, conn, rid)
     return sent
@@ -73,7 +87,7 @@ def ordered_results(channel, make_request, items, timeout=None,
     """Yield the results of calls for ``items`` in order, lazily.
 
     At most ``max_in_flight`` calls are outstanding; new ones are sent in
-    batches of up to ``batch`` frames per write. ``timeout`` bounds the whole
+    batches of up to ``batch`` calls, as one CALL_MANY frame. ``timeout`` bounds the whole
     iteration (like ``Executor.map``). Calls not consumed are cancelled when
     the generator is closed.
     """
@@ -82,7 +96,7 @@ def ordered_results(channel, make_request, items, timeout=None,
     window = deque()
     exhausted = False
     batch = max(1, min(batch, max_in_flight))
-    # Refill only once a whole batch fits: many frames per write.
+    # Refill only once a whole batch fits: many calls per frame.
     low_water = max_in_flight - batch
     try:
         while True:

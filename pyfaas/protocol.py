@@ -71,6 +71,7 @@ UNDEPLOY = 0x21       # client -> director -> worker: unregister a function
 LIST = 0x22           # client -> director: registered functions
 CALL = 0x30           # client -> director -> worker: invoke (payload: args)
 CANCEL = 0x31         # client -> director -> worker: give up on a call
+CALL_MANY = 0x32      # client -> director: several calls of one function
 WORKERS = 0x40        # client -> director: ids of live Workers
 WORKER_INFO = 0x41    # client -> director -> worker: worker details
 KILL_WORKER = 0x42    # client -> director -> worker: stop gracefully

@@ -185,3 +185,56 @@ def _call_or_none(client):
         return client.call("size", b"abc")
     except PyFaaSError:
         return None
+
+
+# ----- several calls in one frame (CALL_MANY) ------------------------------------
+
+def test_call_many_routes_and_answers_each_call_on_its_own():
+    from test_director_state import make_cluster, routed
+    sim, client, (w1, w2) = make_cluster()
+    sim.send(client, p.CALL_MANY, {"f": "square", "rids": [7, 8, 9],
+                                   "sizes": [1, 2, 3]}, b"abbccc",
+             rid=7, flags=p.FLAG_PICKLED)
+    calls = routed(sim.output())
+    forwarded = sorted(bytes(f.payload) for fs in calls.values() for f in fs)
+    assert forwarded == [b"a", b"bb", b"ccc"]
+    assert set(calls) == {w1, w2}  # Round-Robin spread them
+    # Each Worker answers its calls; the client gets one reply per rid.
+    for peer, frames in calls.items():
+        for f in frames:
+            sim.send(peer, p.OK, None, b"r" + bytes(f.payload),
+                     rid=f.request_id)
+    replies = sim.output()[client]
+    assert sorted((f.request_id, bytes(f.payload)) for f in replies) == [
+        (7, b"ra"), (8, b"rbb"), (9, b"rccc")]
+
+
+def test_malformed_call_many_closes_only_that_peer():
+    from test_director_state import make_cluster
+    sim, client, _ = make_cluster()
+    sim.send(client, p.CALL_MANY, {"f": "square", "rids": [1, 2],
+                                   "sizes": [5]}, b"abcde", rid=1)
+    [reply] = sim.output()[client]
+    assert reply.type == p.ERROR and reply.meta()["code"] == "protocol"
+    assert client in sim.closed
+
+
+def test_map_sends_few_frames(cluster, monkeypatch):
+    import pyfaas.transport as transport
+    frames = []
+    original = transport.Connection.send
+
+    def counting(self, parts, timeout=None):
+        decoder = p.FrameDecoder()
+        decoder.feed(b"".join(bytes(x) for x in parts))
+        frames.extend(iter(decoder.next_event, p.NEED_DATA))
+        return original(self, parts, timeout)
+
+    with Client(HOST, cluster.port, 20) as client:
+        client.register(size)
+        monkeypatch.setattr(transport.Connection, "send", counting)
+        results = list(client.map("size", [b"x" * i for i in range(256)],
+                                  max_in_flight=128, batch=64))
+    assert results == list(range(256))
+    calls = [f for f in frames if f.type in (p.CALL, p.CALL_MANY)]
+    assert len(calls) == 4 and all(f.type == p.CALL_MANY for f in calls)
