@@ -54,23 +54,24 @@ def pyfaas_unregister(name_or_id):
     return _get().unregister(name_or_id)
 
 
-def pyfaas_exec(name, args=None, kwargs=None, save_in_cache=False,
-                timeout=None):
+def pyfaas_exec(name_or_id, args=None, kwargs=None, save_in_cache=False,
+                timeout=None, retries=0):
     """Run a registered function remotely and return its result."""
-    return _get().exec(name, args, kwargs, save_in_cache=save_in_cache,
-                       timeout=timeout)
+    return _get().exec(name_or_id, args, kwargs, save_in_cache=save_in_cache,
+                       timeout=timeout, retries=retries)
 
 
-def pyfaas_exec_async(name, args=None, kwargs=None, save_in_cache=False,
+def pyfaas_exec_async(name_or_id, args=None, kwargs=None, save_in_cache=False,
                       timeout=None, retries=0):
     """Start a remote call; return a ``concurrent.futures.Future``."""
-    return _get().exec_async(name, args, kwargs, save_in_cache=save_in_cache,
-                             timeout=timeout, retries=retries)
+    return _get().exec_async(name_or_id, args, kwargs,
+                             save_in_cache=save_in_cache, timeout=timeout,
+                             retries=retries)
 
 
-def pyfaas_map(name, *iterables, timeout=None):
-    """Call ``name`` on each item; yield the results in order (lazily)."""
-    return _get().map(name, *iterables, timeout=timeout)
+def pyfaas_map(name_or_id, *iterables, timeout=None):
+    """Call ``name_or_id`` on each item; yield the results in order (lazily)."""
+    return _get().map(name_or_id, *iterables, timeout=timeout)
 
 
 def pyfaas_list():

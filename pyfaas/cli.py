@@ -46,17 +46,16 @@ def run_director(path):
             % (path, cfg.director_ip_addr))
     log = setup_logging("director", cfg.log_level, cfg.log_directory,
                         cfg.log_filename)
-    if token is None:
-        log.warning("no cluster token: any local process that can connect "
-                    "to %s:%s can run code on the Workers (set [security] "
-                    "token_file or $PYFAAS_TOKEN)", cfg.director_ip_addr,
-                    cfg.director_port)
     try:
         director = Director(cfg, token)
     except (OSError, ssl.SSLError) as exc:
         return _fail("%s: cannot start the director on %s:%s: %s" % (
             path, cfg.director_ip_addr, cfg.director_port,
             getattr(exc, "strerror", None) or exc))
+    if token is None:
+        log.warning("no cluster token: any local process that can connect "
+                    "to %s:%s can run code on the Workers (set [security] "
+                    "token_file or $PYFAAS_TOKEN)", *director.address)
     _on_signals(director.shutdown)
     if cfg.greeting_msg:
         print(cfg.greeting_msg)
@@ -76,6 +75,9 @@ def run_worker(path):
     token = load_token(cfg.token_file, path)
     setup_logging("worker", cfg.log_level, cfg.log_directory, cfg.log_filename)
     worker = Worker(cfg, token=token)
+    # Name the Worker in every log line: several may share a log file.
+    setup_logging("worker %s" % worker.worker_id, cfg.log_level,
+                  cfg.log_directory, cfg.log_filename)
     _on_signals(worker.stop)
     if cfg.greeting_msg:
         print(cfg.greeting_msg)

@@ -20,7 +20,7 @@ import time
 from . import protocol as p
 from . import serialization as ser
 from .config import DEFAULT_MAX_FRAME_BYTES, load_client_config
-from .errors import (PyFaaSCacheDumpingError, PyFaaSError,
+from .errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
                      PyFaaSFunctionListingError,
                      PyFaaSFunctionRegistrationError,
                      PyFaaSFunctionUnregistrationError,
@@ -31,7 +31,7 @@ from .channel import Channel
 from .client_workflows import WorkflowCalls
 from .futures import ordered_results, send_calls
 from .logs import setup_client_logging
-from .security import load_token
+from .security import MIN_TOKEN_LENGTH, load_token
 from .tls import client_context as tls_client_context
 from .transport import error_from_meta
 
@@ -72,8 +72,13 @@ class Client(WorkflowCalls):
             token = load_token()
         elif isinstance(token, str):
             token = token.encode("utf-8")
+        if token is not None and len(token) < MIN_TOKEN_LENGTH:
+            raise PyFaaSConfigError(
+                "the cluster token must have at least %d characters (the "
+                "Director and Workers refuse shorter ones)" % MIN_TOKEN_LENGTH)
         self._channel = Channel(host, port, self.timeout, max_frame_size, hint,
-                                token, tls_client_context(tls, tls_ca_file))
+                                token, tls_client_context(
+                                    tls, tls_ca_file, config_path or "client"))
         self._signatures = {}     # name or func_id -> params description
         self._fitting = {}        # (name, n args, kw names) known to bind
         self._plain_meta = {}     # name -> encoded meta of an option-less call
@@ -296,7 +301,7 @@ class Client(WorkflowCalls):
             options["retries"] = int(retries)
         return options
 
-    def exec_async(self, name, args=None, kwargs=None, save_in_cache=False,
+    def exec_async(self, name_or_id, args=None, kwargs=None, save_in_cache=False,
                    timeout=None, retries=0):
         """Start a call; return a :class:`concurrent.futures.Future`.
 
@@ -306,7 +311,7 @@ class Client(WorkflowCalls):
         :meth:`exec`. Raises PyFaaSParameterMismatchError at once for bad
         arguments.
         """
-        request = self._call_parts(name, args or (), kwargs or {},
+        request = self._call_parts(name_or_id, *_checked(args, kwargs),
                                    self._options(save_in_cache, timeout,
                                                  retries))
         return send_calls(self._channel, [request])[0][2]
@@ -315,12 +320,12 @@ class Client(WorkflowCalls):
         """``exec_async`` with Python's calling syntax; returns a Future."""
         return self.exec_async(name, args, kwargs)
 
-    def exec(self, name, args=None, kwargs=None, save_in_cache=False,
+    def exec(self, name_or_id, args=None, kwargs=None, save_in_cache=False,
              timeout=None, retries=0):
         """Run a registered function on a Worker and return its result.
 
         Args:
-            name: function name or id.
+            name_or_id: function name or id.
             args: positional arguments (list or tuple).
             kwargs: keyword arguments (dict).
             save_in_cache: ask the Worker to cache the result.
@@ -339,7 +344,7 @@ class Client(WorkflowCalls):
             PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
             PyFaaSNetworkError: the call could not complete.
         """
-        request = self._call_parts(name, args or (), kwargs or {},
+        request = self._call_parts(name_or_id, *_checked(args, kwargs),
                                    self._options(save_in_cache, timeout,
                                                  retries))
         send_limit = self.timeout if timeout is None else timeout
@@ -353,9 +358,9 @@ class Client(WorkflowCalls):
         """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""
         return self.exec(name, args, kwargs)
 
-    def map(self, name, *iterables, timeout=None, max_in_flight=256,
+    def map(self, name_or_id, *iterables, timeout=None, max_in_flight=256,
             batch=64):
-        """Call ``name`` on each item (zipped like ``map``); yield results in order.
+        """Call ``name_or_id`` on each item (zipped like ``map``); yield results in order.
 
         Lazy: at most ``max_in_flight`` calls are outstanding, and new calls
         go out ``batch`` at a time, in one CALL_MANY frame. ``timeout`` bounds the whole
@@ -363,7 +368,7 @@ class Client(WorkflowCalls):
         comes; calls not consumed are cancelled.
         """
         return ordered_results(
-            self._channel, lambda args: self._call_parts(name, args, {}, {}),
+            self._channel, lambda args: self._call_parts(name_or_id, args, {}, {}),
             zip(*iterables), timeout, max_in_flight, batch)
 
     # ----- workers and cluster -------------------------------------------------
@@ -460,6 +465,23 @@ class Client(WorkflowCalls):
                     "%d worker(s) live after %.1f s; %d wanted"
                     % (len(ids), timeout, count))
             time.sleep(0.02)
+
+
+def _checked(args, kwargs):
+    """``(args tuple, kwargs dict)`` of ``exec``, or a clear error."""
+    if args is None:
+        args = ()
+    elif not isinstance(args, (list, tuple)):
+        raise PyFaaSParameterMismatchError(
+            "args must be a list or a tuple of positional arguments, got %s "
+            "(wrap a single argument: [value])" % type(args).__name__)
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, dict):
+        raise PyFaaSParameterMismatchError(
+            "kwargs must be a dict of keyword arguments, got %s"
+            % type(kwargs).__name__)
+    return args, kwargs
 
 
 def default_client():

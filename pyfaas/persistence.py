@@ -106,6 +106,40 @@ def load(path):
     return state
 
 
+def lock(path):
+    """Hold ``path + ".lock"`` exclusively for as long as this process runs.
+
+    Returns:
+        the open lock file (keep a reference), or None where the OS has no
+        ``fcntl`` (then two Workers sharing a dump file are not detected).
+
+    Raises:
+        DumpError: another running process holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle = open(path + ".lock", "a")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DumpError("it is in use by another running Worker")
+    return handle
+
+
+def unlock(handle):
+    """Release a lock taken by :func:`lock` and remove its file."""
+    try:
+        os.unlink(handle.name)
+    except OSError:
+        pass
+    handle.close()
+
+
 def set_aside(path):
     """Rename a bad dump out of the way; return the new name (or None)."""
     aside = "%s.bad-%s" % (path, time.strftime("%Y%m%d-%H%M%S"))

@@ -16,22 +16,51 @@ import ssl
 import threading
 import time
 
+from .errors import PyFaaSConfigError
 
-def server_context(cert_file, key_file):
-    """A server ``SSLContext`` (TLS 1.2+), or None when no certificate is set."""
+
+def _why(exc):
+    return getattr(exc, "strerror", None) or getattr(exc, "reason", None) \
+        or str(exc)
+
+
+def server_context(cert_file, key_file, config_path="config"):
+    """A server ``SSLContext`` (TLS 1.2+), or None when no certificate is set.
+
+    Raises:
+        PyFaaSConfigError: a file is missing, unreadable or not PEM.
+    """
     if not (cert_file or key_file):
         return None
+    if not cert_file:
+        raise PyFaaSConfigError("%s: [security] tls_cert_file: missing "
+                                "(tls_key_file is set)" % config_path)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file or None)
+    try:
+        ctx.load_cert_chain(cert_file, key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PyFaaSConfigError(
+            "%s: [security] tls_cert_file %s / tls_key_file %s: cannot load "
+            "the certificate and key: %s" % (config_path, cert_file,
+                                            key_file or "(in the cert file)",
+                                            _why(exc)))
     return ctx
 
 
-def client_context(enabled, ca_file=""):
-    """A client ``SSLContext`` that verifies the Director, or None."""
+def client_context(enabled, ca_file="", config_path="client config"):
+    """A client ``SSLContext`` that verifies the Director, or None.
+
+    Raises:
+        PyFaaSConfigError: ``ca_file`` is missing, unreadable or not PEM.
+    """
     if not enabled:
         return None
-    ctx = ssl.create_default_context(cafile=ca_file or None)
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PyFaaSConfigError("%s: [security] tls_ca_file %s: cannot load "
+                                "it: %s" % (config_path, ca_file, _why(exc)))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 

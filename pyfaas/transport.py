@@ -16,7 +16,8 @@ from . import security
 from .tls import LockedTLSSocket
 from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError, PyFaaSProtocolError,
-                     PyFaaSTimeoutError, PyFaaSTokenMissingError)
+                     PyFaaSTimeoutError, PyFaaSTokenMissingError,
+                     PyFaaSTokenRejectedError)
 
 RECV_CHUNK = 256 * 1024
 MIN_SEND_TIMEOUT_S = 30.0
@@ -108,8 +109,9 @@ class Connection:
                 "director %s did not accept a connection within %.1f s%s"
                 % (self.name, self.timeout, self.hint))
         except OSError as exc:
-            raise PyFaaSNetworkError("cannot reach director %s: %s"
-                                     % (self.name, exc.strerror or exc))
+            raise PyFaaSNetworkError(
+                "cannot reach director %s: %s (is it running, and are the "
+                "address and port right?)" % (self.name, exc.strerror or exc))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if self.tls is not None:
@@ -118,9 +120,13 @@ class Connection:
                         sock, server_hostname=self.host))
                 except (ssl.SSLError, OSError) as exc:
                     sock.close()
+                    hint = ""
+                    if isinstance(exc, ssl.SSLCertVerificationError):
+                        hint = (" (set [security] tls_ca_file to the "
+                                "Director's certificate or its CA)")
                     raise PyFaaSNetworkError(
-                        "TLS handshake with director %s failed: %s"
-                        % (self.name, exc))
+                        "TLS handshake with director %s failed: %s%s"
+                        % (self.name, exc, hint))
                 sock.settimeout(self.timeout)
             self._sock = sock
             self._sendall([p.encode_preamble(self.role)])
@@ -173,7 +179,12 @@ class Connection:
         proof = security.peer_proof(self.token, role, director_nonce, nonce)
         self._sendall(p.frame_parts(p.AUTH, 0, {"nonce": nonce.hex(),
                                                 "mac": proof.hex()}))
-        frame = self._expect(p.AUTH, deadline)
+        try:
+            frame = self._expect(p.AUTH, deadline)
+        except PyFaaSTokenRejectedError as exc:
+            raise PyFaaSTokenRejectedError(
+                "%s (the token used here comes from %s)" % (exc,
+                                                           self.token_hint))
         expected = security.director_proof(self.token, role, director_nonce,
                                            nonce)
         try:

@@ -21,8 +21,9 @@ import queue
 
 from . import protocol as p
 from . import serialization as ser
-from .errors import (PyFaaSAuthenticationError, PyFaaSError,
-                     PyFaaSNetworkError, PyFaaSProtocolError)
+from . import persistence
+from .errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
+                     PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError)
 from .tls import client_context as tls_client_context
 from .transport import Connection
 from .isolation import ProcessPool
@@ -100,10 +101,19 @@ class Worker:
     def __init__(self, config, worker_id=None, token=None):
         self.config = config
         self.token = token
-        self._tls = tls_client_context(config.tls, config.tls_ca_file)
+        self._tls = tls_client_context(config.tls, config.tls_ca_file,
+                                       config.path)
         self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8])
+        self._dump_lock = None
         if config.shutdown_persistence:
+            try:
+                self._dump_lock = persistence.lock(config.dump_file)
+            except persistence.DumpError as exc:
+                raise PyFaaSConfigError(
+                    "%s: [behavior] dump_file %s: %s; give each Worker its "
+                    "own dump_file" % (config.path, config.dump_file, exc))
             self.core.restore()
+        self._auth_failed = False
         self.pool = ThreadPool(config.max_threads)
         if config.isolation == "process":
             self.core.pool = ProcessPool(config.max_threads,
@@ -154,6 +164,7 @@ class Worker:
                     self._register(conn)
                 except PyFaaSAuthenticationError:
                     conn.close()
+                    self._auth_failed = True
                     raise  # a configuration problem: retrying cannot help
                 except PyFaaSError as exc:
                     conn.close()
@@ -182,12 +193,15 @@ class Worker:
             if self.core.pool is not None:
                 self.core.pool.close()
             heart.join(timeout=2)
-            if self.config.shutdown_persistence:
+            if self.config.shutdown_persistence and not self._auth_failed:
                 try:
                     self.core.save()
                 except Exception as exc:
                     log.error("could not save state to %s: %s: %s",
                               self.config.dump_file, type(exc).__name__, exc)
+            if self._dump_lock is not None:
+                persistence.unlock(self._dump_lock)
+                self._dump_lock = None
 
     def stop(self):
         """Ask the Worker to stop gracefully; :meth:`serve_forever` returns.
@@ -254,6 +268,10 @@ class Worker:
                 raise PyFaaSNetworkError("director refused registration: %s"
                                          % frame.meta().get("message"))
         meta = frame.meta()
+        if meta.get("worker_id", core.worker_id) != core.worker_id:
+            log.warning("the director renamed this worker %s to %s: a live "
+                        "worker already has that id", core.worker_id,
+                        meta["worker_id"])
         core.worker_id = meta.get("worker_id", core.worker_id)
         core.max_result = result_limit(min(
             self.config.max_frame_bytes,
