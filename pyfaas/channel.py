@@ -140,7 +140,7 @@ class Channel:
         """
         return self.send_batch([(type_, meta, payload, flags, future)])[0]
 
-    def send_batch(self, requests, timeout=None):
+    def send_batch(self, requests):
         """Send several requests in one write; return ``[(conn, rid, future)]``.
 
         Args:
@@ -170,14 +170,14 @@ class Channel:
             parts.extend(frame)
             sent.append((conn, rid, future))
         try:
-            conn.send(parts, timeout)
+            conn.send(parts)
         except PyFaaSError:
             for conn_, rid, _ in sent:
                 pending.pop((conn_, rid), None)
             raise
         return sent
 
-    def send_many(self, meta, payloads, flags, futures, timeout=None):
+    def send_many(self, meta, payloads, flags, futures):
         """Send calls of one function with the same options as ONE frame.
 
         A CALL_MANY frame carries the calls' request ids and argument sizes
@@ -194,8 +194,7 @@ class Channel:
         total = sum(len(x) for x in payloads)
         if len(payloads) < 2 or total + 16 * len(payloads) + 4096 > limit // 2:
             return self.send_batch([(p.CALL, meta, x, flags, f)
-                                    for x, f in zip(payloads, futures)],
-                                   timeout)
+                                    for x, f in zip(payloads, futures)])
         rids = [next(self._rids) for _ in payloads]
         many = dict(meta, rids=rids, sizes=[len(x) for x in payloads])
         pending = self._pending
@@ -203,7 +202,7 @@ class Channel:
             pending[(conn, rid)] = future
         try:
             conn.send(p.frame_parts(p.CALL_MANY, rids[0], many,
-                                    b"".join(payloads), flags), timeout)
+                                    b"".join(payloads), flags))
         except (PyFaaSError, ValueError) as exc:
             for rid in rids:
                 pending.pop((conn, rid), None)
@@ -211,6 +210,16 @@ class Channel:
                 raise PyFaaSSerializationError(str(exc))
             raise
         return [(conn, rid, f) for rid, f in zip(rids, futures)]
+
+    def refuse_in_reader(self):
+        """Raise if called on a reader thread (from a future's callback):
+        a blocking call there would wait for a reply only it can read."""
+        if threading.current_thread() in self._readers:
+            raise PyFaaSError(
+                "a blocking PyFaaS call was made from a future's done-"
+                "callback, which runs on the client's reader thread: it would"
+                " wait for itself; nothing was sent. Make the call from "
+                "another thread, or use exec_async/submit in the callback")
 
     def forget(self, conn, rid, tell_director=True):
         """Stop waiting for ``rid``; ask the Director to cancel it."""
@@ -232,11 +241,7 @@ class Channel:
         wait = self.timeout if timeout is None else timeout
         if not future.done() and threading.current_thread() in self._readers:
             self.forget(conn, rid)
-            raise PyFaaSError(
-                "a blocking PyFaaS call was made from a future's done-"
-                "callback, which runs on the client's reader thread: it would"
-                " wait for itself. Make the call from another thread, or use "
-                "exec_async/submit in the callback")
+            self.refuse_in_reader()
         try:
             return future.result(wait)
         except FutureTimeout:

@@ -117,6 +117,7 @@ class Client(WorkflowCalls):
 
     def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
                  error_class=PyFaaSError):
+        self._channel.refuse_in_reader()
         conn, rid, fut = self._channel.send(type_, meta, payload, flags)
         frame = self._channel.wait(conn, rid, fut, timeout)
         if frame.type == p.ERROR:
@@ -263,14 +264,11 @@ class Client(WorkflowCalls):
     def _reply_limit(self):
         """Our frame limit, when it is below the Director's: results over it
         must be refused by the Worker, not kill this connection."""
-        if self.max_frame_size >= DEFAULT_MAX_FRAME_BYTES:
-            director_max = DEFAULT_MAX_FRAME_BYTES
-            conn = self._channel.current()
-            if conn is not None and conn.hello:
-                director_max = conn.hello.get("max_frame") or director_max
-            if self.max_frame_size >= director_max:
-                return None
-        return self.max_frame_size
+        conn = self._channel.connection()  # connects: HELLO says its limit
+        director_max = (conn.hello or {}).get("max_frame") or \
+            DEFAULT_MAX_FRAME_BYTES
+        return None if self.max_frame_size >= director_max else \
+            self.max_frame_size
 
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
@@ -344,11 +342,11 @@ class Client(WorkflowCalls):
             PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
             PyFaaSNetworkError: the call could not complete.
         """
+        self._channel.refuse_in_reader()
         request = self._call_parts(name_or_id, *_checked(args, kwargs),
                                    self._options(save_in_cache, timeout,
                                                  retries))
-        send_limit = self.timeout if timeout is None else timeout
-        (conn, rid, fut), = send_calls(self._channel, [request], send_limit)
+        (conn, rid, fut), = send_calls(self._channel, [request])
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S

@@ -6,10 +6,12 @@ and the format are in :mod:`pyfaas.workflow`; the run itself happens on the
 Director (:mod:`pyfaas.director_workflows`).
 """
 
+import os
+
 from . import protocol as p
 from . import serialization as ser
 from . import workflow as wfl
-from .errors import (PyFaaSChainedExecutionError,
+from .errors import (PyFaaSChainedExecutionError, PyFaaSTimeoutError,
                      PyFaaSWorkflowValidationError)
 
 
@@ -17,7 +19,10 @@ class WorkflowCalls:
     """``Client.chain_exec``."""
 
     def chain_exec(self, workflow, timeout=None, validate=True):
-        """Run a workflow (dict or JSON string) and return its output.
+        """Run a workflow and return its output.
+
+        ``workflow`` is a dict, a JSON string, or the path of a JSON file
+        (a ``pathlib.Path``, or a str naming an existing file).
 
         Returns:
             the final step's output, or ``{step: output}`` when the workflow
@@ -32,6 +37,10 @@ class WorkflowCalls:
             PyFaaSTimeoutError: the whole workflow took longer than
                 ``timeout`` (default ``receive_timeout_s``); it is cancelled.
         """
+        if isinstance(workflow, os.PathLike) or (
+                isinstance(workflow, str) and not workflow.lstrip().startswith(
+                    "{") and os.path.isfile(workflow)):
+            workflow = load_workflow(os.fspath(workflow))
         wf, problems = wfl.parse(workflow)
         if validate and not problems:
             registry = {info["name"]: info.get("params")
@@ -44,8 +53,15 @@ class WorkflowCalls:
                     len(problems), "\n  - ".join(problems)), problems)
         payload = (workflow.encode("utf-8") if isinstance(workflow, str)
                    else ser.to_json(wf))
-        frame = self._request(p.CHAIN, None, payload, timeout=timeout,
-                              error_class=PyFaaSChainedExecutionError)
+        limit = self._reply_limit()
+        try:
+            frame = self._request(p.CHAIN, {"max": limit} if limit else None,
+                                  payload, timeout=timeout,
+                                  error_class=PyFaaSChainedExecutionError)
+        except PyFaaSTimeoutError as exc:
+            raise PyFaaSTimeoutError("workflow %r did not finish in time (it "
+                                     "was cancelled): %s" % (wf.get("id"),
+                                                             exc))
         meta = frame.meta()
         finals = meta.get("finals", [])
         if len(finals) == 1:

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 RECV_CHUNK = 256 * 1024
 IOV_MAX = 512
 HANDSHAKE_CHECK_S = 0.25
-CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
+CLOSING_LINGER_S = 10.0
+PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused   # a closing peer has this long to take its last frames
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
@@ -104,13 +105,20 @@ class Director:
                 if self._stopping and drain_until is None:
                     drain_until = self._begin_drain()
                 if drain_until is not None and (
-                        (not self.state.client_work() and not any(
-                            c.out for c in self._conns.values()))
+                        (not self.state.client_work()
+                         and not self._client_output())
                         or time.monotonic() >= drain_until):
                     break
-                timeout = max(0.0, min(next_check, next_handshakes)
-                              - time.monotonic())
-                for key, mask in select(timeout):
+                before = time.monotonic()
+                timeout = max(0.0, min(next_check, next_handshakes) - before)
+                ready = select(timeout)
+                if time.monotonic() - before > timeout + PAUSE_SLACK_S:
+                    # This process was stopped or starved: the heartbeats
+                    # that came meanwhile are unread, not missing.
+                    log.warning("the director's loop stalled for %.1f s",
+                                time.monotonic() - before)
+                    self.state.forgive_pause()
+                for key, mask in ready:
                     data = key.data
                     if data == "accept":
                         self._accept()
@@ -142,6 +150,16 @@ class Director:
             self._wake_w.send(b"x")
         except OSError:
             pass
+
+    def _client_output(self):
+        """True while a ready client still has replies to be written."""
+        peers = self.state.peers
+        for conn in self._conns.values():
+            peer = peers.get(conn.id)
+            if conn.out and conn.closing is None and peer is not None \
+                    and peer.ready and peer.role == p.ROLE_CLIENT:
+                return True
+        return False
 
     def _begin_drain(self):
         """Stop accepting; give running calls the grace period to finish."""
@@ -350,8 +368,9 @@ class Director:
                 conn = self._conns.get(peer_id)
                 if conn is None:
                     continue
-                conn.closing = reason
-                conn.closing_since = time.monotonic()
+                if conn.closing is None:
+                    conn.closing = reason
+                    conn.closing_since = time.monotonic()
                 if not conn.out:
                     self._drop(conn, reason)
                 elif not conn.tls_handshake:

@@ -93,7 +93,9 @@ class DirectorState(ClientRequests, WorkflowRequests):
 
     def close(self, peer_id, reason):
         """Ask the loop to close ``peer_id`` once its output is flushed."""
-        if peer_id in self.peers:
+        peer = self.peers.get(peer_id)
+        if peer is not None and not peer.closing:
+            peer.closing = True
             self.closing[peer_id] = reason
 
     def take_output(self):
@@ -173,6 +175,13 @@ class DirectorState(ClientRequests, WorkflowRequests):
         return sum(1 for pend in self.pending.values()
                    if pend.client_peer in peers) + len(self.runs)
 
+    def forgive_pause(self):
+        """The Director itself stalled (paused, swapped out): heartbeats that
+        arrived meanwhile are still unread, so no Worker is judged by them."""
+        now = self.clock()
+        for worker in self.workers.values():
+            worker.last_seen = now
+
     def touch(self, peer_id):
         """Bytes arrived from ``peer_id``: a Worker sending a large frame is
         alive even while its heartbeats wait behind that frame."""
@@ -186,7 +195,7 @@ class DirectorState(ClientRequests, WorkflowRequests):
         """Close connections that did not finish the handshake in time."""
         now = self.clock()
         for peer in list(self.peers.values()):
-            if not peer.ready and now > peer.deadline:
+            if not peer.ready and not peer.closing and now > peer.deadline:
                 log.warning("peer %s:%s did not finish the handshake within "
                             "%.1f s; closing it", peer.addr[0], peer.addr[1],
                             self.handshake_timeout)

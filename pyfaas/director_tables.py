@@ -16,7 +16,7 @@ class Peer:
     """One connection. ``role`` is None until the preamble arrives."""
 
     __slots__ = ("id", "addr", "role", "ready", "worker_id", "pending",
-                 "nonce", "deadline")
+                 "nonce", "deadline", "closing")
 
     def __init__(self, peer_id, addr):
         self.id = peer_id
@@ -27,6 +27,7 @@ class Peer:
         self.pending = set()      # director request ids this client awaits
         self.nonce = None         # our challenge, while authentication runs
         self.deadline = 0.0       # the handshake must finish before this
+        self.closing = False      # asked to be closed
 
 
 class Worker:

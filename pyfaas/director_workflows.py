@@ -52,6 +52,9 @@ class WorkflowRequests:
                        "calls); retry later" % (self.name, len(self.pending)))
             return
         run = wfl.Run(wf)
+        most = frame.meta().get("max")
+        run.max_reply = min(self.max_frame, most) if isinstance(most, int) \
+            and not isinstance(most, bool) and most > 0 else self.max_frame
         run.client_peer = peer.id
         run.client_rid = rid
         run.pending = set()
@@ -113,6 +116,14 @@ class WorkflowRequests:
             self._cancel_run_steps(run)
             finals = run.finals
             outputs = [run.outputs[f] for f in finals]
+            total = sum(len(o) for o in outputs)
+            if total + 4096 > run.max_reply:
+                self.error(run.client_peer, run.client_rid, "serialization",
+                           "the outputs of workflow %r's final steps are %d "
+                           "bytes together; frames to this client are limited"
+                           " to %d bytes (max_frame_bytes)"
+                           % (run.id, total, run.max_reply))
+                return
             meta = {"finals": finals, "workflow_id": run.id}
             if len(finals) > 1:
                 meta["sizes"] = [len(o) for o in outputs]

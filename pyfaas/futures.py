@@ -59,7 +59,7 @@ class CallFuture(ReplyFuture):
         self._channel, self._conn, self._rid = channel, conn, rid
 
 
-def send_calls(channel, requests, timeout=None):
+def send_calls(channel, requests):
     """Send ``(type, meta, payload, flags)`` calls in one write; return futures.
 
     Calls of one function with the same options (``map``) travel as one
@@ -73,10 +73,9 @@ def send_calls(channel, requests, timeout=None):
         if isinstance(meta, (bytes, bytearray)):
             meta = p.decode_meta(meta)
         sent = channel.send_many(meta, [r[2] for r in requests], first[3],
-                                 futures, timeout)
+                                 futures)
     else:
-        sent = channel.send_batch([r + (f,) for r, f in zip(requests, futures)],
-                                  timeout)
+        sent = channel.send_batch([r + (f,) for r, f in zip(requests, futures)])
     for conn, rid, fut in sent:
         fut._sent(channel, conn, rid)
     return sent
@@ -87,10 +86,11 @@ def ordered_results(channel, make_request, items, timeout=None,
     """Yield the results of calls for ``items`` in order, lazily.
 
     At most ``max_in_flight`` calls are outstanding; new ones are sent in
-    batches of up to ``batch`` calls, as one CALL_MANY frame. ``timeout`` bounds the whole
-    iteration (like ``Executor.map``). Calls not consumed are cancelled when
-    the generator is closed.
+    batches of up to ``batch`` calls, as one CALL_MANY frame. ``timeout``
+    bounds the whole iteration (like ``Executor.map``). Calls not consumed
+    are cancelled when the generator is closed.
     """
+    channel.refuse_in_reader()
     deadline = None if timeout is None else time.monotonic() + timeout
     items = iter(items)
     window = deque()
@@ -233,6 +233,8 @@ class Executor(cf.Executor):
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """No new submissions; optionally cancel or wait for pending ones."""
+        if wait:
+            self._client._channel.refuse_in_reader()
         with self._lock:
             self._shutdown = True
             pending = list(self._outstanding)

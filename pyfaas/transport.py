@@ -20,7 +20,7 @@ from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSTokenRejectedError)
 
 RECV_CHUNK = 256 * 1024
-MIN_SEND_TIMEOUT_S = 30.0
+MIN_SEND_TIMEOUT_S = 5.0
 
 
 def error_from_meta(meta, default=PyFaaSError):
@@ -67,11 +67,14 @@ class Connection:
         timeout: seconds allowed for connecting and for the handshake.
         max_frame_size: the largest frame accepted from the Director.
         hint: where the user can change ``timeout`` (used in messages).
+        send_timeout: seconds a send may take once connected (default: the
+            larger of ``timeout`` and MIN_SEND_TIMEOUT_S).
     """
 
     def __init__(self, host, port, role, timeout=20.0,
                  max_frame_size=p.DEFAULT_MAX_FRAME_SIZE, hint="", token=None,
-                 tls=None, token_hint="$PYFAAS_TOKEN or [security] token_file"):
+                 tls=None, token_hint="$PYFAAS_TOKEN or [security] token_file",
+                 send_timeout=None):
         self.host = host
         self.port = port
         self.role = role
@@ -82,7 +85,8 @@ class Connection:
         self.token_hint = token_hint
         self.name = "%s:%s" % (host, port)
         self.max_frame_size = max_frame_size
-        self.send_timeout = max(timeout, MIN_SEND_TIMEOUT_S)
+        self.send_timeout = send_timeout or max(timeout, MIN_SEND_TIMEOUT_S)
+        self._idle_timeout = None  # the socket's timeout between deadlines
         self._decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
         self._send_lock = threading.Lock()
         self._sock = None
@@ -139,6 +143,7 @@ class Connection:
         self._decoder.max_frame_size = self.max_frame_size
         # From now on the timeout bounds sends (a send that cannot progress
         # poisons the connection); receives without a deadline wait on.
+        self._idle_timeout = self.send_timeout
         self._sock.settimeout(self.send_timeout)
         return self.hello
 
@@ -196,30 +201,16 @@ class Connection:
                 "director %s did not prove it holds the cluster token; "
                 "refusing it" % self.name)
 
-    def send(self, parts, timeout=None):
+    def send(self, parts):
         """Send encoded frames (a list of parts). Thread-safe.
 
-        ``timeout`` (seconds) bounds this send when shorter than the
-        connection's send timeout; a send that does not finish in time
-        closes the connection (half a frame would poison it).
+        A send that cannot finish within ``send_timeout`` closes the
+        connection (half a frame would poison it).
         """
         with self._send_lock:
-            if timeout is None or timeout >= self.send_timeout:
-                self._sendall(parts)
-                return
-            sock = self._sock
-            if sock is None:
-                self._sendall(parts)  # raises: closed
-            # Receives without a deadline just wait again when the shared
-            # timeout changes under them.
-            sock.settimeout(max(timeout, 0.001))
-            try:
-                self._sendall(parts, timeout)
-            finally:
-                if not self.closed:
-                    sock.settimeout(self.send_timeout)
+            self._sendall(parts)
 
-    def _sendall(self, parts, timeout=None):
+    def _sendall(self, parts):
         sock = self._sock  # once: close() may clear it meanwhile
         if sock is None or self.closed:
             raise PyFaaSNetworkError("connection to director %s is closed"
@@ -230,8 +221,8 @@ class Connection:
             self.close()
             raise PyFaaSTimeoutError(
                 "sending to director %s did not finish within %.1f s (is it "
-                "frozen?); the connection was closed" % (
-                    self.name, timeout or self.send_timeout))
+                "stuck, or the network?); the connection was closed" % (
+                    self.name, self.send_timeout))
         except OSError as exc:
             self.close()
             raise PyFaaSNetworkError("connection to director %s lost while "
@@ -269,7 +260,12 @@ class Connection:
                     if left <= 0:
                         raise socket.timeout()
                     sock.settimeout(left)
-                data = sock.recv(RECV_CHUNK)
+                    try:
+                        data = sock.recv(RECV_CHUNK)
+                    finally:  # later sends keep their own timeout
+                        sock.settimeout(self._idle_timeout)
+                else:
+                    data = sock.recv(RECV_CHUNK)
             except socket.timeout:
                 if deadline is None:
                     continue  # the socket's send timeout; keep waiting

@@ -32,6 +32,7 @@ from .worker_core import WorkerCore, result_limit
 log = logging.getLogger(__name__)
 
 WATCHDOG_PERIOD_S = 0.05
+WORKER_SEND_TIMEOUT_S = 60.0  # a large result to a busy Director
 DRAIN_RID = 2 ** 63       # request id of the "draining" heartbeat
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
@@ -157,6 +158,7 @@ class Worker:
                                   timeout=5.0,
                                   max_frame_size=self.config.max_frame_bytes,
                                   token=self.token, tls=self._tls,
+                                  send_timeout=WORKER_SEND_TIMEOUT_S,
                                   token_hint="$PYFAAS_TOKEN or [security] "
                                   "token_file in %s" % self.config.path)
                 try:

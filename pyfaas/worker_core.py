@@ -145,6 +145,9 @@ class WorkerCore:
                 hit = entry is not None
             if hit:
                 self.stats.record(func.id, func.name, None, hit=True)
+                most = self._result_limit(meta)
+                if len(entry.result) > most:
+                    return self._too_large(func, entry.result, "cached", most)
                 return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
         if self.pool is not None:
             return self._run_isolated(func, meta, frame.payload, key, hit,
