@@ -20,7 +20,7 @@ import random
 import time
 
 from . import protocol as p
-from . import security
+from .director_handshake import Handshake
 from .director_requests import ClientRequests
 from .director_workflows import WorkflowRequests
 from .director_tables import Function, Peer, Pending, Worker, _json
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_MISSES = 3
 
 
-class DirectorState(ClientRequests, WorkflowRequests):
+class DirectorState(Handshake, ClientRequests, WorkflowRequests):
     """Routing state of one Director.
 
     Args:
@@ -191,16 +191,6 @@ class DirectorState(ClientRequests, WorkflowRequests):
             if worker is not None:
                 worker.last_seen = self.clock()
 
-    def expire_handshakes(self):
-        """Close connections that did not finish the handshake in time."""
-        now = self.clock()
-        for peer in list(self.peers.values()):
-            if not peer.ready and not peer.closing and now > peer.deadline:
-                log.warning("peer %s:%s did not finish the handshake within "
-                            "%.1f s; closing it", peer.addr[0], peer.addr[1],
-                            self.handshake_timeout)
-                self.close(peer.id, "handshake timeout")
-
     def tick(self):
         """Evict Workers that stopped heartbeating. Call periodically."""
         now = self.clock()
@@ -210,55 +200,6 @@ class DirectorState(ClientRequests, WorkflowRequests):
                 reason = "no heartbeat for %.1f s" % silent
                 self.close(worker.peer_id, reason)
                 self._evict(worker.id, reason)
-
-    # ----- handshake ------------------------------------------------------
-
-    def _on_preamble(self, peer, pre):
-        if pre.version != p.PROTOCOL_VERSION:
-            self.error(peer.id, 0, "version",
-                       "director %s speaks PyFaaS protocol version %d; this "
-                       "peer sent version %d. Install matching PyFaaS versions."
-                       % (self.name, p.PROTOCOL_VERSION, pre.version))
-            self.close(peer.id, "protocol version %d" % pre.version)
-            return
-        if pre.role not in p.ROLE_NAMES:
-            self.error(peer.id, 0, "protocol", "unknown role %d" % pre.role)
-            self.close(peer.id, "unknown role %d" % pre.role)
-            return
-        peer.role = pre.role
-        hello = {"protocol": p.PROTOCOL_VERSION, "director": self.name,
-                 "auth": "none", "max_frame": self.max_frame}
-        if self.token is None:
-            peer.ready = True
-        else:
-            peer.nonce = security.new_nonce()
-            hello.update(auth=security.SCHEME, nonce=peer.nonce.hex())
-        self.send(peer.id, p.HELLO, 0, hello)
-
-    def _on_auth(self, peer, frame):
-        role = p.ROLE_NAMES[peer.role]
-        try:
-            meta = frame.meta()
-            peer_nonce = bytes.fromhex(meta["nonce"])
-            mac = bytes.fromhex(meta["mac"])
-            if len(peer_nonce) != security.NONCE_BYTES:
-                raise ValueError("nonce length")
-        except (KeyError, TypeError, ValueError, p.ProtocolError):
-            peer_nonce, mac = b"", b""
-        expected = security.peer_proof(self.token, role, peer.nonce,
-                                       peer_nonce)
-        if not peer_nonce or not security.check(expected, mac):
-            log.warning("refused %s %s:%s: wrong cluster token", role,
-                        peer.addr[0], peer.addr[1])
-            self.error(peer.id, frame.request_id, "auth_rejected",
-                       "director %s refused the cluster token: it does not "
-                       "match" % self.name)
-            self.close(peer.id, "authentication failed")
-            return
-        peer.ready = True
-        self.send(peer.id, p.AUTH, frame.request_id, {
-            "mac": security.director_proof(self.token, role, peer.nonce,
-                                           peer_nonce).hex()})
 
     # ----- worker side -----------------------------------------------------
 

@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 import uuid
-import queue
 
 from . import protocol as p
 from . import serialization as ser
@@ -28,6 +27,7 @@ from .tls import client_context as tls_client_context
 from .transport import Connection
 from .isolation import ProcessPool
 from .worker_core import WorkerCore, result_limit
+from .worker_pool import Slot, ThreadPool
 
 log = logging.getLogger(__name__)
 
@@ -37,57 +37,6 @@ DRAIN_RID = 2 ** 63       # request id of the "draining" heartbeat
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 STOP_GRACE_S = 10.0
-
-
-class ThreadPool:
-    """A fixed set of threads taking ``(fn, args)`` jobs from one queue.
-
-    Smaller than ``concurrent.futures.ThreadPoolExecutor`` on the hot path
-    (no Future per call: the replies travel by frame, not by future), and
-    started at once, so the first calls find their threads ready.
-    """
-
-    def __init__(self, size):
-        self._jobs = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._loop, daemon=True,
-                                          name="pyfaas-exec-%d" % i)
-                         for i in range(size)]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, fn, *args):
-        self._jobs.put((fn, args))
-
-    def _loop(self):
-        get = self._jobs.get
-        while True:
-            job = get()
-            if job is None:
-                return
-            fn, args = job
-            fn(*args)  # fn (Worker._run) catches everything itself
-
-    def shutdown(self):
-        """Let every thread end once the jobs queued before are done."""
-        for _ in self._threads:
-            self._jobs.put(None)
-
-
-class _Slot:
-    """A running call with a time limit."""
-
-    __slots__ = ("rid", "conn", "func_id", "limit", "start", "deadline",
-                 "finished", "timed_out")
-
-    def __init__(self, rid, conn, func_id, limit):
-        self.rid = rid
-        self.conn = conn
-        self.func_id = func_id
-        self.limit = limit
-        self.start = time.monotonic()
-        self.deadline = self.start + limit
-        self.finished = False
-        self.timed_out = False
 
 
 class Worker:
@@ -128,7 +77,7 @@ class Worker:
         self._conn = None
         # Keyed by (connection, request id): a restarted Director numbers
         # its requests from 1 again.
-        self._slots = {}          # -> _Slot, calls with a time limit
+        self._slots = {}          # -> Slot, calls with a time limit
         self._out_lock = threading.Lock()
         self._out = []            # (conn, frame parts) waiting for the writer
         self._writing = False     # a thread is writing self._out
@@ -408,7 +357,7 @@ class Worker:
             meta = frame.meta()
             limit = self._limit(meta)
             if limit and self.core.pool is None:
-                slot = _Slot(rid, conn, meta.get("f"), limit)
+                slot = Slot(rid, conn, meta.get("f"), limit)
                 with self._count_lock:
                     self._slots[(conn, rid)] = slot
             type_, meta, payload, flags = self.core.run_call(frame, meta, limit)
