@@ -18,6 +18,7 @@ import time
 
 from . import bench_floor
 from .client import Client
+from .errors import PyFaaSError
 from .local_cluster import LocalCluster
 
 MIB = 1024 * 1024
@@ -83,11 +84,28 @@ def measure_floor(calls, mib_rounds):
             "mib_per_s": 1.0 / _pct(big, 0.5)}
 
 
+BENCH_FUNCTIONS = (("bench_noop", _noop), ("bench_noop1", _noop1),
+                   ("bench_echo", _echo))
+
+
 def measure_cluster(client, calls, async_calls, mib_rounds):
-    """Latency, throughput and bandwidth of one PyFaaS cluster."""
-    client.register(_noop, name="bench_noop")
-    client.register(_noop1, name="bench_noop1")
-    client.register(_echo, name="bench_echo")
+    """Latency, throughput and bandwidth of one PyFaaS cluster.
+
+    Registers its own functions and unregisters them at the end.
+    """
+    for name, fn in BENCH_FUNCTIONS:
+        client.register(fn, name=name)
+    try:
+        return _measure(client, calls, async_calls, mib_rounds)
+    finally:
+        for name, _ in BENCH_FUNCTIONS:
+            try:
+                client.unregister(name)
+            except PyFaaSError:
+                pass
+
+
+def _measure(client, calls, async_calls, mib_rounds):
     for _ in range(min(200, calls)):
         client.call("bench_noop")
     times = []

@@ -107,11 +107,14 @@ def build_parser():
     st.add_argument("--config", help="client TOML file (default: "
                                      "$PYFAAS_CONFIG, else 127.0.0.1:40000)")
     st.add_argument("--json", action="store_true", help="print JSON")
-    b = sub.add_parser("bench", help="measure latency, throughput and memory")
-    b.add_argument("--workers", type=int, default=2)
+    b = sub.add_parser("bench", help="measure latency, throughput and memory",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--workers", type=int, default=2,
+                   help="Workers of the local cluster")
     b.add_argument("--calls", type=int, default=2000,
                    help="synchronous calls timed")
-    b.add_argument("--async-calls", type=int, default=10000)
+    b.add_argument("--async-calls", type=int, default=10000,
+                   help="calls of the asynchronous run (map)")
     b.add_argument("--mib-rounds", type=int, default=30,
                    help="1 MiB round trips timed")
     b.add_argument("--config", help="benchmark an existing cluster (client "

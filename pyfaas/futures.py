@@ -7,6 +7,7 @@ callables on a PyFaaS cluster with the standard library's Executor
 semantics (``submit``, ``map``, ``shutdown``, context manager).
 """
 
+import logging
 import threading
 import time
 import weakref
@@ -16,10 +17,12 @@ from itertools import islice
 
 from . import serialization as ser
 from .channel import ReplyFuture
-from .errors import (PyFaaSProtocolError, PyFaaSSerializationError,
-                     PyFaaSTimeoutError)
+from .errors import (PyFaaSError, PyFaaSProtocolError,
+                     PyFaaSSerializationError, PyFaaSTimeoutError)
 from .transport import error_from_meta
 from . import protocol as p
+
+log = logging.getLogger(__name__)
 
 
 class CallFuture(ReplyFuture):
@@ -232,7 +235,12 @@ class Executor(cf.Executor):
             zip(*iterables), timeout, batch=max(1, min(chunksize * 64, 256)))
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        """No new submissions; optionally cancel or wait for pending ones."""
+        """No new submissions; optionally cancel or wait for pending ones.
+
+        With ``wait=True`` and a connection of its own (not ``client=``), the
+        functions this Executor registered are unregistered before it
+        closes, so they do not stay on the cluster.
+        """
         if wait:
             self._client._channel.refuse_in_reader()
         with self._lock:
@@ -244,6 +252,11 @@ class Executor(cf.Executor):
         if wait:
             cf.wait(pending)
             if self._owns_client:
+                for fid in set(self._by_digest.values()):
+                    try:
+                        self._client.unregister(fid)
+                    except PyFaaSError as exc:
+                        log.info("could not unregister %s: %s", fid, exc)
                 self._client.close()
             return
         with self._lock:

@@ -270,3 +270,30 @@ def test_retried_call_has_one_outcome_when_the_frozen_worker_returns(
         assert fut.result(0) == pid
         assert client.call("slow_pid", 0) in {w.pid for w in
                                              cl.workers.values()}
+
+
+# ----- nothing left behind ---------------------------------------------------------
+
+def test_executor_unregisters_its_functions_at_shutdown(cluster, client):
+    before = set(client.list())
+    with pyfaas_executor(cluster) as ex:
+        assert ex.submit(greet, "x").result(10) == "hello x"
+        assert list(ex.map(greet, ["a", "b"])) == ["hello a", "hello b"]
+        assert len(set(client.list()) - before) == 1
+    assert set(client.list()) == before
+
+
+def pyfaas_executor(cluster):
+    from pyfaas import Executor
+    return Executor(director="%s:%d" % (HOST, cluster.port))
+
+
+def test_bench_against_a_cluster_leaves_no_functions(cluster, client):
+    before = set(client.list())
+    out = subprocess.run(
+        [sys.executable, "-m", "pyfaas", "bench", "--calls", "20",
+         "--async-calls", "100", "--mib-rounds", "2", "--json", "--config",
+         cluster.client_config()], capture_output=True, text=True,
+        timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert set(client.list()) == before
