@@ -124,12 +124,6 @@ class Client(WorkflowCalls):
             raise error_from_meta(frame.meta(), error_class)
         return frame
 
-    @staticmethod
-    def _result_of(frame):
-        if frame.type == p.ERROR:
-            raise error_from_meta(frame.meta())
-        return ser.loads(frame.payload)
-
     # ----- functions ---------------------------------------------------------
 
     def register(self, fn, name=None, idempotent=False):

@@ -83,9 +83,6 @@ class LockedTLSSocket:
     def settimeout(self, timeout):
         self._timeout = timeout
 
-    def gettimeout(self):
-        return self._timeout
-
     def getsockname(self):
         return self._s.getsockname()
 
