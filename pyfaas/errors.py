@@ -13,6 +13,14 @@ them.
 from concurrent.futures import TimeoutError as _FuturesTimeout
 
 
+def _with_remote_traceback(self):
+    """``str()`` of errors that carry a remote traceback: message, then it."""
+    text = Exception.__str__(self)
+    if self.remote_traceback:
+        text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip()
+    return text
+
+
 class PyFaaSError(Exception):
     """Root of every error PyFaaS raises."""
 
@@ -121,11 +129,7 @@ class PyFaaSFunctionExecutionError(PyFaaSError):
         self.remote_traceback = remote_traceback
         self.worker_id = worker_id
 
-    def __str__(self):
-        text = super().__str__()
-        if self.remote_traceback:
-            text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip()
-        return text
+    __str__ = _with_remote_traceback
 
 
 class PyFaaSFunctionCrashedError(PyFaaSFunctionExecutionError):
@@ -185,11 +189,7 @@ class PyFaaSChainedExecutionError(PyFaaSError):
         self.remote_traceback = remote_traceback
         self.worker_id = worker_id
 
-    def __str__(self):
-        text = super().__str__()
-        if self.remote_traceback:
-            text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip()
-        return text
+    __str__ = _with_remote_traceback
 
 
 __all__ = [name for name in list(globals()) if name.startswith("PyFaaS")]

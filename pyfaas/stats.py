@@ -92,9 +92,7 @@ class WorkerStats:
         if not self.enabled:
             return
         with self._lock:
-            st = self._funcs.get(func_id)
-            if st is None:
-                st = self._funcs[func_id] = FunctionStats(name)
+            st = self._entry(func_id, name)
             st.calls += 1
             st.last_call = time.time()
             if error:
@@ -117,10 +115,14 @@ class WorkerStats:
         if not self.enabled:
             return
         with self._lock:
-            st = self._funcs.get(func_id)
-            if st is None:
-                st = self._funcs[func_id] = FunctionStats(name)
-            st.timeouts += 1
+            self._entry(func_id, name).timeouts += 1
+
+    def _entry(self, func_id, name):
+        """The figures of ``func_id``, created empty on first use (locked)."""
+        st = self._funcs.get(func_id)
+        if st is None:
+            st = self._funcs[func_id] = FunctionStats(name)
+        return st
 
     def forget(self, func_id):
         with self._lock:

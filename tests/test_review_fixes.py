@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import HOST, wait_until
+from helpers import HOST, decode_frames, wait_until
 from test_director_state import Sim, connect_client, connect_worker
 from pyfaas import Client
 from pyfaas import protocol as p
@@ -84,20 +84,9 @@ def test_replies_queued_for_two_connections_each_reach_their_own():
     worker._send(new, p.OK, 3)
     worker._writing = False
     worker._send(new, p.OK, 4)  # becomes the writer, writes all queued
-    frames = [f.request_id for f in _frames(b"".join(new.sent))]
+    frames = [f.request_id for f in decode_frames(b"".join(new.sent))]
     assert frames == [2, 3, 4] and old.sent == []
     assert worker._writing is False
-
-
-def _frames(data):
-    decoder = p.FrameDecoder()
-    decoder.feed(data)
-    out = []
-    while True:
-        event = decoder.next_event()
-        if event is p.NEED_DATA:
-            return out
-        out.append(event)
 
 
 def test_worker_stop_is_a_plain_flag():
@@ -225,9 +214,7 @@ def test_map_sends_few_frames(cluster, monkeypatch):
     original = transport.Connection.send
 
     def counting(self, parts):
-        decoder = p.FrameDecoder()
-        decoder.feed(b"".join(bytes(x) for x in parts))
-        frames.extend(iter(decoder.next_event, p.NEED_DATA))
+        frames.extend(decode_frames(b"".join(bytes(x) for x in parts)))
         return original(self, parts)
 
     with Client(HOST, cluster.port, 20) as client:
