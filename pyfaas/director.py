@@ -22,7 +22,8 @@ from .tls import server_context
 
 log = logging.getLogger(__name__)
 
-RECV_CHUNK = 256 * 1024
+RECV_CHUNK = 64 * 1024          # under malloc's mmap threshold (no mmap
+LARGE_RECV_CHUNK = 256 * 1024   # per receive) except inside large frames
 IOV_MAX = 512
 HANDSHAKE_CHECK_S = 0.25
 CLOSING_LINGER_S = 10.0
@@ -299,7 +300,8 @@ class Director:
     def _read(self, conn):
         while conn.sock is not None and conn.closing is None:
             try:
-                data = conn.sock.recv(RECV_CHUNK)
+                data = conn.sock.recv(LARGE_RECV_CHUNK if conn.decoder.gathering
+                                      else RECV_CHUNK)
             except _WOULD_BLOCK:
                 return
             except OSError as exc:
@@ -312,8 +314,9 @@ class Director:
                 self._drop(conn, reason)
                 return
             conn.last_rx = time.monotonic()
-            self.state.touch(conn.id)
             self._handle(conn, data)
+            if conn.decoder.in_frame:  # whole frames count in received()
+                self.state.touch(conn.id)
             # A TLS socket may hold more decrypted bytes than select sees.
             if not (isinstance(conn.sock, ssl.SSLSocket)
                     and conn.sock.pending()):
@@ -348,10 +351,8 @@ class Director:
 
     def _apply_output(self):
         state = self.state
-        while True:
+        while state.outbox or state.closing:
             outbox, closing = state.take_output()
-            if not outbox and not closing:
-                return
             for peer_id, parts in outbox.items():
                 conn = self._conns.get(peer_id)
                 if conn is None or conn.sock is None:
@@ -391,6 +392,10 @@ class Director:
             except OSError as exc:
                 self._drop(conn, "send failed: %s" % exc)
                 return
+            if sent == conn.out_bytes:  # the usual case: all of it
+                out.clear()
+                conn.out_bytes = 0
+                break
             conn.out_bytes -= sent
             # Drop the pieces fully written; keep the rest of a partial one.
             i = 0

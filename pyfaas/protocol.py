@@ -189,7 +189,7 @@ def frame_parts(type, request_id=0, meta=None, payload=b"", flags=0):
     Raises:
         ValueError: the meta is longer than 65535 bytes.
     """
-    meta_raw = encode_meta(meta)
+    meta_raw = meta if meta.__class__ is bytes else encode_meta(meta)
     if len(meta_raw) > MAX_META_SIZE:
         raise ValueError("frame meta is %d bytes; the limit is %d"
                          % (len(meta_raw), MAX_META_SIZE))
@@ -225,6 +225,10 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self._buf = bytearray()
         self._pos = 0
+        # A chunk fed while nothing was held is parsed in place (no copy into
+        # _buf); what is left of it moves to _buf when it ends mid-frame.
+        self._chunk = None
+        self._cpos = 0
         self._want_preamble = expect_preamble
         self._large = None        # chunks of a large frame's body so far
         self._large_got = 0
@@ -233,6 +237,13 @@ class FrameDecoder:
 
     def feed(self, data):
         """Append received bytes (any chunking)."""
+        if self._chunk is not None:
+            self._hold_chunk()
+        elif not self._buf and self._large is None and \
+                isinstance(data, bytes):
+            self._chunk = data
+            self._cpos = 0
+            return
         large = self._large
         if large is not None:
             room = self._large_need - self._large_got
@@ -249,8 +260,40 @@ class FrameDecoder:
     @property
     def buffered(self):
         """Bytes received but not yet returned as an event."""
-        return len(self._buf) - self._pos + self._large_got + (
+        held = 0 if self._chunk is None else len(self._chunk) - self._cpos
+        return held + len(self._buf) - self._pos + self._large_got + (
             HEADER_SIZE if self._large is not None else 0)
+
+    def _hold_chunk(self):
+        """Move the unparsed rest of the in-place chunk to _buf."""
+        chunk, pos = self._chunk, self._cpos
+        self._chunk = None
+        if pos < len(chunk):
+            self._buf += memoryview(chunk)[pos:]
+
+    def _chunk_frame(self):
+        """The next whole frame of the in-place chunk, or None."""
+        chunk, pos = self._chunk, self._cpos
+        if len(chunk) - pos < HEADER_SIZE:
+            return None
+        body_len, type_, flags, meta_len, request_id = \
+            HEADER.unpack_from(chunk, pos)
+        end = pos + 4 + body_len
+        if end > len(chunk) or body_len > self.max_frame_size or \
+                meta_len > body_len - _BODY_FIXED:
+            return None  # incomplete or bad: the general path decides
+        start = pos + HEADER_SIZE
+        if end == len(chunk):
+            self._chunk = None
+        else:
+            self._cpos = end
+        return Frame(type_, request_id, chunk[start:start + meta_len],
+                     chunk[start + meta_len:end], flags)
+
+    @property
+    def gathering(self):
+        """True while the body of a large frame is being gathered."""
+        return self._large is not None
 
     @property
     def in_frame(self):
@@ -264,6 +307,12 @@ class FrameDecoder:
             ProtocolError: bad magic, a body length under 12, bad meta length.
             FrameTooLarge: a body length over ``max_frame_size``.
         """
+        if self._chunk is not None:
+            if not self._want_preamble:
+                frame = self._chunk_frame()
+                if frame is not None:
+                    return frame
+            self._hold_chunk()
         if self._large is not None:
             return self._large_frame()
         buf, pos = self._buf, self._pos

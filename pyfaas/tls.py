@@ -83,6 +83,10 @@ class LockedTLSSocket:
     def settimeout(self, timeout):
         self._timeout = timeout
 
+    def raw(self):
+        """The TCP socket under TLS (to peek at it for EOF, never to read)."""
+        return self._s
+
     def getsockname(self):
         return self._s.getsockname()
 
@@ -107,8 +111,11 @@ class LockedTLSSocket:
         if not ready:
             raise socket.timeout("timed out")
 
-    def recv(self, size):
-        deadline = self._deadline()
+    def recv(self, size, deadline=None):
+        """Like ``socket.recv``; ``deadline`` (a ``time.monotonic()`` value)
+        replaces the ``settimeout`` one for this call only."""
+        if deadline is None:
+            deadline = self._deadline()
         while True:
             with self._lock:
                 if self._closed:

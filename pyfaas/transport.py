@@ -6,8 +6,11 @@ PyFaaS errors: this is the one place where raw socket errors are caught.
 It knows nothing about what frames mean beyond the handshake.
 """
 
+import select
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 
@@ -19,8 +22,10 @@ from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSTimeoutError, PyFaaSTokenMissingError,
                      PyFaaSTokenRejectedError)
 
-RECV_CHUNK = 256 * 1024
+RECV_CHUNK = 64 * 1024           # under malloc's mmap threshold: no
+LARGE_RECV_CHUNK = 256 * 1024    # mmap per receive, except in large frames
 MIN_SEND_TIMEOUT_S = 5.0
+RECV_SLICE_S = 1.0  # SO_RCVTIMEO of a blocking socket: see recv_frame
 
 
 def error_from_meta(meta, default=PyFaaSError):
@@ -47,13 +52,77 @@ def error_from_meta(meta, default=PyFaaSError):
     return cls(message)
 
 
-def send_parts(sock, parts):
-    """Send every byte of ``parts`` (bytes-like pieces) on a blocking socket."""
+def send_parts(sock, parts, send_timeout=None):
+    """Send every byte of ``parts`` (bytes-like pieces) on a blocking socket.
+
+    Small sends are one ``sendall``. ``send_timeout``: the socket is in
+    blocking mode with SO_SNDTIMEO set to it, which counts per system call;
+    a large send must end within it as a whole, so SO_SNDTIMEO is lowered
+    to the time left as it goes (only one thread sends at a time), and
+    restored after.
+    """
     if len(parts) == 1 or sum(len(x) for x in parts) < 65536:
         sock.sendall(b"".join(parts))
         return
-    for part in parts:
-        sock.sendall(part)
+    if send_timeout is None:
+        for part in parts:
+            sock.sendall(part)
+        return
+    deadline = time.monotonic() + send_timeout
+    lowered = False
+    try:
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while len(view):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                if left < send_timeout:
+                    lowered = True
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                    _timeval(max(left, 0.001)))
+                view = view[sock.send(view):]
+    finally:
+        if lowered:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            _timeval(send_timeout))
+
+
+def _timeval(seconds):
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+
+
+def block_with_send_timeout(sock, seconds):
+    """Make a plain TCP socket blocking, with sends bounded by SO_SNDTIMEO.
+
+    A socket with a Python timeout polls before every send and receive (two
+    system calls each); this one makes one. A send that cannot progress
+    for ``seconds``, or a receive that gets nothing for RECV_SLICE_S
+    (SO_RCVTIMEO), raises BlockingIOError. Returns False (socket left
+    alone) where the options are not available.
+    """
+    if sys.platform == "win32" or not hasattr(socket, "SO_SNDTIMEO") or \
+            not hasattr(socket, "SO_RCVTIMEO"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        _timeval(seconds))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                        _timeval(RECV_SLICE_S))
+    except (OSError, struct.error):
+        return False
+    sock.settimeout(None)
+    return True
+
+
+def wait_readable(sock, timeout):
+    """True when ``sock`` has bytes (or EOF) to read within ``timeout`` s."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000.0))
+    return bool(select.select([sock], [], [], max(0.0, timeout))[0])
 
 
 class Connection:
@@ -86,7 +155,7 @@ class Connection:
         self.name = "%s:%s" % (host, port)
         self.max_frame_size = max_frame_size
         self.send_timeout = send_timeout or max(timeout, MIN_SEND_TIMEOUT_S)
-        self._idle_timeout = None  # the socket's timeout between deadlines
+        self._blocking = False     # plain socket in blocking mode
         self._decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
         self._send_lock = threading.Lock()
         self._sock = None
@@ -132,6 +201,9 @@ class Connection:
                         "TLS handshake with director %s failed: %s%s"
                         % (self.name, exc, hint))
                 sock.settimeout(self.timeout)
+            else:
+                self._blocking = block_with_send_timeout(sock,
+                                                         self.send_timeout)
             self._sock = sock
             self._sendall([p.encode_preamble(self.role)])
             frame = self._expect(p.HELLO, deadline)
@@ -143,8 +215,8 @@ class Connection:
         self._decoder.max_frame_size = self.max_frame_size
         # From now on the timeout bounds sends (a send that cannot progress
         # poisons the connection); receives without a deadline wait on.
-        self._idle_timeout = self.send_timeout
-        self._sock.settimeout(self.send_timeout)
+        if not self._blocking:
+            self._sock.settimeout(self.send_timeout)
         return self.hello
 
     def _expect(self, type_, deadline):
@@ -216,8 +288,9 @@ class Connection:
             raise PyFaaSNetworkError("connection to director %s is closed"
                                      % self.name)
         try:
-            send_parts(sock, parts)
-        except socket.timeout:
+            send_parts(sock, parts,
+                       self.send_timeout if self._blocking else None)
+        except (socket.timeout, BlockingIOError):
             self.close()
             raise PyFaaSTimeoutError(
                 "sending to director %s did not finish within %.1f s (is it "
@@ -228,15 +301,19 @@ class Connection:
             raise PyFaaSNetworkError("connection to director %s lost while "
                                      "sending: %s" % (self.name, exc))
 
-    def recv_frame(self, deadline=None):
+    def recv_frame(self, deadline=None, close_on_timeout=True):
         """Block until one whole frame arrives and return it.
 
         Args:
             deadline: a ``time.monotonic()`` value, or None to wait forever.
+            close_on_timeout: when the deadline passes, close the connection
+                and raise (the handshake's way); when False, return None
+                instead: the bytes of a frame received so far stay in the
+                decoder, so a later call (from any thread) goes on with it.
 
         Raises:
             PyFaaSTimeoutError: the deadline passed (the connection is then
-                closed: a partial read poisons it).
+                closed).
             PyFaaSNetworkError: the connection closed or broke.
             PyFaaSProtocolError: the Director sent bytes that are not frames.
         """
@@ -254,26 +331,30 @@ class Connection:
             if sock is None or self.closed:
                 raise PyFaaSNetworkError("connection to director %s is closed"
                                          % self.name)
+            size = LARGE_RECV_CHUNK if decoder.gathering else RECV_CHUNK
             try:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise socket.timeout()
-                    sock.settimeout(left)
-                    try:
-                        data = sock.recv(RECV_CHUNK)
-                    finally:  # later sends keep their own timeout
-                        sock.settimeout(self._idle_timeout)
-                else:
-                    data = sock.recv(RECV_CHUNK)
-            except socket.timeout:
                 if deadline is None:
-                    continue  # the socket's send timeout; keep waiting
+                    data = sock.recv(size)
+                elif self.tls is not None:
+                    data = sock.recv(size, deadline)
+                elif self._blocking and \
+                        deadline - time.monotonic() > RECV_SLICE_S:
+                    data = sock.recv(size)  # one system call, not two
+                elif wait_readable(sock, deadline - time.monotonic()):
+                    data = sock.recv(size)
+                else:
+                    raise socket.timeout()
+            except (socket.timeout, BlockingIOError):
+                # A slice or the socket's idle timeout passed; the deadline?
+                if deadline is None or deadline > time.monotonic():
+                    continue
+                if not close_on_timeout:
+                    return None
                 self.close()
                 raise PyFaaSTimeoutError("director %s did not answer within "
                                          "%.1f s%s" % (self.name, self.timeout,
                                                        self.hint))
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: fd closed
                 self.close()
                 raise PyFaaSNetworkError("connection to director %s lost: %s"
                                          % (self.name, exc))
@@ -282,6 +363,24 @@ class Connection:
                 raise PyFaaSNetworkError("director %s closed the connection"
                                          % self.name)
             decoder.feed(data)
+
+    def peer_closed(self):
+        """True if the Director has closed this connection (an EOF or a
+        reset waits to be read). Looks without reading or blocking; for a
+        connection nobody is reading now."""
+        sock = self._sock
+        if sock is None or self.closed:
+            return True
+        flags = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+        if not flags & ~socket.MSG_PEEK:
+            return False  # no way to look without blocking here
+        try:
+            raw = sock if self.tls is None else sock.raw()
+            return socket.socket.recv(raw, 1, flags) == b""
+        except (BlockingIOError, InterruptedError, socket.timeout):
+            return False
+        except (OSError, ValueError):
+            return True
 
     def local_address(self):
         """``"host:port"`` of our end of the socket, or "" when closed."""

@@ -341,3 +341,25 @@ def test_any_frames_round_trip_in_any_chunking(frames, sizes):
     assert decoded == frames
     assert [f.meta() for f in decoded] == [json.loads(f.meta_raw or b"{}")
                                           for f in frames]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=chunkings, feeds_per_drain=st.integers(min_value=1, max_value=4),
+       kinds=st.lists(st.sampled_from(["bytes", "bytearray", "memoryview"]),
+                      min_size=1))
+def test_any_mix_of_chunk_types_and_feeds_per_drain_decodes_the_same(
+        sizes, feeds_per_drain, kinds):
+    # Whole frames inside one bytes chunk are parsed in place; everything
+    # else goes through the buffer. Both must give the same frames.
+    chunks = _chunk(SAMPLE_STREAM, sizes)
+    convert = {"bytes": bytes, "bytearray": bytearray,
+               "memoryview": lambda b: memoryview(bytearray(b))}
+    decoder = p.FrameDecoder()
+    events = []
+    for i, chunk in enumerate(chunks):
+        decoder.feed(convert[kinds[i % len(kinds)]](chunk))
+        if (i + 1) % feeds_per_drain and i + 1 < len(chunks):
+            continue
+        events.extend(iter(decoder.next_event, p.NEED_DATA))
+    decoder.check_eof()
+    assert events == decode_all([SAMPLE_STREAM])
