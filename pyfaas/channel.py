@@ -2,14 +2,27 @@
 
 Owns one :class:`pyfaas.transport.Connection` (opened lazily, reopened after
 a failure), the table of requests in flight on it, matched by request id,
-and the reader thread that completes them. Many threads may send at once;
-only the reader thread reads, so a caller that gives up (timeout, cancel)
-never leaves a half-read frame behind: its late reply is simply dropped.
-Frames sent together (:meth:`Channel.send_batch`) go out in one write.
+and who reads its replies. Many threads may send at once; one thread at a
+time reads (whoever holds the read lock), and replies are matched to their
+requests whoever reads them:
+
+- A thread waiting for its own reply (:meth:`Channel.wait`) reads the
+  socket itself when nobody else is, until its reply comes; the reply needs
+  no hand-over between threads.
+- A reader thread per connection reads when requests are pending and
+  nobody else reads: the replies of futures (``submit``, ``map``), and
+  those of callers that found another thread reading. It parks when
+  nothing is pending.
+
+A partial frame stays in the connection's decoder for the next reader, so
+a caller that gives up (timeout, cancel) never leaves a half-read frame
+behind: its late reply is simply dropped. Frames sent together
+(:meth:`Channel.send_batch`) go out in one write.
 """
 
 import itertools
 import threading
+import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -17,6 +30,8 @@ from . import protocol as p
 from .errors import (PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError,
                      PyFaaSSerializationError, PyFaaSTimeoutError)
 from .transport import Connection, error_from_meta
+
+IDLE_CHECK_S = 0.02  # a connection unused this long is checked before use
 
 
 class ReplyFuture(Future):
@@ -33,6 +48,37 @@ class ReplyFuture(Future):
             self.set_exception(exc)
         except InvalidStateError:
             pass
+
+
+class Reply:
+    """The reply to a request whose sender waits for it (:meth:`Channel.wait`).
+
+    Lighter than a Future (one lock, no condition, no callbacks): the hot
+    path of every synchronous call. Completed once, by whoever reads it.
+    """
+
+    __slots__ = ("frame", "error", "_ready")
+
+    def __init__(self):
+        self.frame = None
+        self.error = None
+        self._ready = threading.Lock()
+        self._ready.acquire()
+
+    def deliver(self, frame):
+        self.frame = frame
+        self._ready.release()
+
+    def fail(self, exc):
+        self.error = exc
+        self._ready.release()
+
+    def done(self):
+        return self.frame is not None or self.error is not None
+
+    def wait(self, timeout):
+        """True once completed; False if ``timeout`` seconds passed first."""
+        return self._ready.acquire(True, max(0.0, timeout))
 
 
 class Channel:
@@ -58,7 +104,11 @@ class Channel:
         self._lock = threading.Lock()
         self._pending = {}
         self._rids = itertools.count(1)
-        self._readers = set()     # reader threads (callbacks run on them)
+        self._readers = set()     # threads dispatching replies (callbacks
+        # run on them; a blocking call there is refused)
+        self._read_lock = threading.Lock()  # held by the thread reading
+        self._wakes = {}          # connection -> its reader thread's Event
+        self._last_reply = 0.0    # time.monotonic() of the last reply read
         self.closed = False
 
     def close(self):
@@ -68,17 +118,30 @@ class Channel:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+            self._poke(conn)  # its reader fails what is pending, and ends
 
     def current(self):
         """The open connection, or None (never connects)."""
         conn = self._conn
         return conn if conn is not None and not conn.closed else None
 
-    def connection(self):
-        """The open connection, connecting (and starting the reader) if needed."""
+    def connection(self, sending=False):
+        """The open connection, connecting (and starting the reader) if needed.
+
+        ``sending``: a request is about to be sent on it. An idle connection
+        is nobody's to read, so a Director that closed it (restarted, say)
+        would go unnoticed until a request was lost on it: one that has been
+        idle for IDLE_CHECK_S is checked for that first (one system call),
+        and replaced.
+        """
         conn = self._conn
         if conn is not None and not conn.closed:
-            return conn
+            if not sending or self._pending or \
+                    time.monotonic() - self._last_reply < IDLE_CHECK_S or \
+                    not conn.peer_closed():
+                return conn
+            self._lost(conn, PyFaaSNetworkError(
+                "director %s closed the connection" % conn.name))
         with self._lock:
             if self.closed:
                 raise PyFaaSNetworkError("client for %s:%s is closed"
@@ -90,37 +153,64 @@ class Channel:
                                   self.token, self.tls)
                 conn.connect()
                 self._conn = conn
-                reader = threading.Thread(target=self._reader, args=(conn,),
+                wake = self._wakes[conn] = threading.Event()
+                reader = threading.Thread(target=self._reader,
+                                          args=(conn, wake),
                                           name="pyfaas-client-reader",
                                           daemon=True)
                 self._readers.add(reader)
                 reader.start()
             return conn
 
-    def _reader(self, conn):
+    def _poke(self, conn):
+        """Wake the reader thread of ``conn``: something may need reading."""
+        wake = self._wakes.get(conn)
+        if wake is not None:
+            wake.set()
+
+    def _reader(self, conn, wake):
         pending = self._pending
-        error = None
+        lock = self._read_lock
         try:
-            while True:
-                frame = conn.recv_frame()
-                if frame.request_id == 0 and frame.type == p.ERROR:
-                    # About the connection itself (e.g. a frame too large):
-                    # the Director closes it; every request on it fails so.
-                    error = error_from_meta(frame.meta())
-                    break
-                entry = pending.pop((conn, frame.request_id), None)
-                if entry is not None:
-                    entry.deliver(frame)
-        except PyFaaSError as exc:
-            error = exc
-        except p.ProtocolError as exc:  # a reply with bad meta
-            error = PyFaaSProtocolError("director %s sent a bad frame: %s"
-                                        % (conn.name, exc))
+            while not conn.closed:
+                wake.wait()
+                wake.clear()
+                # A thread reading for itself pokes us when it stops.
+                while pending and not conn.closed and \
+                        lock.acquire(blocking=False):
+                    try:
+                        while pending:
+                            self._dispatch(conn, conn.recv_frame())
+                    finally:
+                        lock.release()
+        except (PyFaaSError, p.ProtocolError) as exc:
+            self._lost(conn, exc)
+        finally:
+            self._readers.discard(threading.current_thread())
+            self._wakes.pop(conn, None)
+            self._lost(conn, None)
+
+    def _dispatch(self, conn, frame):
+        """Complete the request ``frame`` answers (on the reading thread)."""
+        if frame.request_id == 0 and frame.type == p.ERROR:
+            # About the connection itself (e.g. a frame too large): the
+            # Director closes it; every request on it fails so.
+            raise error_from_meta(frame.meta())
+        self._last_reply = time.monotonic()
+        entry = self._pending.pop((conn, frame.request_id), None)
+        if entry is not None:
+            entry.deliver(frame)
+
+    def _lost(self, conn, error):
+        """``conn`` is done (``error`` says why): close it, fail its requests."""
         conn.close()
-        self._readers.discard(threading.current_thread())
+        if isinstance(error, p.ProtocolError):  # a reply with bad meta
+            error = PyFaaSProtocolError("director %s sent a bad frame: %s"
+                                        % (conn.name, error))
         if self.closed:
             error = PyFaaSNetworkError("client for %s:%s was closed"
                                        % (self.host, self.port))
+        pending = self._pending
         for key in [k for k in list(pending) if k[0] is conn]:
             entry = pending.pop(key, None)
             if entry is None:
@@ -131,22 +221,28 @@ class Channel:
                     "arrived: %s" % (conn.name, error)))
             else:
                 entry.fail(error)
+        self._poke(conn)
 
-    def send(self, type_, meta=None, payload=b"", flags=0, future=None):
+    def send(self, type_, meta=None, payload=b"", flags=0, future=None,
+             waited=False):
         """Send one request; return ``(conn, rid, future)``.
 
-        ``future`` (default: a new :class:`ReplyFuture`) receives the reply
-        through its ``deliver(frame)`` / ``fail(exc)`` methods.
+        ``future`` receives the reply through its ``deliver(frame)`` /
+        ``fail(exc)`` methods; by default a :class:`Reply` when ``waited``
+        (the caller will :meth:`wait` for it at once, reading it itself),
+        else a :class:`ReplyFuture`.
         """
-        return self.send_batch([(type_, meta, payload, flags, future)])[0]
+        return self.send_batch([(type_, meta, payload, flags, future)],
+                               waited)[0]
 
-    def send_batch(self, requests):
+    def send_batch(self, requests, waited=False):
         """Send several requests in one write; return ``[(conn, rid, future)]``.
 
         Args:
             requests: ``(type, meta, payload, flags, future or None)`` tuples.
+            waited: as in :meth:`send`; otherwise the reader thread is woken.
         """
-        conn = self.connection()
+        conn = self.connection(sending=True)
         parts, sent = [], []
         pending = self._pending
         limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
@@ -165,7 +261,8 @@ class Channel:
                 for conn_, rid_, _ in sent:
                     pending.pop((conn_, rid_), None)
                 raise PyFaaSSerializationError(why + "; nothing was sent")
-            future = future if future is not None else ReplyFuture()
+            if future is None:
+                future = Reply() if waited else ReplyFuture()
             pending[(conn, rid)] = future
             parts.extend(frame)
             sent.append((conn, rid, future))
@@ -175,6 +272,8 @@ class Channel:
             for conn_, rid, _ in sent:
                 pending.pop((conn_, rid), None)
             raise
+        if not waited:
+            self._poke(conn)
         return sent
 
     def send_many(self, meta, payloads, flags, futures):
@@ -189,7 +288,7 @@ class Channel:
         Returns:
             list: ``(conn, rid, future)`` per call, in order.
         """
-        conn = self.connection()
+        conn = self.connection(sending=True)
         limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
         total = sum(len(x) for x in payloads)
         if len(payloads) < 2 or total + 16 * len(payloads) + 4096 > limit // 2:
@@ -209,6 +308,7 @@ class Channel:
             if isinstance(exc, ValueError):  # meta over 64 KiB
                 raise PyFaaSSerializationError(str(exc))
             raise
+        self._poke(conn)
         return [(conn, rid, f) for rid, f in zip(rids, futures)]
 
     def refuse_in_reader(self):
@@ -217,8 +317,8 @@ class Channel:
         if threading.current_thread() in self._readers:
             raise PyFaaSError(
                 "a blocking PyFaaS call was made from a future's done-"
-                "callback, which runs on the client's reader thread: it would"
-                " wait for itself; nothing was sent. Make the call from "
+                "callback, which runs on the thread reading the client's "
+                "connection: it would wait for itself; nothing was sent. Make the call from "
                 "another thread, or use exec_async/submit in the callback")
 
     def forget(self, conn, rid, tell_director=True):
@@ -230,8 +330,11 @@ class Channel:
             except PyFaaSError:
                 pass
 
-    def wait(self, conn, rid, future, timeout=None):
-        """The reply frame of a request sent with :meth:`send`.
+    def wait(self, conn, rid, reply, timeout=None):
+        """The reply frame of a request sent with ``send(waited=True)``.
+
+        Reads the connection itself when no other thread does (see the
+        module docstring).
 
         Raises:
             PyFaaSTimeoutError: no reply within ``timeout`` (default: the
@@ -239,16 +342,40 @@ class Channel:
             PyFaaSNetworkError: the connection broke first.
         """
         wait = self.timeout if timeout is None else timeout
-        if not future.done() and threading.current_thread() in self._readers:
-            self.forget(conn, rid)
-            self.refuse_in_reader()
-        try:
-            return future.result(wait)
-        except FutureTimeout:
-            if future.done():
-                raise  # the answer itself is a timeout error (Python 3.11+
-                # makes futures' TimeoutError the built-in one)
+        if not reply.done():
+            if threading.current_thread() in self._readers:
+                self.forget(conn, rid)
+                self.refuse_in_reader()
+            if self._read_lock.acquire(False):
+                deadline = time.monotonic() + wait
+                self._lead(conn, reply, deadline)
+                wait = deadline - time.monotonic()
+            # else whoever reads now pokes the reader thread when it stops
+        if not reply.wait(wait):
             self.forget(conn, rid)
             raise PyFaaSTimeoutError(
                 "director %s did not answer within %.1f s%s"
-                % (conn.name, wait, self.hint if timeout is None else ""))
+                % (conn.name, self.timeout if timeout is None else timeout,
+                   self.hint if timeout is None else ""))
+        if reply.error is not None:
+            raise reply.error
+        return reply.frame
+
+    def _lead(self, conn, reply, deadline):
+        """Read replies (anyone's) until ``reply`` is done or the deadline
+        passes; the read lock is held, and released here."""
+        me = threading.current_thread()
+        self._readers.add(me)
+        try:
+            while not reply.done():
+                frame = conn.recv_frame(deadline, close_on_timeout=False)
+                if frame is None:
+                    break  # the deadline passed; the caller times out
+                self._dispatch(conn, frame)
+        except (PyFaaSError, p.ProtocolError) as exc:
+            self._lost(conn, exc)
+        finally:
+            self._readers.discard(me)
+            self._read_lock.release()
+            if self._pending:  # others still wait: the reader takes over
+                self._poke(conn)

@@ -29,7 +29,7 @@ from .errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
                      PyFaaSWorkerInfoError, PyFaaSWorkerKillError)
 from .channel import Channel
 from .client_workflows import WorkflowCalls
-from .futures import ordered_results, send_calls
+from .futures import call_result, ordered_results, send_calls
 from .logs import setup_client_logging
 from .security import MIN_TOKEN_LENGTH, load_token
 from .tls import client_context as tls_client_context
@@ -118,7 +118,8 @@ class Client(WorkflowCalls):
     def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
                  error_class=PyFaaSError):
         self._channel.refuse_in_reader()
-        conn, rid, fut = self._channel.send(type_, meta, payload, flags)
+        conn, rid, fut = self._channel.send(type_, meta, payload, flags,
+                                            waited=True)
         frame = self._channel.wait(conn, rid, fut, timeout)
         if frame.type == p.ERROR:
             raise error_from_meta(frame.meta(), error_class)
@@ -340,11 +341,11 @@ class Client(WorkflowCalls):
         request = self._call_parts(name_or_id, *_checked(args, kwargs),
                                    self._options(save_in_cache, timeout,
                                                  retries))
-        (conn, rid, fut), = send_calls(self._channel, [request])
+        conn, rid, reply = self._channel.send(*request, waited=True)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
-        return self._channel.wait(conn, rid, fut, wait)
+        return call_result(self._channel.wait(conn, rid, reply, wait))
 
     def call(self, name, /, *args, **kwargs):
         """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""

@@ -25,6 +25,23 @@ from . import protocol as p
 log = logging.getLogger(__name__)
 
 
+def call_result(frame):
+    """The result a call's reply frame carries; raises the error it reports."""
+    if frame.type == p.ERROR:
+        try:
+            error = error_from_meta(frame.meta())
+        except p.ProtocolError as exc:
+            error = PyFaaSProtocolError("the error reply of this call is "
+                                        "malformed: %s" % exc)
+        raise error
+    try:
+        return ser.loads(frame.payload)
+    except Exception as exc:
+        raise PyFaaSSerializationError(
+            "the result cannot be unpickled here: %s: %s"
+            % (type(exc).__name__, exc))
+
+
 class CallFuture(ReplyFuture):
     """The future result of one remote call."""
 
@@ -33,19 +50,10 @@ class CallFuture(ReplyFuture):
     _rid = None
 
     def deliver(self, frame):
-        if frame.type == p.ERROR:
-            try:
-                self.fail(error_from_meta(frame.meta()))
-            except p.ProtocolError as exc:
-                self.fail(PyFaaSProtocolError("the error reply of this call "
-                                              "is malformed: %s" % exc))
-            return
         try:
-            value = ser.loads(frame.payload)
-        except Exception as exc:
-            self.fail(PyFaaSSerializationError(
-                "the result cannot be unpickled here: %s: %s"
-                % (type(exc).__name__, exc)))
+            value = call_result(frame)
+        except PyFaaSError as exc:
+            self.fail(exc)
             return
         ReplyFuture.deliver(self, value)
 

@@ -201,8 +201,8 @@ def loads(data):
     return pickle.loads(data)
 
 
-def dumps(obj, what="value"):
-    """Pickle arguments or a result.
+def dumps(obj, what="value", of=None):
+    """Pickle arguments or a result (``what``, of function ``of``).
 
     The C pickler is tried first (several times quicker for plain data);
     cloudpickle takes over for what it cannot do by itself (lambdas, local
@@ -221,6 +221,8 @@ def dumps(obj, what="value"):
     try:
         return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL)
     except Exception as exc:
+        if of is not None:
+            what = "%s of %r" % (what, of)
         raise PyFaaSSerializationError(
             "%s of type %s cannot be serialized: %s: %s"
             % (what, type(obj).__name__, type(exc).__name__, exc))

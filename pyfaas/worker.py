@@ -2,13 +2,14 @@
 
 Owns the connection to the Director (connect, register, reconnect with capped
 backoff), the heartbeat thread, the watchdog thread (call time limits and
-the graceful stop), the pool that runs calls, and the graceful stop itself
-(tell the Director "draining", finish running calls, save the state when
-``shutdown_persistence`` is on). What a Worker knows and how it runs a call
-is in :mod:`pyfaas.worker_core`. The socket is read by one thread (the
-caller of :meth:`Worker.serve_forever`); pool threads run calls and queue
-their replies, and whichever thread queued first writes everything queued
-in one ``send``, so the reader never waits on user code.
+the graceful stop), the pool that reads and runs calls, and the graceful
+stop itself (tell the Director "draining", finish running calls, save the
+state when ``shutdown_persistence`` is on). What a Worker knows and how it
+runs a call is in :mod:`pyfaas.worker_core`. The pool's threads take turns
+reading the socket (see :class:`pyfaas.worker_pool.LeaderPool`): the
+thread that reads a call runs it, while another reads on. Replies are
+queued, and whichever thread queued first writes everything queued in one
+``send``, so no thread waits on the socket while holding others' replies.
 """
 
 import logging
@@ -27,11 +28,12 @@ from .tls import client_context as tls_client_context
 from .transport import Connection
 from .isolation import ProcessPool
 from .worker_core import WorkerCore, result_limit
-from .worker_pool import Slot, ThreadPool
+from .worker_pool import LeaderPool, Slot
 
 log = logging.getLogger(__name__)
 
-WATCHDOG_PERIOD_S = 0.05
+WATCHDOG_PERIOD_S = 0.025
+QUICK_CALL_S = 0.001      # a call this short is run by the reading thread
 WORKER_SEND_TIMEOUT_S = 60.0  # a large result to a busy Director
 DRAIN_RID = 2 ** 63       # request id of the "draining" heartbeat
 BACKOFF_FIRST_S = 0.05
@@ -64,7 +66,6 @@ class Worker:
                     "own dump_file" % (config.path, config.dump_file, exc))
             self.core.restore()
         self._auth_failed = False
-        self.pool = ThreadPool(config.max_threads)
         if config.isolation == "process":
             self.core.pool = ProcessPool(config.max_threads,
                                          config.memory_limit_mb,
@@ -75,6 +76,10 @@ class Worker:
         self._drain_acked = False
         self._drain_deadline = None
         self._conn = None
+        self._reading = None      # the connection the pool reads, if any
+        self._reading_cond = threading.Condition()
+        self._lost = threading.Event()  # the pool lost self._reading
+        self._exiting = False     # the pool's threads end
         # Keyed by (connection, request id): a restarted Director numbers
         # its requests from 1 again.
         self._slots = {}          # -> Slot, calls with a time limit
@@ -84,6 +89,10 @@ class Worker:
         self._queued = set()      # calls not started yet
         self._cancelled = set()
         self._count_lock = threading.Lock()
+        # CALL meta bytes (function and options) -> [decoded meta (shared,
+        # read-only), time limit, its last run was quick]
+        self._calls = {}
+        self.pool = LeaderPool(config.max_threads, self._next_call)
 
     @property
     def worker_id(self):
@@ -128,19 +137,22 @@ class Worker:
                 self._drain_acked = False
                 self._drain_deadline = None
                 self._conn = conn
+                self._lost.clear()
+                with self._reading_cond:
+                    self._reading = conn
+                    self._reading_cond.notify_all()
                 try:
-                    self._read_loop(conn)
-                except PyFaaSError as exc:
-                    if not self._stop.is_set():
-                        log.warning("lost director %s: %s; reconnecting",
-                                    conn.name, exc)
+                    self._lost.wait()  # the pool reads until the connection ends
                 finally:
                     self._conn = None
                     conn.close()
         finally:
             self._stop.set()
             self._closed.set()
-            self.pool.shutdown()
+            with self._reading_cond:
+                self._reading = None
+                self._exiting = True
+                self._reading_cond.notify_all()
             if self.core.pool is not None:
                 self.core.pool.close()
             heart.join(timeout=2)
@@ -238,25 +250,55 @@ class Worker:
 
     # ----- frames ------------------------------------------------------------
 
-    def _read_loop(self, conn):
-        # Ends when the connection does: a graceful stop closes its read side
-        # once the running calls are done (see _drain_step).
+    def _next_call(self):
+        """Read frames until a call comes; return it as a pool job.
+
+        Runs on the pool thread that holds the lead. Frames other than
+        calls are handled here. Waits while there is no connection; returns
+        None once the Worker is stopping. A connection ends when the
+        Director goes, or when a graceful stop closes its read side once
+        the running calls are done (see _drain_step).
+        """
         while True:
-            frame = conn.recv_frame()
-            handler = self._handlers.get(frame.type)
-            if handler is None:
-                log.warning("ignored unexpected %s frame from director",
-                            p.TYPE_NAMES.get(frame.type, frame.type))
-                continue
+            with self._reading_cond:
+                while self._reading is None and not self._exiting:
+                    self._reading_cond.wait()
+                conn = self._reading
+            if conn is None:
+                return None
             try:
-                handler(self, conn, frame)
-            except p.ProtocolError as exc:  # bad meta: the stream is suspect
-                raise PyFaaSProtocolError("director %s sent a bad %s frame: %s"
-                                          % (conn.name, p.TYPE_NAMES.get(
-                                              frame.type), exc))
-            except Exception:
-                log.exception("error while handling a %s frame; going on",
-                              p.TYPE_NAMES.get(frame.type))
+                frame = conn.recv_frame()
+                if frame.type == p.CALL:
+                    self._on_call(conn, frame)
+                    known = self._calls.get(frame.meta_raw)
+                    return (self._run, (conn, frame),
+                            known is not None and known[2])
+                self._handle(conn, frame)
+            except PyFaaSError as exc:
+                if not self._stop.is_set():
+                    log.warning("lost director %s: %s; reconnecting",
+                                conn.name, exc)
+                conn.close()
+                with self._reading_cond:
+                    if self._reading is conn:
+                        self._reading = None
+                self._lost.set()
+
+    def _handle(self, conn, frame):
+        handler = self._handlers.get(frame.type)
+        if handler is None:
+            log.warning("ignored unexpected %s frame from director",
+                        p.TYPE_NAMES.get(frame.type, frame.type))
+            return
+        try:
+            handler(self, conn, frame)
+        except p.ProtocolError as exc:  # bad meta: the stream is suspect
+            raise PyFaaSProtocolError("director %s sent a bad %s frame: %s"
+                                      % (conn.name, p.TYPE_NAMES.get(
+                                          frame.type), exc))
+        except Exception:
+            log.exception("error while handling a %s frame; going on",
+                          p.TYPE_NAMES.get(frame.type))
 
     def _send(self, conn, type_, rid, meta=None, payload=b"", flags=0):
         """Queue one reply; the first thread to queue becomes the writer.
@@ -271,14 +313,15 @@ class Worker:
             if self._writing:
                 return
             self._writing = True
+            batch, self._out = self._out, []
         try:
             while True:
+                self._write(batch)
                 with self._out_lock:
                     batch, self._out = self._out, []
                     if not batch:
                         self._writing = False
                         return
-                self._write(batch)
         except BaseException:
             with self._out_lock:
                 self._writing = False
@@ -330,7 +373,6 @@ class Worker:
             core.requests += 1
             self._queued.add((conn, frame.request_id))
         core.last_request_at = time.time()
-        self.pool.submit(self._run, conn, frame)
 
     def _on_cancel(self, conn, frame):
         with self._count_lock:
@@ -346,6 +388,7 @@ class Worker:
     def _run(self, conn, frame):
         rid = frame.request_id
         slot = None
+        start = time.perf_counter()
         try:
             with self._count_lock:
                 self._queued.discard((conn, rid))
@@ -354,8 +397,19 @@ class Worker:
             if cancelled:
                 log.info("request %d cancelled before it started", rid)
                 return
-            meta = frame.meta()
-            limit = self._limit(meta)
+            if conn.closed:  # its caller was told the call was lost
+                log.info("request %d dropped: the connection it came on "
+                         "closed before it started", rid)
+                return
+            known = self._calls.get(frame.meta_raw)
+            if known is None:
+                meta = frame.meta()
+                known = [meta, self._limit(meta), False]
+                if len(frame.meta_raw) <= 512:
+                    if len(self._calls) >= 4096:
+                        self._calls.clear()
+                    self._calls[frame.meta_raw] = known
+            meta, limit = known[0], known[1]
             if limit and self.core.pool is None:
                 slot = Slot(rid, conn, meta.get("f"), limit)
                 with self._count_lock:
@@ -370,6 +424,7 @@ class Worker:
                              "(ran %.1f s)", rid, time.monotonic() - slot.start)
                     return
             self._send(conn, type_, rid, meta, payload, flags)
+            known[2] = time.perf_counter() - start < QUICK_CALL_S
         except BaseException:  # a bug here must not kill the pool thread
             log.exception("internal error while running request %d", rid)
             self._send(conn, p.ERROR, rid, {
@@ -383,6 +438,9 @@ class Worker:
     def _watchdog_loop(self):
         """Answer calls that outlive their timeout; their threads run on."""
         while not self._closed.wait(WATCHDOG_PERIOD_S):
+            if self.pool.demote_stuck(WATCHDOG_PERIOD_S):
+                log.info("a call expected to be quick is still running: "
+                         "another thread reads meanwhile")
             if self._stop_requested and not self._stop.is_set():
                 self._stop.set()
             if self._stop.is_set():
@@ -440,7 +498,6 @@ class Worker:
     _handlers = {
         p.DEPLOY: _on_deploy,
         p.UNDEPLOY: _on_undeploy,
-        p.CALL: _on_call,
         p.CANCEL: _on_cancel,
         p.WORKER_INFO: _on_worker_info,
         p.STATS: _on_stats,

@@ -169,7 +169,7 @@ class WorkerCore:
             return self._exception_reply(func, exc, args, kwargs)
         duration = time.perf_counter() - start
         try:
-            payload = ser.dumps(result, "result of %r" % func.name)
+            payload = ser.dumps(result, "result", func.name)
         except PyFaaSError as exc:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._error("serialization", str(exc))
