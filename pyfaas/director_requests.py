@@ -117,10 +117,12 @@ class ClientRequests:
         candidate does.
         """
         size = len(payload) + FRAME_OVERHEAD
-        if any(w.max_frame < size for w in candidates):
-            candidates = [w for w in candidates if w.max_frame >= size]
-            if not candidates:
-                return None
+        for w in candidates:
+            if w.max_frame < size:
+                candidates = [w for w in candidates if w.max_frame >= size]
+                if not candidates:
+                    return None
+                break
         if func.id in self.cached_by_func:
             owner = self.cache_owner.get(cache_key(func.id, payload))
             if owner is not None:
@@ -159,10 +161,10 @@ class ClientRequests:
             self._on_call(peer, one, dict(meta))
 
     def _on_call(self, peer, frame, meta=None):
-        if self._refuse_if_draining(peer, frame):
+        if self.draining and self._refuse_if_draining(peer, frame):
             return
         if meta is None:
-            meta = frame.meta()
+            meta = self.call_meta(frame)  # shared: copied before changing
         target = meta.get("f")
         func = self.resolve(target)
         if func is None:
@@ -193,8 +195,7 @@ class ClientRequests:
                        % (len(frame.payload), func.name))
             return
         if len(meta) > 1:
-            meta["f"] = func.id
-            call_meta = meta
+            call_meta = dict(meta, f=func.id)
         else:
             call_meta = func.call_meta
         if self.statistics_enabled:
@@ -242,12 +243,13 @@ class ClientRequests:
 
     def _forward(self, peer, frame, worker, kind, label, meta, type_):
         rid = self._new_rid()
-        self.pending[rid] = Pending(rid, peer.id, frame.request_id, worker.id,
-                                    kind, label, None, self.clock())
+        pend = self.pending[rid] = Pending(rid, peer.id, frame.request_id,
+                                           worker.id, kind, label, None,
+                                           self.clock())
         worker.inflight.add(rid)
         peer.pending.add(rid)
         self.send(worker.peer_id, type_, rid, meta, frame.payload, frame.flags)
-        return self.pending[rid]
+        return pend
 
     def _on_cancel(self, peer, frame):
         if self._cancel_run(peer, frame.request_id):

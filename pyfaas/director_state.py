@@ -74,6 +74,9 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         self.requests = 0
         self.request_errors = 0
         self.draining = False      # stopping: refuse new calls and workflows
+        self._bound = {key: getattr(self, name)
+                       for key, name in self._handlers.items()}
+        self._metas = {}           # CALL meta bytes -> decoded (read-only)
 
     # ----- output -------------------------------------------------------
 
@@ -154,19 +157,38 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
                 return
             handler = None
         else:
-            handler = self._handlers.get((peer.role, event.type))
+            handler = self._bound.get((peer.role, event.type))
         if peer.role == p.ROLE_WORKER and peer.worker_id is None and (
                 event.type != p.REGISTER_WORKER):
             handler = None  # a Worker must register before anything else
         if handler is None:
-            self.error(peer_id, event.request_id, "protocol",
-                       "unexpected %s frame from a %s" % (
-                           p.TYPE_NAMES.get(event.type, hex(event.type)),
-                           p.ROLE_NAMES.get(peer.role, "peer")))
-            self.close(peer_id, "protocol error: unexpected message type %d"
-                       % event.type)
+            self._unexpected(peer, event)
             return
-        getattr(self, handler)(peer, event)
+        handler(peer, event)
+
+    def call_meta(self, frame):
+        """The decoded meta of a CALL frame; shared, so never to be changed.
+
+        Calls of one function with the same options carry the same meta
+        bytes: they are decoded once.
+        """
+        metas = self._metas
+        meta = metas.get(frame.meta_raw)
+        if meta is None:
+            meta = frame.meta()
+            if len(frame.meta_raw) <= 512:
+                if len(metas) >= 4096:
+                    metas.clear()
+                metas[frame.meta_raw] = meta
+        return meta
+
+    def _unexpected(self, peer, event):
+        self.error(peer.id, event.request_id, "protocol",
+                   "unexpected %s frame from a %s" % (
+                       p.TYPE_NAMES.get(event.type, hex(event.type)),
+                       p.ROLE_NAMES.get(peer.role, "peer")))
+        self.close(peer.id, "protocol error: unexpected message type %d"
+                   % event.type)
 
     def client_work(self):
         """Requests of connected clients still waiting for an answer
