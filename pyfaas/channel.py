@@ -1,8 +1,8 @@
 """A client's multiplexed connection to the Director.
 
-Owns one :class:`pyfaas.transport.Connection` (opened lazily, reopened after
-a failure), the table of requests in flight on it, matched by request id,
-and who reads its replies. Many threads may send at once; one thread at a
+Owns one :class:`pyfaas.transport.Connection` at a time (opened lazily,
+reopened after a failure) with the table of requests in flight on it,
+matched by request id, and who reads its replies (a :class:`Link`). Many threads may send at once; one thread at a
 time reads (whoever holds the read lock), and replies are matched to their
 requests whoever reads them:
 
@@ -13,6 +13,9 @@ requests whoever reads them:
   nobody else reads: the replies of futures (``submit``, ``map``), and
   those of callers that found another thread reading. It parks when
   nothing is pending.
+- Before a request goes out on a connection left idle, what it holds is
+  read without waiting, so the EOF of a Director that closed it is seen
+  and the request goes out on a new connection instead.
 
 A partial frame stays in the connection's decoder for the next reader, so
 a caller that gives up (timeout, cancel) never leaves a half-read frame
@@ -81,6 +84,22 @@ class Reply:
         return self._ready.acquire(True, max(0.0, timeout))
 
 
+class Link:
+    """One connection of a Channel and everything about reading it.
+
+    Its requests in flight (request id -> Reply or future), its read lock
+    (held by the thread reading it) and its reader thread's wake-up Event.
+    Callers hold a Link as the handle of a request they sent.
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.name = conn.name
+        self.pending = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+
+
 class Channel:
     """Requests and replies over one connection, from many threads.
 
@@ -100,14 +119,11 @@ class Channel:
         self.hint = hint
         self.token = token
         self.tls = tls
-        self._conn = None
+        self._link = None
         self._lock = threading.Lock()
-        self._pending = {}
         self._rids = itertools.count(1)
         self._readers = set()     # threads dispatching replies (callbacks
         # run on them; a blocking call there is refused)
-        self._read_lock = threading.Lock()  # held by the thread reading
-        self._wakes = {}          # connection -> its reader thread's Event
         self._last_reply = 0.0    # time.monotonic() of the last reply read
         self.closed = False
 
@@ -115,117 +131,133 @@ class Channel:
         """Close the connection; requests in flight fail. Idempotent."""
         self.closed = True
         with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-            self._poke(conn)  # its reader fails what is pending, and ends
+            link, self._link = self._link, None
+        if link is not None:
+            self._lost(link, None)
 
     def current(self):
         """The open connection, or None (never connects)."""
-        conn = self._conn
-        return conn if conn is not None and not conn.closed else None
+        link = self._link
+        return link.conn if link is not None and not link.conn.closed \
+            else None
 
-    def connection(self, sending=False):
-        """The open connection, connecting (and starting the reader) if needed.
+    def connection(self):
+        """The open connection, connecting (and starting the reader) if needed."""
+        return self._open().conn
+
+    def _open(self, sending=False):
+        """The Link of the open connection, connecting if needed.
 
         ``sending``: a request is about to be sent on it. An idle connection
         is nobody's to read, so a Director that closed it (restarted, say)
-        would go unnoticed until a request was lost on it: one that has been
-        idle for IDLE_CHECK_S is checked for that first (one system call),
-        and replaced.
+        would go unnoticed until a request was lost on it: one that has had
+        nothing pending and no reply for IDLE_CHECK_S is read first, without
+        waiting (see :meth:`_read_idle`).
         """
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            if not sending or self._pending or \
-                    time.monotonic() - self._last_reply < IDLE_CHECK_S or \
-                    not conn.peer_closed():
-                return conn
-            self._lost(conn, PyFaaSNetworkError(
-                "director %s closed the connection" % conn.name))
+        link = self._link
+        if link is not None and not link.conn.closed:
+            if not sending or link.pending or \
+                    time.monotonic() - self._last_reply < IDLE_CHECK_S:
+                return link
+            self._read_idle(link)
+            if not link.conn.closed:
+                return link
         with self._lock:
             if self.closed:
                 raise PyFaaSNetworkError("client for %s:%s is closed"
                                          % (self.host, self.port))
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = Connection(self.host, self.port, p.ROLE_CLIENT,
-                                  self.timeout, self.max_frame_size, self.hint,
-                                  self.token, self.tls)
-                conn.connect()
-                self._conn = conn
-                wake = self._wakes[conn] = threading.Event()
-                reader = threading.Thread(target=self._reader,
-                                          args=(conn, wake),
-                                          name="pyfaas-client-reader",
-                                          daemon=True)
-                self._readers.add(reader)
-                reader.start()
-            return conn
+            link = self._link
+            if link is not None and not link.conn.closed:
+                return link
+            if link is not None:  # closed by a failed send: its reader
+                self._lost(link, None)  # may be parked; let it end
+            conn = Connection(self.host, self.port, p.ROLE_CLIENT,
+                              self.timeout, self.max_frame_size, self.hint,
+                              self.token, self.tls)
+            conn.connect()
+            link = self._link = Link(conn)
+            reader = threading.Thread(target=self._reader, args=(link,),
+                                      name="pyfaas-client-reader",
+                                      daemon=True)
+            self._readers.add(reader)
+            reader.start()
+            return link
 
-    def _poke(self, conn):
-        """Wake the reader thread of ``conn``: something may need reading."""
-        wake = self._wakes.get(conn)
-        if wake is not None:
-            wake.set()
+    def _read_idle(self, link):
+        """Read what an idle connection holds, without waiting: late replies
+        of requests given up on, or the EOF of a Director that closed it."""
+        if not link.lock.acquire(False):
+            return  # someone reads it: they will see an EOF
+        try:
+            while True:
+                frame = link.conn.recv_frame(time.monotonic(),
+                                             close_on_timeout=False)
+                if frame is None:
+                    break
+                self._dispatch(link, frame)
+        except (PyFaaSError, p.ProtocolError) as exc:
+            self._lost(link, exc)
+        finally:
+            link.lock.release()
+        self._last_reply = time.monotonic()
 
-    def _reader(self, conn, wake):
-        pending = self._pending
-        lock = self._read_lock
+    def _reader(self, link):
+        pending, lock, wake, conn = link.pending, link.lock, link.wake, \
+            link.conn
         try:
             while not conn.closed:
                 wake.wait()
                 wake.clear()
-                # A thread reading for itself pokes us when it stops.
-                while pending and not conn.closed and \
-                        lock.acquire(blocking=False):
+                # A thread reading for itself wakes us when it stops.
+                while pending and not conn.closed and lock.acquire(False):
                     try:
                         while pending:
-                            self._dispatch(conn, conn.recv_frame())
+                            self._dispatch(link, conn.recv_frame())
                     finally:
                         lock.release()
         except (PyFaaSError, p.ProtocolError) as exc:
-            self._lost(conn, exc)
+            self._lost(link, exc)
         finally:
             self._readers.discard(threading.current_thread())
-            self._wakes.pop(conn, None)
-            self._lost(conn, None)
+            self._lost(link, None)
 
-    def _dispatch(self, conn, frame):
+    def _dispatch(self, link, frame):
         """Complete the request ``frame`` answers (on the reading thread)."""
         if frame.request_id == 0 and frame.type == p.ERROR:
             # About the connection itself (e.g. a frame too large): the
             # Director closes it; every request on it fails so.
             raise error_from_meta(frame.meta())
         self._last_reply = time.monotonic()
-        entry = self._pending.pop((conn, frame.request_id), None)
+        entry = link.pending.pop(frame.request_id, None)
         if entry is not None:
             entry.deliver(frame)
 
-    def _lost(self, conn, error):
-        """``conn`` is done (``error`` says why): close it, fail its requests."""
-        conn.close()
+    def _lost(self, link, error):
+        """``link`` is done (``error`` says why): close it, fail its requests,
+        and let its reader thread end."""
+        link.conn.close()
         if isinstance(error, p.ProtocolError):  # a reply with bad meta
             error = PyFaaSProtocolError("director %s sent a bad frame: %s"
-                                        % (conn.name, error))
+                                        % (link.name, error))
         if self.closed:
             error = PyFaaSNetworkError("client for %s:%s was closed"
                                        % (self.host, self.port))
-        pending = self._pending
-        for key in [k for k in list(pending) if k[0] is conn]:
-            entry = pending.pop(key, None)
+        pending = link.pending
+        for rid in list(pending):
+            entry = pending.pop(rid, None)
             if entry is None:
                 continue
             if isinstance(error, PyFaaSNetworkError) or error is None:
                 entry.fail(PyFaaSNetworkError(
                     "connection to director %s lost before the answer "
-                    "arrived: %s" % (conn.name, error)))
+                    "arrived: %s" % (link.name, error)))
             else:
                 entry.fail(error)
-        self._poke(conn)
+        link.wake.set()
 
     def send(self, type_, meta=None, payload=b"", flags=0, future=None,
              waited=False):
-        """Send one request; return ``(conn, rid, future)``.
+        """Send one request; return ``(link, rid, future)``.
 
         ``future`` receives the reply through its ``deliver(frame)`` /
         ``fail(exc)`` methods; by default a :class:`Reply` when ``waited``
@@ -236,15 +268,15 @@ class Channel:
                                waited)[0]
 
     def send_batch(self, requests, waited=False):
-        """Send several requests in one write; return ``[(conn, rid, future)]``.
+        """Send several requests in one write; return ``[(link, rid, future)]``.
 
         Args:
             requests: ``(type, meta, payload, flags, future or None)`` tuples.
             waited: as in :meth:`send`; otherwise the reader thread is woken.
         """
-        conn = self.connection(sending=True)
+        link = self._open(sending=True)
+        conn, pending = link.conn, link.pending
         parts, sent = [], []
-        pending = self._pending
         limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
         for type_, meta, payload, flags, future in requests:
             rid = next(self._rids)
@@ -258,22 +290,22 @@ class Channel:
                     "request of %d bytes is over the director's frame limit"
                     " of %d bytes (max_frame_bytes)" % (size, limit))
             if why is not None:
-                for conn_, rid_, _ in sent:
-                    pending.pop((conn_, rid_), None)
+                for _, rid_, _ in sent:
+                    pending.pop(rid_, None)
                 raise PyFaaSSerializationError(why + "; nothing was sent")
             if future is None:
                 future = Reply() if waited else ReplyFuture()
-            pending[(conn, rid)] = future
+            pending[rid] = future
             parts.extend(frame)
-            sent.append((conn, rid, future))
+            sent.append((link, rid, future))
         try:
             conn.send(parts)
         except PyFaaSError:
-            for conn_, rid, _ in sent:
-                pending.pop((conn_, rid), None)
+            for _, rid, _ in sent:
+                pending.pop(rid, None)
             raise
         if not waited:
-            self._poke(conn)
+            link.wake.set()
         return sent
 
     def send_many(self, meta, payloads, flags, futures):
@@ -286,9 +318,10 @@ class Channel:
         frame comfortably.
 
         Returns:
-            list: ``(conn, rid, future)`` per call, in order.
+            list: ``(link, rid, future)`` per call, in order.
         """
-        conn = self.connection(sending=True)
+        link = self._open(sending=True)
+        conn = link.conn
         limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
         total = sum(len(x) for x in payloads)
         if len(payloads) < 2 or total + 16 * len(payloads) + 4096 > limit // 2:
@@ -296,41 +329,43 @@ class Channel:
                                     for x, f in zip(payloads, futures)])
         rids = [next(self._rids) for _ in payloads]
         many = dict(meta, rids=rids, sizes=[len(x) for x in payloads])
-        pending = self._pending
+        pending = link.pending
         for rid, future in zip(rids, futures):
-            pending[(conn, rid)] = future
+            pending[rid] = future
         try:
             conn.send(p.frame_parts(p.CALL_MANY, rids[0], many,
                                     b"".join(payloads), flags))
         except (PyFaaSError, ValueError) as exc:
             for rid in rids:
-                pending.pop((conn, rid), None)
+                pending.pop(rid, None)
             if isinstance(exc, ValueError):  # meta over 64 KiB
                 raise PyFaaSSerializationError(str(exc))
             raise
-        self._poke(conn)
-        return [(conn, rid, f) for rid, f in zip(rids, futures)]
+        link.wake.set()
+        return [(link, rid, f) for rid, f in zip(rids, futures)]
 
     def refuse_in_reader(self):
-        """Raise if called on a reader thread (from a future's callback):
-        a blocking call there would wait for a reply only it can read."""
+        """Raise if called on a thread that is reading replies (from a
+        future's callback): a blocking call there would wait for a reply
+        only that thread can read."""
         if threading.current_thread() in self._readers:
             raise PyFaaSError(
                 "a blocking PyFaaS call was made from a future's done-"
                 "callback, which runs on the thread reading the client's "
-                "connection: it would wait for itself; nothing was sent. Make the call from "
-                "another thread, or use exec_async/submit in the callback")
+                "connection: it would wait for itself; nothing was sent. "
+                "Make the call from another thread, or use exec_async/submit"
+                " in the callback")
 
-    def forget(self, conn, rid, tell_director=True):
+    def forget(self, link, rid, tell_director=True):
         """Stop waiting for ``rid``; ask the Director to cancel it."""
-        self._pending.pop((conn, rid), None)
+        link.pending.pop(rid, None)
         if tell_director:
             try:
-                conn.send(p.frame_parts(p.CANCEL, rid))
+                link.conn.send(p.frame_parts(p.CANCEL, rid))
             except PyFaaSError:
                 pass
 
-    def wait(self, conn, rid, reply, timeout=None):
+    def wait(self, link, rid, reply, timeout=None):
         """The reply frame of a request sent with ``send(waited=True)``.
 
         Reads the connection itself when no other thread does (see the
@@ -344,38 +379,38 @@ class Channel:
         wait = self.timeout if timeout is None else timeout
         if not reply.done():
             if threading.current_thread() in self._readers:
-                self.forget(conn, rid)
+                self.forget(link, rid)
                 self.refuse_in_reader()
-            if self._read_lock.acquire(False):
+            if link.lock.acquire(False):
                 deadline = time.monotonic() + wait
-                self._lead(conn, reply, deadline)
+                self._lead(link, reply, deadline)
                 wait = deadline - time.monotonic()
-            # else whoever reads now pokes the reader thread when it stops
+            # else whoever reads now wakes the reader thread when it stops
         if not reply.wait(wait):
-            self.forget(conn, rid)
+            self.forget(link, rid)
             raise PyFaaSTimeoutError(
                 "director %s did not answer within %.1f s%s"
-                % (conn.name, self.timeout if timeout is None else timeout,
+                % (link.name, self.timeout if timeout is None else timeout,
                    self.hint if timeout is None else ""))
         if reply.error is not None:
             raise reply.error
         return reply.frame
 
-    def _lead(self, conn, reply, deadline):
+    def _lead(self, link, reply, deadline):
         """Read replies (anyone's) until ``reply`` is done or the deadline
-        passes; the read lock is held, and released here."""
+        passes; the link's read lock is held, and released here."""
         me = threading.current_thread()
         self._readers.add(me)
         try:
             while not reply.done():
-                frame = conn.recv_frame(deadline, close_on_timeout=False)
+                frame = link.conn.recv_frame(deadline, close_on_timeout=False)
                 if frame is None:
                     break  # the deadline passed; the caller times out
-                self._dispatch(conn, frame)
+                self._dispatch(link, frame)
         except (PyFaaSError, p.ProtocolError) as exc:
-            self._lost(conn, exc)
+            self._lost(link, exc)
         finally:
             self._readers.discard(me)
-            self._read_lock.release()
-            if self._pending:  # others still wait: the reader takes over
-                self._poke(conn)
+            link.lock.release()
+            if link.pending:  # others still wait: the reader takes over
+                link.wake.set()

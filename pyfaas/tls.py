@@ -83,10 +83,6 @@ class LockedTLSSocket:
     def settimeout(self, timeout):
         self._timeout = timeout
 
-    def raw(self):
-        """The TCP socket under TLS (to peek at it for EOF, never to read)."""
-        return self._s
-
     def getsockname(self):
         return self._s.getsockname()
 

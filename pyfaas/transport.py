@@ -364,24 +364,6 @@ class Connection:
                                          % self.name)
             decoder.feed(data)
 
-    def peer_closed(self):
-        """True if the Director has closed this connection (an EOF or a
-        reset waits to be read). Looks without reading or blocking; for a
-        connection nobody is reading now."""
-        sock = self._sock
-        if sock is None or self.closed:
-            return True
-        flags = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
-        if not flags & ~socket.MSG_PEEK:
-            return False  # no way to look without blocking here
-        try:
-            raw = sock if self.tls is None else sock.raw()
-            return socket.socket.recv(raw, 1, flags) == b""
-        except (BlockingIOError, InterruptedError, socket.timeout):
-            return False
-        except (OSError, ValueError):
-            return True
-
     def local_address(self):
         """``"host:port"`` of our end of the socket, or "" when closed."""
         try:

@@ -193,7 +193,9 @@ class Worker:
             except PyFaaSError:
                 conn.shutdown_read()
             return
-        done = self._drain_acked and not self.core.inflight
+        with self._out_lock:
+            replying = self._writing or bool(self._out)
+        done = self._drain_acked and not self.core.inflight and not replying
         if done or now > self._drain_deadline:
             if not done:
                 log.warning("stopping with %d call(s) still running",
@@ -274,8 +276,11 @@ class Worker:
                     return (self._run, (conn, frame),
                             known is not None and known[2])
                 self._handle(conn, frame)
-            except PyFaaSError as exc:
-                if not self._stop.is_set():
+            except BaseException as exc:
+                if not isinstance(exc, PyFaaSError):  # a bug: start afresh
+                    log.exception("internal error while reading from "
+                                  "director %s; reconnecting", conn.name)
+                elif not self._stop.is_set():
                     log.warning("lost director %s: %s; reconnecting",
                                 conn.name, exc)
                 conn.close()
@@ -296,7 +301,7 @@ class Worker:
             raise PyFaaSProtocolError("director %s sent a bad %s frame: %s"
                                       % (conn.name, p.TYPE_NAMES.get(
                                           frame.type), exc))
-        except Exception:
+        except BaseException:  # e.g. SystemExit: this thread must read on
             log.exception("error while handling a %s frame; going on",
                           p.TYPE_NAMES.get(frame.type))
 
@@ -354,7 +359,7 @@ class Worker:
         try:
             self.core.load_function(fid, name, meta.get("params"),
                                     frame.payload, meta.get("replaces"), meta)
-        except Exception as exc:
+        except BaseException as exc:  # unpickling runs user code
             log.warning("cannot load function %s (%s): %s", name, fid, exc)
             self._send(conn, p.ERROR, frame.request_id, {
                 "code": "registration", "worker_id": self.worker_id,

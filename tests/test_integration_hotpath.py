@@ -12,6 +12,8 @@ Functions are defined here so that they travel to the Workers by value.
 """
 
 import os
+import signal
+import sys
 import threading
 import time
 
@@ -19,7 +21,8 @@ import pytest
 
 from helpers import wait_until
 from pyfaas import Client
-from pyfaas.errors import PyFaaSTimeoutError
+from pyfaas.errors import (PyFaaSFunctionRegistrationError,
+                           PyFaaSNetworkError, PyFaaSTimeoutError)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,6 +36,28 @@ def nap(seconds):
 
 def whoami():
     return os.getpid()
+
+
+class ExitsWhenUnpickled:
+    def __reduce__(self):
+        return (sys.exit, (3,))
+
+
+def _restart_director(cl):
+    """Stop the Director and start a new one on its port; wait for the
+    Worker to come back with whoami."""
+    port = cl.port
+    assert cl.director.stop() == 0
+    cl.start_director(port=port)
+    with cl.client() as probe:
+        wait_until(lambda: probe.workers() and "whoami" in [
+            f["name"] for f in probe.list().values()], 10,
+            "the worker did not come back with whoami")
+
+
+def _readers():
+    return sum(t.name == "pyfaas-client-reader" and t.is_alive()
+               for t in threading.enumerate())
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +138,85 @@ def test_an_idle_connection_closed_by_a_restarted_director_is_replaced(
     client = cl.client()
     client.register(whoami)
     before = client.call("whoami")
-    port = cl.port
-    assert cl.director.stop() == 0
-    cl.start_director(port=port)
-    with cl.client() as probe:
-        wait_until(lambda: probe.workers() and "whoami" in [
-            f["name"] for f in probe.list().values()], 10,
-            "the worker did not come back with whoami")
+    _restart_director(cl)
     # No request was in flight when the old connection closed: the first
     # call after the restart must not be lost on it.
     assert client.call("whoami") == before
+
+
+def test_an_unread_late_reply_does_not_hide_the_directors_eof(fresh_cluster):
+    cl = fresh_cluster(workers=1)
+    client = Client(HOST, cl.port, 0.3)
+    client.register(whoami)
+    before = client.call("whoami")
+    cl.director.signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(PyFaaSTimeoutError):
+            client.ping()
+    finally:
+        cl.director.signal(signal.SIGCONT)
+    # The PING's late reply now waits in the socket, and nobody reads an
+    # idle connection; then the Director goes away and comes back.
+    with cl.client() as probe:
+        probe.ping()
+    _restart_director(cl)
+    client._channel.timeout = 5.0
+    assert client.call("whoami") == before
+
+
+def test_a_call_sent_while_the_reader_runs_a_slow_callback_ends(
+        fresh_cluster):
+    # The thread reading the old connection is busy in a done-callback
+    # when the Director restarts; a call sent meanwhile ends with its
+    # result or a typed error, never hangs.
+    cl = fresh_cluster(workers=1)
+    client = Client(HOST, cl.port, 5.0)
+    client.register(whoami)
+    release, in_callback = threading.Event(), threading.Event()
+
+    def slow_callback(_):
+        in_callback.set()
+        release.wait(20)
+
+    client.submit("whoami").add_done_callback(slow_callback)
+    assert in_callback.wait(5)
+    try:
+        _restart_director(cl)
+        second = client.submit("whoami")
+    finally:
+        release.set()
+    try:
+        assert isinstance(second.result(timeout=10), int)
+    except PyFaaSNetworkError:
+        pass  # it went out on the connection the Director had closed
+    assert isinstance(client.call("whoami"), int)
+
+
+def test_connections_closed_under_the_client_leave_no_reader_behind(
+        fresh_cluster):
+    cl = fresh_cluster(workers=1)
+    client = cl.client()
+    client.register(whoami)
+    before = _readers()
+    for _ in range(5):
+        client.call("whoami")
+        # What a send that cannot finish does to the connection.
+        client._channel.current().close()
+    client.call("whoami")
+    wait_until(lambda: _readers() <= before + 1, 5,
+               lambda: "%d reader threads" % _readers())
+
+
+def test_code_that_exits_when_unpickled_is_refused_and_the_worker_serves_on(
+        one_worker):
+    client = one_worker.client()
+    bomb = ExitsWhenUnpickled()
+
+    def exits():
+        return bomb
+
+    with pytest.raises(PyFaaSFunctionRegistrationError) as info:
+        client.register(exits)
+    assert "SystemExit" in str(info.value)
+    for _ in range(3):
+        assert client.call("nap", 0) == 0
