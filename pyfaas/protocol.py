@@ -33,6 +33,7 @@ without allocating it.
 
 import json
 import struct
+import sys
 
 MAGIC = b"PYFS"
 PROTOCOL_VERSION = 1
@@ -55,6 +56,7 @@ FLAG_PICKLED = 0x01
 
 # Bodies this large are gathered in a buffer of their own (see FrameDecoder).
 LARGE_BODY = 64 * 1024
+SPARE_MAX = 16 * 1024 * 1024     # largest body buffer a decoder keeps
 
 # Message types. Requests and replies share one numbering; a reply is OK or
 # ERROR carrying the request id of what it answers.
@@ -85,7 +87,7 @@ TYPE_NAMES = {
     if name.isupper() and isinstance(value, int) and name not in (
         "PROTOCOL_VERSION", "ROLE_CLIENT", "ROLE_WORKER", "HEADER_SIZE",
         "DEFAULT_MAX_FRAME_SIZE", "HANDSHAKE_MAX_FRAME_SIZE", "MAX_META_SIZE",
-        "FLAG_PICKLED", "_BODY_FIXED", "LARGE_BODY")
+        "FLAG_PICKLED", "_BODY_FIXED", "LARGE_BODY", "SPARE_MAX")
 }
 
 
@@ -214,15 +216,26 @@ class FrameDecoder:
     payload is returned as a ``memoryview`` of the joined bytes; smaller
     frames' payloads are ``bytes``.
 
+    With ``preallocate`` (a peer that is trusted with memory: the Director,
+    seen from a client or Worker), a large body gets one buffer of the
+    announced size instead, which the caller may receive into directly
+    (:meth:`recv_target`, :meth:`wrote`): no chunk is kept and nothing is
+    joined. The buffer (up to SPARE_MAX bytes) is kept and used again for a
+    later large frame once nothing refers to the earlier frame any more:
+    fresh memory costs a page fault per 4 KiB page.
+
     Args:
         max_frame_size: largest body length accepted (see module docstring).
         expect_preamble: the stream starts with an 8-byte preamble (the
             Director's side of a connection).
+        preallocate: see above.
     """
 
     def __init__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                 expect_preamble=False):
+                 expect_preamble=False, preallocate=False):
         self.max_frame_size = max_frame_size
+        self.preallocate = preallocate
+        self._spare = None        # the last preallocated body, for reuse
         self._buf = bytearray()
         self._pos = 0
         # A chunk fed while nothing was held is parsed in place (no copy into
@@ -249,13 +262,30 @@ class FrameDecoder:
             room = self._large_need - self._large_got
             if room:
                 n = min(room, len(data))
-                large.append(bytes(data) if n == len(data)
-                             else bytes(memoryview(data)[:n]))
+                if large.__class__ is bytearray:
+                    got = self._large_got
+                    large[got:got + n] = memoryview(data)[:n]
+                else:
+                    large.append(bytes(data) if n == len(data)
+                                 else bytes(memoryview(data)[:n]))
                 self._large_got += n
                 if n == len(data):
                     return
                 data = memoryview(data)[n:]
         self._buf += data
+
+    def recv_target(self):
+        """Where the next bytes of a preallocated large body go (a
+        ``memoryview`` to receive into, then call :meth:`wrote`), or None."""
+        large = self._large
+        if large.__class__ is bytearray and self._chunk is None \
+                and not self._buf:
+            return memoryview(large)[self._large_got:self._large_need]
+        return None
+
+    def wrote(self, n):
+        """``n`` bytes were received into :meth:`recv_target`."""
+        self._large_got += n
 
     @property
     def buffered(self):
@@ -368,20 +398,40 @@ class FrameDecoder:
         self._large_head = (type_, flags, meta_len, request_id)
         self._large_need = body_len - _BODY_FIXED
         with memoryview(buf) as view:
-            first = bytes(view[pos + HEADER_SIZE:])
-        self._large = [first]
-        self._large_got = len(first)
+            if self.preallocate:
+                first = view[pos + HEADER_SIZE:]
+                self._large = self._body_buffer(self._large_need)
+                self._large[:len(first)] = first
+            else:
+                first = bytes(view[pos + HEADER_SIZE:])
+                self._large = [first]
+            self._large_got = len(first)
+            del first
         self._buf.clear()
         self._pos = 0
+
+    def _body_buffer(self, need):
+        spare = self._spare
+        # Referred to by self._spare, this name and getrefcount's argument
+        # only: no frame, view or payload of it is alive.
+        if spare is not None and len(spare) >= need and \
+                sys.getrefcount(spare) <= 3:
+            return spare
+        body = bytearray(need)
+        self._spare = body if need <= SPARE_MAX else None
+        return body
 
     def _large_frame(self):
         if self._large_got < self._large_need:
             return NEED_DATA
-        chunks = self._large
+        chunks, need = self._large, self._large_need
         type_, flags, meta_len, request_id = self._large_head
         self._large, self._large_got, self._large_head = None, 0, None
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        view = memoryview(body)
+        if chunks.__class__ is bytearray:  # perhaps a larger spare buffer
+            view = memoryview(chunks)[:need]
+        else:
+            view = memoryview(chunks[0] if len(chunks) == 1
+                              else b"".join(chunks))
         return Frame(type_, request_id, bytes(view[:meta_len]),
                      view[meta_len:], flags)
 

@@ -213,6 +213,9 @@ class Connection:
             self.close()
             raise
         self._decoder.max_frame_size = self.max_frame_size
+        # The Director is trusted with our memory now: a large frame gets
+        # its whole buffer at once and is received straight into it.
+        self._decoder.preallocate = True
         # From now on the timeout bounds sends (a send that cannot progress
         # poisons the connection); receives without a deadline wait on.
         if not self._blocking:
@@ -332,18 +335,25 @@ class Connection:
                 raise PyFaaSNetworkError("connection to director %s is closed"
                                          % self.name)
             size = LARGE_RECV_CHUNK if decoder.gathering else RECV_CHUNK
+            target = None if self.tls is not None else decoder.recv_target()
             try:
-                if deadline is None:
-                    data = sock.recv(size)
-                elif self.tls is not None:
-                    data = sock.recv(size, deadline)
-                elif self._blocking and \
-                        deadline - time.monotonic() > RECV_SLICE_S:
-                    data = sock.recv(size)  # one system call, not two
-                elif wait_readable(sock, deadline - time.monotonic()):
-                    data = sock.recv(size)
-                else:
+                if deadline is not None and self.tls is None and not (
+                        self._blocking and
+                        deadline - time.monotonic() > RECV_SLICE_S) and \
+                        not wait_readable(sock, deadline - time.monotonic()):
                     raise socket.timeout()
+                # (a blocking socket with a far deadline needs no poll: its
+                # SO_RCVTIMEO bounds the wait)
+                if target is not None:
+                    got = sock.recv_into(target)
+                    if got:
+                        decoder.wrote(got)
+                        continue
+                    data = b""
+                elif deadline is not None and self.tls is not None:
+                    data = sock.recv(size, deadline)
+                else:
+                    data = sock.recv(size)
             except (socket.timeout, BlockingIOError):
                 # A slice or the socket's idle timeout passed; the deadline?
                 if deadline is None or deadline > time.monotonic():

@@ -363,3 +363,64 @@ def test_any_mix_of_chunk_types_and_feeds_per_drain_decodes_the_same(
         events.extend(iter(decoder.next_event, p.NEED_DATA))
     decoder.check_eof()
     assert events == decode_all([SAMPLE_STREAM])
+
+
+# ----- preallocated large bodies (client and Worker side) ----------------------
+
+def _large_frames(sizes):
+    return [p.Frame(p.OK, i + 1, b'{"n":%d}' % i,
+                    bytes([i % 251]) * size, p.FLAG_PICKLED)
+            for i, size in enumerate(sizes)]
+
+
+def _receive(decoder, data, step):
+    """Feed ``data`` like Connection.recv_frame: into recv_target() when the
+    decoder offers one, else as bytes chunks of ``step``."""
+    events, pos = [], 0
+    while pos < len(data):
+        target = decoder.recv_target()
+        if target is not None:
+            n = min(step, len(target), len(data) - pos)
+            target[:n] = data[pos:pos + n]
+            decoder.wrote(n)
+            target.release()
+        else:
+            n = min(step, len(data) - pos)
+            decoder.feed(data[pos:pos + n])
+        pos += n
+        events.extend(iter(decoder.next_event, p.NEED_DATA))
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=200000), min_size=1,
+                      max_size=4),
+       step=st.sampled_from([1000, 65536, 262144, 1 << 20]))
+def test_preallocated_bodies_decode_the_same_as_gathered_ones(sizes, step):
+    frames = _large_frames(sizes)
+    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
+                                   f.payload, f.flags) for f in frames)
+    decoder = p.FrameDecoder(preallocate=True)
+    assert _receive(decoder, data, step) == frames
+    decoder.check_eof()
+
+
+def test_a_body_buffer_is_reused_only_once_nothing_refers_to_its_frame():
+    decoder = p.FrameDecoder(preallocate=True)
+    first, second, third = _large_frames([300000, 200000, 150000])
+
+    def wire(f):
+        return p.encode_frame(f.type, f.request_id, f.meta_raw, f.payload,
+                              f.flags)
+
+    [got1] = _receive(decoder, wire(first), 65536)
+    kept = got1.payload
+    [got2] = _receive(decoder, wire(second), 65536)
+    # The first payload is still referred to: its buffer was not reused.
+    assert bytes(kept) == first.payload
+    assert got2 == second and kept.obj is not got2.payload.obj
+    buffer2 = id(got2.payload.obj)  # the decoder keeps it alive
+    del got1, kept, got2
+    [got3] = _receive(decoder, wire(third), 65536)
+    # Nothing refers to the second frame any more: its buffer serves again.
+    assert got3 == third and id(got3.payload.obj) == buffer2
