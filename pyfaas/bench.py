@@ -6,13 +6,13 @@ latency (p50/p99, calls/s), asynchronous throughput of no-op calls, the
 round trip of a 1 MiB argument returned back, cluster start time to first
 result, and the resident memory of the Director and Workers. In the same
 run it measures the two-hop raw-socket floor (client -> stdlib relay ->
-echo server, see :mod:`pyfaas.bench_floor`) with the same frame sizes and
+echo server, see :mod:`pyfaas.bench_floor`) with the same frame sizes, in
+blocks taking turns with PyFaaS's so that both see the same machine, and
 prints each PyFaaS figure beside it as a ratio. Only 127.0.0.1 is used.
 """
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -52,31 +52,10 @@ def _rss_mb(pid):
     return None
 
 
-def _through_relay(size, count):
-    """Round trips of ``size``-byte frames through a fresh relay and echo."""
-    procs = []
-    try:
-        echo = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
-                                 "echo"], stdout=subprocess.PIPE)
-        procs.append(echo)
-        echo_port = int(echo.stdout.readline().split()[1])
-        relay = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor",
-                                  "relay", str(echo_port)],
-                                 stdout=subprocess.PIPE)
-        procs.append(relay)
-        relay_port = int(relay.stdout.readline().split()[1])
-        return bench_floor.round_trips(relay_port, size, count)
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-            proc.stdout.close()
+BLOCKS = 10  # the floor and PyFaaS take turns, so both see the same machine
 
 
-def measure_floor(calls, mib_rounds):
-    """Round trips through a bare relay to an echo server (two hops)."""
-    small = _through_relay(64, calls)
-    big = _through_relay(MIB, mib_rounds)
+def _figures(small, big):
     return {"sync_p50_us": _pct(small, 0.5) * 1e6,
             "sync_p99_us": _pct(small, 0.99) * 1e6,
             "sync_calls_per_s": len(small) / sum(small),
@@ -88,15 +67,16 @@ BENCH_FUNCTIONS = (("bench_noop", _noop), ("bench_noop1", _noop1),
                    ("bench_echo", _echo))
 
 
-def measure_cluster(client, calls, async_calls, mib_rounds):
-    """Latency, throughput and bandwidth of one PyFaaS cluster.
+def measure(client, floor, calls, async_calls, mib_rounds):
+    """PyFaaS and the two-hop floor, taking turns in BLOCKS blocks.
 
-    Registers its own functions and unregisters them at the end.
+    Registers the benchmark's functions and unregisters them at the end.
+    Returns ``(pyfaas figures, floor figures)``.
     """
     for name, fn in BENCH_FUNCTIONS:
         client.register(fn, name=name)
     try:
-        return _measure(client, calls, async_calls, mib_rounds)
+        return _measure(client, floor, calls, async_calls, mib_rounds)
     finally:
         for name, _ in BENCH_FUNCTIONS:
             try:
@@ -105,48 +85,54 @@ def measure_cluster(client, calls, async_calls, mib_rounds):
                 pass
 
 
-def _measure(client, calls, async_calls, mib_rounds):
-    for _ in range(min(200, calls)):
-        client.call("bench_noop")
+def _timed(fn, count):
     times = []
-    for _ in range(calls):
+    for _ in range(count):
         start = time.perf_counter()
-        client.call("bench_noop")
+        fn()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def _measure(client, floor, calls, async_calls, mib_rounds):
+    blob = os.urandom(MIB)
+    for _ in range(min(200, calls)):  # warm both up
+        client.call("bench_noop")
+    floor.round_trips(64, min(200, calls))
+    client.call("bench_echo", blob)
+    floor.round_trips(MIB, 1)
+    ours, theirs = {"small": [], "big": []}, {"small": [], "big": []}
+    for block in range(BLOCKS):
+        share = calls // BLOCKS + (block < calls % BLOCKS)
+        theirs["small"] += floor.round_trips(64, share)
+        ours["small"] += _timed(lambda: client.call("bench_noop"), share)
+        share = mib_rounds // BLOCKS + (block < mib_rounds % BLOCKS)
+        theirs["big"] += floor.round_trips(MIB, share)
+        big = _timed(lambda: client.call("bench_echo", blob), share)
+        ours["big"] += big
     start = time.perf_counter()
     for _ in client.map("bench_noop1", range(async_calls)):
         pass
     async_s = time.perf_counter() - start
-    blob = os.urandom(MIB)
-    client.call("bench_echo", blob)
-    big = []
-    for _ in range(mib_rounds):
-        start = time.perf_counter()
-        back = client.call("bench_echo", blob)
-        big.append(time.perf_counter() - start)
-    assert back == blob
-    return {"sync_p50_us": _pct(times, 0.5) * 1e6,
-            "sync_p99_us": _pct(times, 0.99) * 1e6,
-            "sync_calls_per_s": len(times) / sum(times),
-            "async_calls": async_calls,
-            "async_calls_per_s": async_calls / async_s,
-            "mib_p50_ms": _pct(big, 0.5) * 1e3,
-            "mib_per_s": 1.0 / _pct(big, 0.5)}
+    assert client.call("bench_echo", blob) == blob
+    figures = _figures(ours["small"], ours["big"])
+    figures.update(async_calls=async_calls,
+                   async_calls_per_s=async_calls / async_s)
+    return figures, _figures(theirs["small"], theirs["big"])
 
 
 def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
               config=None, as_json=False, out=sys.stdout):
     """Run the benchmark and print a report; return the figures as a dict."""
+    calls, mib_rounds = max(calls, BLOCKS), max(mib_rounds, 1)
     figures = {"workers": workers, "python": sys.version.split()[0],
                "cpus": os.cpu_count()}
-    figures["floor"] = measure_floor(calls, mib_rounds)
-    if config is not None:
-        with Client.from_config(config) as client:
-            figures["pyfaas"] = measure_cluster(client, calls, async_calls,
-                                                mib_rounds)
-    else:
-        cluster = LocalCluster()
-        try:
+    floor = cluster = None
+    try:
+        if config is not None:
+            client = Client.from_config(config)
+        else:
+            cluster = LocalCluster()
             start = time.perf_counter()
             cluster.start_director(log_level="warning", heartbeat_ms=1000)
             for _ in range(workers):
@@ -161,9 +147,14 @@ def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
                 figures["rss_mb"][name] = _rss_mb(proc.pid)
             figures["rss_mb"]["total"] = sum(
                 v for v in figures["rss_mb"].values() if v)
-            figures["pyfaas"] = measure_cluster(client, calls, async_calls,
-                                                mib_rounds)
-        finally:
+        with client:
+            floor = bench_floor.Floor()
+            figures["pyfaas"], figures["floor"] = measure(
+                client, floor, calls, async_calls, mib_rounds)
+    finally:
+        if floor is not None:
+            floor.close()
+        if cluster is not None:
             cluster.stop()
     if as_json:
         print(json.dumps(figures, indent=2), file=out)

@@ -3,14 +3,15 @@
 Owns a bare stdlib relay (one ``selectors`` loop forwarding bytes both ways,
 like the Director but without any protocol) and an echo server that answers
 each length-prefixed frame with the same bytes, plus the client that times
-round trips through them. Run as ``python -m pyfaas.bench_floor echo`` or
-``relay UPSTREAM_PORT``; each prints ``PORT <n>`` once it listens. Only
-127.0.0.1 is used.
+round trips through them (:class:`Floor`). Run as ``python -m
+pyfaas.bench_floor echo`` or ``relay UPSTREAM_PORT``; each prints ``PORT
+<n>`` once it listens. Only 127.0.0.1 is used.
 """
 
 import selectors
 import socket
 import struct
+import subprocess
 import sys
 import time
 
@@ -97,22 +98,52 @@ def relay_server(upstream_port):
                     sel.modify(sock, selectors.EVENT_READ)
 
 
-def round_trips(port, size, count):
-    """Time ``count`` round trips of a ``size``-byte frame; return seconds each."""
-    sock = socket.create_connection((HOST, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    frame = LEN.pack(size) + b"x" * size
-    times = []
-    try:
+class Floor:
+    """A running echo server and relay, and a client socket through them.
+
+    ``round_trips(size, count)`` times round trips of ``size``-byte frames;
+    ``close()`` stops both processes (by their pids).
+    """
+
+    def __init__(self):
+        self._procs = []
+        self._sock = None
+        try:
+            echo_port = self._start("echo")
+            relay_port = self._start("relay", str(echo_port))
+            self._sock = socket.create_connection((HOST, relay_port))
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, *args):
+        proc = subprocess.Popen([sys.executable, "-m", "pyfaas.bench_floor"]
+                                + list(args), stdout=subprocess.PIPE)
+        self._procs.append(proc)
+        return int(proc.stdout.readline().split()[1])
+
+    def round_trips(self, size, count):
+        """Seconds each of ``count`` round trips of a ``size``-byte frame."""
+        sock = self._sock
+        frame = LEN.pack(size) + b"x" * size
+        times = []
         for _ in range(count):
             start = time.perf_counter()
             sock.sendall(frame)
             head = recv_exact(sock, 4)
             recv_exact(sock, LEN.unpack(head)[0])
             times.append(time.perf_counter() - start)
-    finally:
-        sock.close()
-    return times
+        return times
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+        for proc in self._procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        self._procs = []
 
 
 if __name__ == "__main__":
