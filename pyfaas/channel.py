@@ -264,8 +264,23 @@ class Channel:
         (the caller will :meth:`wait` for it at once, reading it itself),
         else a :class:`ReplyFuture`.
         """
-        return self.send_batch([(type_, meta, payload, flags, future)],
-                               waited)[0]
+        if not waited or future is not None:
+            return self.send_batch([(type_, meta, payload, flags, future)],
+                                   waited)[0]
+        # The synchronous request (the hot path): send_batch's steps for one.
+        link = self._open(sending=True)
+        conn = link.conn
+        rid = next(self._rids)
+        frame, why = self._encode(conn, type_, rid, meta, payload, flags)
+        if why is not None:
+            raise PyFaaSSerializationError(why + "; nothing was sent")
+        reply = link.pending[rid] = Reply()
+        try:
+            conn.send(frame)
+        except PyFaaSError:
+            link.pending.pop(rid, None)
+            raise
+        return link, rid, reply
 
     def send_batch(self, requests, waited=False):
         """Send several requests in one write; return ``[(link, rid, future)]``.
@@ -277,18 +292,9 @@ class Channel:
         link = self._open(sending=True)
         conn, pending = link.conn, link.pending
         parts, sent = [], []
-        limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
         for type_, meta, payload, flags, future in requests:
             rid = next(self._rids)
-            try:
-                frame = p.frame_parts(type_, rid, meta, payload, flags)
-            except ValueError as exc:  # meta over 64 KiB
-                frame, why = None, str(exc)
-            else:
-                size = len(frame[0]) - 4 + len(payload)
-                why = None if size <= limit else (
-                    "request of %d bytes is over the director's frame limit"
-                    " of %d bytes (max_frame_bytes)" % (size, limit))
+            frame, why = self._encode(conn, type_, rid, meta, payload, flags)
             if why is not None:
                 for _, rid_, _ in sent:
                     pending.pop(rid_, None)
@@ -307,6 +313,19 @@ class Channel:
         if not waited:
             link.wake.set()
         return sent
+
+    def _encode(self, conn, type_, rid, meta, payload, flags):
+        """``(frame parts, None)``, or ``(None, why it cannot be sent)``."""
+        try:
+            frame = p.frame_parts(type_, rid, meta, payload, flags)
+        except ValueError as exc:  # meta over 64 KiB
+            return None, str(exc)
+        limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
+        size = len(frame[0]) - 4 + len(payload)
+        if size > limit:
+            return None, ("request of %d bytes is over the director's frame "
+                          "limit of %d bytes (max_frame_bytes)" % (size, limit))
+        return frame, None
 
     def send_many(self, meta, payloads, flags, futures):
         """Send calls of one function with the same options as ONE frame.
@@ -377,10 +396,8 @@ class Channel:
             PyFaaSNetworkError: the connection broke first.
         """
         wait = self.timeout if timeout is None else timeout
+        # (callers refused a thread that reads replies before sending)
         if not reply.done():
-            if threading.current_thread() in self._readers:
-                self.forget(link, rid)
-                self.refuse_in_reader()
             if link.lock.acquire(False):
                 deadline = time.monotonic() + wait
                 self._lead(link, reply, deadline)

@@ -82,6 +82,7 @@ class Client(WorkflowCalls):
         self._signatures = {}     # name or func_id -> params description
         self._fitting = {}        # (name, n args, kw names) known to bind
         self._plain_meta = {}     # name -> encoded meta of an option-less call
+        self._limit_of = (None, None)  # (connection, _reply_limit() on it)
 
     @classmethod
     def from_config(cls, path):
@@ -259,18 +260,22 @@ class Client(WorkflowCalls):
     def _reply_limit(self):
         """Our frame limit, when it is below the Director's: results over it
         must be refused by the Worker, not kill this connection."""
-        conn = self._channel.connection()  # connects: HELLO says its limit
+        conn = self._channel.current() or self._channel.connection()
+        if conn is self._limit_of[0]:
+            return self._limit_of[1]
         director_max = (conn.hello or {}).get("max_frame") or \
             DEFAULT_MAX_FRAME_BYTES
-        return None if self.max_frame_size >= director_max else \
+        limit = None if self.max_frame_size >= director_max else \
             self.max_frame_size
+        self._limit_of = (conn, limit)  # HELLO says the limit: once each
+        return limit
 
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
         self._check_call(name, args, kwargs)
         limit = self._reply_limit()
         if limit is not None:
-            options = dict(options, max=limit)
+            options = dict(options or {}, max=limit)
         if options:
             meta = {"f": name}
             meta.update(options)
@@ -337,15 +342,17 @@ class Client(WorkflowCalls):
             PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
             PyFaaSNetworkError: the call could not complete.
         """
-        self._channel.refuse_in_reader()
+        channel = self._channel
+        channel.refuse_in_reader()
+        options = self._options(save_in_cache, timeout, retries) if (
+            save_in_cache or timeout is not None or retries) else None
         request = self._call_parts(name_or_id, *_checked(args, kwargs),
-                                   self._options(save_in_cache, timeout,
-                                                 retries))
-        conn, rid, reply = self._channel.send(*request, waited=True)
+                                   options)
+        link, rid, reply = channel.send(*request, waited=True)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
-        return call_result(self._channel.wait(conn, rid, reply, wait))
+        return call_result(channel.wait(link, rid, reply, wait))
 
     def call(self, name, /, *args, **kwargs):
         """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""

@@ -61,7 +61,7 @@ def send_parts(sock, parts, send_timeout=None):
     to the time left as it goes (only one thread sends at a time), and
     restored after.
     """
-    if len(parts) == 1 or sum(len(x) for x in parts) < 65536:
+    if len(parts) == 1 or sum(map(len, parts)) < 65536:
         sock.sendall(b"".join(parts))
         return
     if send_timeout is None:

@@ -273,7 +273,7 @@ class Worker:
                 if frame.type == p.CALL:
                     self._on_call(conn, frame)
                     known = self._calls.get(frame.meta_raw)
-                    return (self._run, (conn, frame),
+                    return (self._run, (conn, frame, known),
                             known is not None and known[2])
                 self._handle(conn, frame)
             except BaseException as exc:
@@ -390,7 +390,8 @@ class Worker:
                   if isinstance(x, (int, float)) and x > 0]
         return min(limits) if limits else 0.0
 
-    def _run(self, conn, frame):
+    def _run(self, conn, frame, known=None):
+        """Run one CALL; ``known``: its entry in self._calls, if any."""
         rid = frame.request_id
         slot = None
         start = time.perf_counter()
@@ -406,7 +407,6 @@ class Worker:
                 log.info("request %d dropped: the connection it came on "
                          "closed before it started", rid)
                 return
-            known = self._calls.get(frame.meta_raw)
             if known is None:
                 meta = frame.meta()
                 known = [meta, self._limit(meta), False]
