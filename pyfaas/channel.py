@@ -27,7 +27,6 @@ import itertools
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from . import protocol as p
 from .errors import (PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError,

@@ -1,10 +1,10 @@
 """The Worker process shell: connection, heartbeats, thread pool.
 
 Owns the connection to the Director (connect, register, reconnect with capped
-backoff), the heartbeat thread, the watchdog thread (call time limits and
-the graceful stop), the pool that reads and runs calls, and the graceful
-stop itself (tell the Director "draining", finish running calls, save the
-state when ``shutdown_persistence`` is on). What a Worker knows and how it
+backoff), the heartbeat thread, the pool that reads and runs calls, the
+handling of each frame, and the end of a stop (save the state when
+``shutdown_persistence`` is on). The watchdog thread (time limits, stuck
+quick calls, the graceful stop) is in :mod:`pyfaas.worker_watch`. What a Worker knows and how it
 runs a call is in :mod:`pyfaas.worker_core`. The pool's threads take turns
 reading the socket (see :class:`pyfaas.worker_pool.LeaderPool`): the
 thread that reads a call runs it, while another reads on. Replies are
@@ -29,19 +29,17 @@ from .transport import Connection
 from .isolation import ProcessPool
 from .worker_core import WorkerCore, result_limit
 from .worker_pool import LeaderPool, Slot
+from .worker_watch import DRAIN_RID, Watchdog
 
 log = logging.getLogger(__name__)
 
-WATCHDOG_PERIOD_S = 0.025
 QUICK_CALL_S = 0.001      # a call this short is run by the reading thread
 WORKER_SEND_TIMEOUT_S = 60.0  # a large result to a busy Director
-DRAIN_RID = 2 ** 63       # request id of the "draining" heartbeat
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
-STOP_GRACE_S = 10.0
 
 
-class Worker:
+class Worker(Watchdog):
     """One Worker.
 
     Args:
@@ -165,42 +163,6 @@ class Worker:
             if self._dump_lock is not None:
                 persistence.unlock(self._dump_lock)
                 self._dump_lock = None
-
-    def stop(self):
-        """Ask the Worker to stop gracefully; :meth:`serve_forever` returns.
-
-        Safe from a signal handler: it only sets an attribute (no lock: the
-        interrupted thread may hold any of them). Within WATCHDOG_PERIOD_S
-        the watchdog thread sets the stop event and drains: it tells the
-        Director to send no new calls, lets the running ones finish (up to
-        STOP_GRACE_S), and closes the connection.
-        """
-        self._stop_requested = True
-
-    def _drain_step(self):
-        """One step of a graceful stop; called by the watchdog thread."""
-        conn = self._conn
-        if conn is None:
-            return
-        now = time.monotonic()
-        if self._drain_deadline is None:
-            self._drain_deadline = now + STOP_GRACE_S
-            log.info("stopping: asking the director for no new calls; %d "
-                     "running", self.core.inflight)
-            try:
-                conn.send(p.frame_parts(p.HEARTBEAT, DRAIN_RID, {
-                    "inflight": self.core.inflight, "draining": True}))
-            except PyFaaSError:
-                conn.shutdown_read()
-            return
-        with self._out_lock:
-            replying = self._writing or bool(self._out)
-        done = self._drain_acked and not self.core.inflight and not replying
-        if done or now > self._drain_deadline:
-            if not done:
-                log.warning("stopping with %d call(s) still running",
-                            self.core.inflight)
-            conn.shutdown_read()
 
     def _heartbeat_loop(self):
         interval = self.config.heartbeat_interval_ms / 1000.0
@@ -439,41 +401,6 @@ class Worker:
             with self._count_lock:
                 if slot is None or not slot.timed_out:
                     self.core.inflight -= 1
-
-    def _watchdog_loop(self):
-        """Answer calls that outlive their timeout; their threads run on."""
-        while not self._closed.wait(WATCHDOG_PERIOD_S):
-            if self.pool.demote_stuck(WATCHDOG_PERIOD_S):
-                log.info("a call expected to be quick is still running: "
-                         "another thread reads meanwhile")
-            if self._stop_requested and not self._stop.is_set():
-                self._stop.set()
-            if self._stop.is_set():
-                self._drain_step()
-            if not self._slots:
-                continue
-            now = time.monotonic()
-            with self._count_lock:
-                expired = [s for s in self._slots.values()
-                           if not s.finished and now > s.deadline]
-                for slot in expired:
-                    slot.finished = slot.timed_out = True
-                    self.core.inflight -= 1  # the slot is free for accounting
-                    self._slots.pop((slot.conn, slot.rid), None)
-            for slot in expired:
-                func = self.core.functions.get(slot.func_id)
-                name = func.name if func else slot.func_id
-                if func is not None:
-                    self.core.stats.record_timeout(func.id, func.name)
-                self.core.stuck += 1
-                log.warning("call %d of %s exceeded its %.1f s timeout; its "
-                            "caller was told; the thread is still busy", slot.rid,
-                            name, slot.limit)
-                self._send(slot.conn, p.ERROR, slot.rid, {
-                    "code": "timeout", "worker_id": self.worker_id,
-                    "message": "function %r did not finish within %.1f s on "
-                    "worker %s (the call's timeout or call_timeout_s)"
-                    % (name, slot.limit, self.worker_id)})
 
     def _on_worker_info(self, conn, frame):
         self._send(conn, p.OK, frame.request_id, None,
