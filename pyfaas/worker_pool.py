@@ -76,7 +76,13 @@ class LeaderPool:
         after giving up the lead (None: none), or _STOP."""
         turn = self._turn
         while True:
-            job = self._next_job()
+            try:
+                job = self._next_job()
+            except BaseException:  # a bug: never leave the pool deaf
+                with turn:
+                    self._leader = None
+                    turn.notify()
+                raise
             with turn:
                 if job is None:
                     self._stopping = True

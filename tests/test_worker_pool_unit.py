@@ -152,3 +152,34 @@ def test_next_job_returning_none_stops_every_thread(pool_of):
     for thread in pool._threads:
         thread.join(5)
     assert not any(t.is_alive() for t in pool._threads)
+
+
+class RaisesOnce(FakeReader):
+    """A reader whose first call raises, as a bug in it would."""
+
+    def __init__(self):
+        super().__init__()
+        self.raised = False
+
+    def __call__(self):
+        if not self.raised:
+            self.raised = True
+            raise RuntimeError("a bug in next_job")
+        return super().__call__()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_reader_that_raises_gives_the_lead_to_another_thread():
+    reader = RaisesOnce()
+    pool = LeaderPool(2, reader)
+    try:
+        ran = queue.Queue()
+        reader.put(lambda: ran.put("after"), quick=True)
+        # The thread that raised is gone, but it gave up the lead first.
+        assert ran.get(timeout=5) == "after"
+        assert reader.raised
+    finally:
+        reader.stop()
+        for thread in pool._threads:
+            thread.join(5)
+    assert not any(t.is_alive() for t in pool._threads)
