@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 RECV_CHUNK = 64 * 1024          # under malloc's mmap threshold (no mmap
 LARGE_RECV_CHUNK = 256 * 1024   # per receive) except inside large frames
 IOV_MAX = 512
+SMALL_OUTPUT = 16 * 1024  # joined and sent with send(), not sendmsg()
 HANDSHAKE_CHECK_S = 0.25
 CLOSING_LINGER_S = 10.0
 PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused   # a closing peer has this long to take its last frames
@@ -385,6 +386,11 @@ class Director:
             try:
                 if tls:  # SSLSocket has no sendmsg: write joined pieces
                     sent = sock.send(b"".join(out[:64]))
+                elif conn.out_bytes <= SMALL_OUTPUT:
+                    # Joining a few small pieces costs less than the
+                    # scatter list sendmsg builds (measured: 3-4 us a send).
+                    sent = sock.send(b"".join(out) if len(out) > 1
+                                     else out[0])
                 else:
                     sent = sock.sendmsg(out[:IOV_MAX])
             except _WOULD_BLOCK:
