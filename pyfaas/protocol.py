@@ -57,6 +57,7 @@ FLAG_PICKLED = 0x01
 # Bodies this large are gathered in a buffer of their own (see FrameDecoder).
 LARGE_BODY = 64 * 1024
 SPARE_MAX = 16 * 1024 * 1024     # largest body buffer a decoder keeps
+_refcount = getattr(sys, "getrefcount", None)  # not every Python has it
 
 # Message types. Requests and replies share one numbering; a reply is OK or
 # ERROR carrying the request id of what it answers.
@@ -413,9 +414,10 @@ class FrameDecoder:
     def _body_buffer(self, need):
         spare = self._spare
         # Referred to by self._spare, this name and getrefcount's argument
-        # only: no frame, view or payload of it is alive.
+        # only: no frame, view or payload of it is alive. (Without
+        # reference counts to ask, a buffer is never reused.)
         if spare is not None and len(spare) >= need and \
-                sys.getrefcount(spare) <= 3:
+                _refcount is not None and _refcount(spare) <= 3:
             return spare
         body = bytearray(need)
         self._spare = body if need <= SPARE_MAX else None
