@@ -33,7 +33,6 @@ without allocating it.
 
 import json
 import struct
-import sys
 
 MAGIC = b"PYFS"
 PROTOCOL_VERSION = 1
@@ -57,7 +56,6 @@ FLAG_PICKLED = 0x01
 # Bodies this large are gathered in a buffer of their own (see FrameDecoder).
 LARGE_BODY = 64 * 1024
 SPARE_MAX = 16 * 1024 * 1024     # largest body buffer a decoder keeps
-_refcount = getattr(sys, "getrefcount", None)  # not every Python has it
 
 # Message types. Requests and replies share one numbering; a reply is OK or
 # ERROR carrying the request id of what it answers.
@@ -208,6 +206,21 @@ def encode_frame(type, request_id=0, meta=None, payload=b"", flags=0):
     return b"".join(frame_parts(type, request_id, meta, payload, flags))
 
 
+def _unviewed(buf):
+    """True if no ``memoryview`` of the bytearray ``buf`` is alive.
+
+    Resizing a bytearray that is viewed raises BufferError; shrinking it by
+    one byte and growing it back reallocates nothing. (Counting references
+    instead depends on the interpreter's version.)
+    """
+    try:
+        last = buf.pop()
+    except BufferError:
+        return False
+    buf.append(last)
+    return True
+
+
 class FrameDecoder:
     """Incremental decoder: ``feed(data)``, then ``next_event()`` until NEED_DATA.
 
@@ -222,8 +235,9 @@ class FrameDecoder:
     announced size instead, which the caller may receive into directly
     (:meth:`recv_target`, :meth:`wrote`): no chunk is kept and nothing is
     joined. The buffer (up to SPARE_MAX bytes) is kept and used again for a
-    later large frame once nothing refers to the earlier frame any more:
-    fresh memory costs a page fault per 4 KiB page.
+    later large frame once no view of it is alive any more (frames only
+    ever hand out views of it): fresh memory costs a page fault per 4 KiB
+    page.
 
     Args:
         max_frame_size: largest body length accepted (see module docstring).
@@ -413,11 +427,7 @@ class FrameDecoder:
 
     def _body_buffer(self, need):
         spare = self._spare
-        # Referred to by self._spare, this name and getrefcount's argument
-        # only: no frame, view or payload of it is alive. (Without
-        # reference counts to ask, a buffer is never reused.)
-        if spare is not None and len(spare) >= need and \
-                _refcount is not None and _refcount(spare) <= 3:
+        if spare is not None and len(spare) >= need and _unviewed(spare):
             return spare
         body = bytearray(need)
         self._spare = body if need <= SPARE_MAX else None
