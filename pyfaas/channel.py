@@ -2,9 +2,9 @@
 
 Owns one :class:`pyfaas.transport.Connection` at a time (opened lazily,
 reopened after a failure) with the table of requests in flight on it,
-matched by request id, and who reads its replies (a :class:`Link`). Many threads may send at once; one thread at a
-time reads (whoever holds the read lock), and replies are matched to their
-requests whoever reads them:
+matched by request id, and who reads its replies (a :class:`Link`). Many
+threads may send at once; one thread at a time reads (whoever holds the
+read lock), and replies are matched to their requests whoever reads them:
 
 - A thread waiting for its own reply (:meth:`Channel.wait`) reads the
   socket itself when nobody else is, until its reply comes; the reply needs
@@ -254,19 +254,13 @@ class Channel:
                 entry.fail(error)
         link.wake.set()
 
-    def send(self, type_, meta=None, payload=b"", flags=0, future=None,
-             waited=False):
-        """Send one request; return ``(link, rid, future)``.
+    def send(self, type_, meta=None, payload=b"", flags=0):
+        """Send one request its caller waits for at once (:meth:`wait`, which
+        reads it itself); return ``(link, rid, reply)``, a :class:`Reply`.
 
-        ``future`` receives the reply through its ``deliver(frame)`` /
-        ``fail(exc)`` methods; by default a :class:`Reply` when ``waited``
-        (the caller will :meth:`wait` for it at once, reading it itself),
-        else a :class:`ReplyFuture`.
+        The hot path of every synchronous call: :meth:`send_batch`'s steps
+        for one request, without waking the reader thread.
         """
-        if not waited or future is not None:
-            return self.send_batch([(type_, meta, payload, flags, future)],
-                                   waited)[0]
-        # The synchronous request (the hot path): send_batch's steps for one.
         link = self._open(sending=True)
         conn = link.conn
         rid = next(self._rids)
@@ -281,12 +275,15 @@ class Channel:
             raise
         return link, rid, reply
 
-    def send_batch(self, requests, waited=False):
+    def send_batch(self, requests):
         """Send several requests in one write; return ``[(link, rid, future)]``.
+
+        Each ``future`` (default: a new :class:`ReplyFuture`) receives its
+        reply through ``deliver(frame)`` / ``fail(exc)`` from whichever
+        thread reads it; the reader thread is woken.
 
         Args:
             requests: ``(type, meta, payload, flags, future or None)`` tuples.
-            waited: as in :meth:`send`; otherwise the reader thread is woken.
         """
         link = self._open(sending=True)
         conn, pending = link.conn, link.pending
@@ -299,7 +296,7 @@ class Channel:
                     pending.pop(rid_, None)
                 raise PyFaaSSerializationError(why + "; nothing was sent")
             if future is None:
-                future = Reply() if waited else ReplyFuture()
+                future = ReplyFuture()
             pending[rid] = future
             parts.extend(frame)
             sent.append((link, rid, future))
@@ -309,8 +306,7 @@ class Channel:
             for _, rid, _ in sent:
                 pending.pop(rid, None)
             raise
-        if not waited:
-            link.wake.set()
+        link.wake.set()
         return sent
 
     def _encode(self, conn, type_, rid, meta, payload, flags):
@@ -323,7 +319,8 @@ class Channel:
         size = len(frame[0]) - 4 + len(payload)
         if size > limit:
             return None, ("request of %d bytes is over the director's frame "
-                          "limit of %d bytes (max_frame_bytes)" % (size, limit))
+                          "limit of %d bytes (max_frame_bytes)"
+                          % (size, limit))
         return frame, None
 
     def send_many(self, meta, payloads, flags, futures):
@@ -384,7 +381,7 @@ class Channel:
                 pass
 
     def wait(self, link, rid, reply, timeout=None):
-        """The reply frame of a request sent with ``send(waited=True)``.
+        """The reply frame of a request sent with :meth:`send`.
 
         Reads the connection itself when no other thread does (see the
         module docstring).

@@ -119,8 +119,7 @@ class Client(WorkflowCalls):
     def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
                  error_class=PyFaaSError):
         self._channel.refuse_in_reader()
-        conn, rid, fut = self._channel.send(type_, meta, payload, flags,
-                                            waited=True)
+        conn, rid, fut = self._channel.send(type_, meta, payload, flags)
         frame = self._channel.wait(conn, rid, fut, timeout)
         if frame.type == p.ERROR:
             raise error_from_meta(frame.meta(), error_class)
@@ -348,7 +347,7 @@ class Client(WorkflowCalls):
             save_in_cache or timeout is not None or retries) else None
         request = self._call_parts(name_or_id, *_checked(args, kwargs),
                                    options)
-        link, rid, reply = channel.send(*request, waited=True)
+        link, rid, reply = channel.send(*request)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S

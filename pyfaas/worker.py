@@ -4,12 +4,14 @@ Owns the connection to the Director (connect, register, reconnect with capped
 backoff), the heartbeat thread, the pool that reads and runs calls, the
 handling of each frame, and the end of a stop (save the state when
 ``shutdown_persistence`` is on). The watchdog thread (time limits, stuck
-quick calls, the graceful stop) is in :mod:`pyfaas.worker_watch`. What a Worker knows and how it
-runs a call is in :mod:`pyfaas.worker_core`. The pool's threads take turns
-reading the socket (see :class:`pyfaas.worker_pool.LeaderPool`): the
-thread that reads a call runs it, while another reads on. Replies are
-queued, and whichever thread queued first writes everything queued in one
-``send``, so no thread waits on the socket while holding others' replies.
+quick calls, the graceful stop) is in :mod:`pyfaas.worker_watch`; what a
+Worker knows and how it runs a call is in :mod:`pyfaas.worker_core`.
+
+The pool's threads take turns reading the socket (see
+:class:`pyfaas.worker_pool.LeaderPool`): the thread that reads a call runs
+it, while another reads on. Replies are queued, and whichever thread
+queued first writes everything queued in one ``send``, so no thread waits
+on the socket while holding others' replies.
 """
 
 import logging
@@ -140,7 +142,7 @@ class Worker(Watchdog):
                     self._reading = conn
                     self._reading_cond.notify_all()
                 try:
-                    self._lost.wait()  # the pool reads until the connection ends
+                    self._lost.wait()  # the pool reads till the connection ends
                 finally:
                     self._conn = None
                     conn.close()

@@ -36,6 +36,19 @@ class FakeReader:
         return None if job is STOP else job
 
 
+class Blocker:
+    """A job that runs until released, then puts ``name`` in ``out``."""
+
+    def __init__(self, out, name):
+        self.out, self.name = out, name
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self):
+        self.started.set()
+        self.release.wait(10)
+        self.out.put(self.name)
+
+
 @pytest.fixture
 def pool_of():
     made = []
@@ -68,44 +81,30 @@ def test_a_quick_call_runs_on_the_thread_that_read_it(pool_of):
 
 def test_a_call_not_known_quick_runs_while_another_thread_reads(pool_of):
     reader, _ = pool_of(2)
-    release = threading.Event()
-    started = threading.Event()
     done = queue.Queue()
-
-    def slow():
-        started.set()
-        release.wait(10)
-        done.put("slow")
-
+    slow = Blocker(done, "slow")
     reader.put(slow)
-    assert started.wait(5)
+    assert slow.started.wait(5)
     reader.put(lambda: done.put("next"))
     # Read and run by another thread while the first still runs.
     assert done.get(timeout=5) == "next"
-    release.set()
+    slow.release.set()
     assert done.get(timeout=5) == "slow"
 
 
 def test_with_every_slot_busy_calls_wait_and_reading_goes_on(pool_of):
     reader, pool = pool_of(1)
-    release = threading.Event()
-    started = threading.Event()
     order = queue.Queue()
-
-    def blocker():
-        started.set()
-        release.wait(10)
-        order.put("blocker")
-
+    blocker = Blocker(order, "blocker")
     reader.put(blocker)
-    assert started.wait(5)
+    assert blocker.started.wait(5)
     reader.put(lambda: order.put("queued"))
     # The one slot is taken: the call waits, yet the pool keeps reading.
     wait_until(lambda: pool.backlog() == 1, 5, "the call was not backlogged")
     reader.put(lambda: order.put("also queued"))
     wait_until(lambda: pool.backlog() == 2, 5, "reading stopped")
     assert order.empty()
-    release.set()
+    blocker.release.set()
     assert [order.get(timeout=5) for _ in range(3)] == [
         "blocker", "queued", "also queued"]
     assert pool.backlog() == 0
@@ -113,17 +112,10 @@ def test_with_every_slot_busy_calls_wait_and_reading_goes_on(pool_of):
 
 def test_a_stuck_quick_call_is_demoted_so_others_are_read(pool_of):
     reader, pool = pool_of(2)
-    release = threading.Event()
-    started = threading.Event()
     done = queue.Queue()
-
-    def turns_slow():
-        started.set()
-        release.wait(10)
-        done.put("slow")
-
+    turns_slow = Blocker(done, "slow")
     reader.put(turns_slow, quick=True)
-    assert started.wait(5)
+    assert turns_slow.started.wait(5)
     # The leader itself runs it, so nobody reads until it is demoted.
     assert not pool.demote_stuck(60.0)
     reader.put(lambda: done.put("next"))
@@ -131,7 +123,7 @@ def test_a_stuck_quick_call_is_demoted_so_others_are_read(pool_of):
         done.get(timeout=0.2)
     assert pool.demote_stuck(0.0)
     assert done.get(timeout=5) == "next"
-    release.set()
+    turns_slow.release.set()
     assert done.get(timeout=5) == "slow"
     # The demoted thread rejoins: calls still run after it finished.
     reader.put(lambda: done.put("after"), quick=True)
@@ -168,7 +160,8 @@ class RaisesOnce(FakeReader):
         return super().__call__()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_reader_that_raises_gives_the_lead_to_another_thread():
     reader = RaisesOnce()
     pool = LeaderPool(2, reader)
