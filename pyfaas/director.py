@@ -37,8 +37,8 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
 
 class _Conn:
     __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
-                 "closing", "events", "trusted", "tls_handshake", "last_rx",
-                 "closing_since")
+                 "closing", "events", "trusted", "tls", "tls_handshake",
+                 "last_rx", "closing_since")
 
     def __init__(self, peer_id, sock, addr, decoder, tls):
         self.id = peer_id
@@ -50,6 +50,7 @@ class _Conn:
         self.closing = None       # reason, once the state asked to close
         self.events = _READ
         self.trusted = False      # handshake done: full frame size allowed
+        self.tls = tls            # an SSLSocket once the handshake starts
         self.tls_handshake = tls  # a TLS handshake is still running
         self.last_rx = time.monotonic()
         self.closing_since = 0.0
@@ -102,46 +103,53 @@ class Director:
         next_handshakes = now + HANDSHAKE_CHECK_S
         drain_until = None
         select = self._sel.select
+        monotonic = time.monotonic
+        state = self.state
         try:
             while True:
-                if self._stopping and drain_until is None:
-                    drain_until = self._begin_drain()
-                if drain_until is not None and (
-                        (not self.state.client_work()
-                         and not self._client_output())
-                        or time.monotonic() >= drain_until):
-                    break
-                before = time.monotonic()
-                timeout = max(0.0, min(next_check, next_handshakes) - before)
+                if self._stopping:
+                    if drain_until is None:
+                        drain_until = self._begin_drain()
+                    if (not state.client_work() and not self._client_output()) \
+                            or monotonic() >= drain_until:
+                        break
+                before = monotonic()
+                due = next_check if next_check < next_handshakes \
+                    else next_handshakes
+                timeout = due - before if due > before else 0.0
                 ready = select(timeout)
-                if time.monotonic() - before > timeout + PAUSE_SLACK_S:
+                now = monotonic()
+                if now - before > timeout + PAUSE_SLACK_S:
                     # This process was stopped or starved: the heartbeats
                     # that came meanwhile are unread, not missing.
                     log.warning("the director's loop stalled for %.1f s",
-                                time.monotonic() - before)
-                    self.state.forgive_pause()
+                                now - before)
+                    state.forgive_pause()
                 for key, mask in ready:
-                    data = key.data
-                    if data == "accept":
-                        self._accept()
-                    elif data == "wake":
-                        self._drain_wake()
-                    elif data.tls_handshake:
-                        self._tls_step(data)
+                    conn = key.data
+                    if conn.__class__ is not _Conn:
+                        if conn == "accept":
+                            self._accept()
+                        else:
+                            self._drain_wake()
+                    elif conn.tls_handshake:
+                        self._tls_step(conn)
                     else:
                         if mask & _READ:
-                            self._read(data)
-                        if mask & _WRITE and data.sock:
-                            self._flush(data)
-                now = time.monotonic()
-                if now >= next_check:
-                    self.state.tick()
-                    next_check = now + interval
-                if now >= next_handshakes:
-                    self.state.expire_handshakes()
-                    self._expire_stalled_frames(now)
-                    next_handshakes = now + HANDSHAKE_CHECK_S
-                self._apply_output()
+                            self._read(conn)
+                        if mask & _WRITE and conn.sock:
+                            self._flush(conn)
+                if now >= due:
+                    now = monotonic()
+                    if now >= next_check:
+                        state.tick()
+                        next_check = now + interval
+                    if now >= next_handshakes:
+                        state.expire_handshakes()
+                        self._expire_stalled_frames(now)
+                        next_handshakes = now + HANDSHAKE_CHECK_S
+                if state.outbox or state.closing:
+                    self._apply_output()
         finally:
             self._close_all()
 
@@ -265,7 +273,7 @@ class Director:
                                  "tls = true (and tls_ca_file) on this peer"
                                  % self.state.name)
                 self.state.close(conn.id, "plain TCP on a TLS port")
-                conn.tls_handshake = False
+                conn.tls = conn.tls_handshake = False
                 conn.closing = None
                 self._apply_output()
                 return
@@ -299,9 +307,10 @@ class Director:
             self._sel.modify(conn.sock, events, conn)
 
     def _read(self, conn):
+        decoder = conn.decoder
         while conn.sock is not None and conn.closing is None:
             try:
-                data = conn.sock.recv(LARGE_RECV_CHUNK if conn.decoder.gathering
+                data = conn.sock.recv(LARGE_RECV_CHUNK if decoder.gathering
                                       else RECV_CHUNK)
             except _WOULD_BLOCK:
                 return
@@ -310,24 +319,36 @@ class Director:
                 return
             if not data:
                 reason = "connection closed"
-                if conn.decoder.in_frame:
+                if decoder.in_frame:
                     reason = "connection closed inside a frame"
                 self._drop(conn, reason)
                 return
-            conn.last_rx = time.monotonic()
-            self._handle(conn, data)
-            if conn.decoder.in_frame:  # whole frames count in received()
+            if self._handle(conn, data):
+                # Part of a frame is held: it must not stall (frame_timeout_s)
+                # and a Worker sending it is alive.
+                conn.last_rx = time.monotonic()
                 self.state.touch(conn.id)
             # A TLS socket may hold more decrypted bytes than select sees.
-            if not (isinstance(conn.sock, ssl.SSLSocket)
+            if not (conn.tls and conn.sock is not None
                     and conn.sock.pending()):
                 return
 
     def _handle(self, conn, data):
+        """Decode ``data`` and hand its frames to the state; True if part of
+        a frame is left held in the decoder."""
         decoder = conn.decoder
-        decoder.feed(data)
         state = self.state
         try:
+            if conn.trusted:
+                frames, holding = decoder.frames(data)
+                for frame in frames:
+                    if conn.closing is not None:
+                        return False
+                    state.received(conn.id, frame)
+                if not holding:
+                    return False
+            else:
+                decoder.feed(data)
             while conn.closing is None:
                 event = decoder.next_event()
                 if event is p.NEED_DATA:
@@ -345,19 +366,39 @@ class Director:
                 else "protocol"
             state.error(conn.id, 0, code, "director %s: %s" % (state.name, exc))
             state.close(conn.id, str(exc))
+            return False
         except Exception:
             log.exception("error while handling peer %s:%s; dropping it",
                           conn.addr[0], conn.addr[1])
             self._drop(conn, "internal error")
+            return False
+        return decoder.in_frame
 
     def _apply_output(self):
         state = self.state
+        conns = self._conns
         while state.outbox or state.closing:
             outbox, closing = state.take_output()
             for peer_id, parts in outbox.items():
-                conn = self._conns.get(peer_id)
+                conn = conns.get(peer_id)
                 if conn is None or conn.sock is None:
                     continue
+                if not conn.out and conn.closing is None and not conn.tls \
+                        and len(parts) <= 2 and len(parts[-1]) <= SMALL_OUTPUT:
+                    # The usual case: one small frame for a peer with nothing
+                    # waiting. It goes out joined, in one send() (measured:
+                    # 3-4 us cheaper than sendmsg's scatter list).
+                    data = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+                    try:
+                        sent = conn.sock.send(data)
+                    except _WOULD_BLOCK:
+                        sent = 0
+                    except OSError as exc:
+                        self._drop(conn, "send failed: %s" % exc)
+                        continue
+                    if sent == len(data):
+                        continue
+                    parts = [memoryview(data)[sent:]]
                 conn.out.extend(parts)
                 conn.out_bytes += sum(map(len, parts))
                 if conn.out_bytes > self._max_output:
@@ -367,7 +408,7 @@ class Director:
                 if not conn.tls_handshake:
                     self._flush(conn)
             for peer_id, reason in closing.items():
-                conn = self._conns.get(peer_id)
+                conn = conns.get(peer_id)
                 if conn is None:
                     continue
                 if conn.closing is None:

@@ -20,7 +20,7 @@ import time
 
 from . import protocol as p
 from .cache import cache_key
-from .director_tables import Function, Gather, Pending, _json
+from .director_tables import Function, Gather, Pending, Route, _json
 from .serialization import function_id
 from .stats import aggregate
 
@@ -72,7 +72,7 @@ class ClientRequests:
             self.error(peer.id, frame.request_id, "unregistration",
                        "function %r is not registered" % (target,))
             return
-        self._remove_function(func.id)
+        self._remove_function(func.id)  # new routing generation
         if len(self.unregistered) < 100000:
             self.unregistered.add(func.id)
         for worker in self.workers.values():
@@ -163,55 +163,77 @@ class ClientRequests:
     def _on_call(self, peer, frame, meta=None):
         if self.draining and self._refuse_if_draining(peer, frame):
             return
+        route = None
         if meta is None:
-            meta = self.call_meta(frame)  # shared: copied before changing
+            route = self._routes.get(frame.meta_raw)
+            if route is None or route.generation != self.generation:
+                route = self._route(peer, frame, self.call_meta(frame))
+                if route is None:
+                    return
+                if len(frame.meta_raw) <= 512:
+                    if len(self._routes) >= 4096:
+                        self._routes.clear()
+                    self._routes[frame.meta_raw] = route
+        else:
+            route = self._route(peer, frame, meta)
+            if route is None:
+                return
+        if len(self.pending) >= self.max_pending:
+            self.error(peer.id, frame.request_id, "overloaded",
+                       "director %s has %d requests in flight (max_pending_"
+                       "calls); retry later" % (self.name, len(self.pending)))
+            return
+        func = route.func
+        payload = frame.payload
+        if func.id in self.cached_by_func or \
+                len(payload) + FRAME_OVERHEAD > route.min_frame:
+            worker = self._pick_worker(func, payload, route.candidates)
+            if worker is None:
+                self.error(peer.id, frame.request_id, "serialization",
+                           "arguments of %d bytes are over the frame limit of "
+                           "every worker holding %r (their max_frame_bytes)"
+                           % (len(payload), func.name))
+                return
+        else:
+            worker = self.choose_worker(route.candidates)
+        if self.statistics_enabled:
+            self.requests += 1
+            worker.routed += 1
+        pend = self._forward(peer, frame, worker, "call", func.label,
+                             route.call_meta, p.CALL)
+        if route.retries:
+            pend.retries = route.retries
+            pend.resend = (func.id, route.call_meta, payload, frame.flags)
+
+    def _route(self, peer, frame, meta):
+        """The Route for a call's decoded meta, or None once the caller got
+        an error saying why there is none."""
         target = meta.get("f")
         func = self.resolve(target)
         if func is None:
             self.error(peer.id, frame.request_id, "not_registered",
                        "function %r is not registered" % (target,))
-            return
+            return None
         if not self.workers:
             self.error(peer.id, frame.request_id, "no_workers",
                        "no worker is registered with director %s" % self.name)
-            return
+            return None
         candidates = self._eligible(func.id)
         if not candidates:
             why = "; ".join("%s: %s" % (w.id, w.functions.get(func.id))
                             for w in self.workers.values())
             self.error(peer.id, frame.request_id, "no_workers",
                        "no worker can run %r (%s)" % (func.name, why))
-            return
-        if len(self.pending) >= self.max_pending:
-            self.error(peer.id, frame.request_id, "overloaded",
-                       "director %s has %d requests in flight (max_pending_"
-                       "calls); retry later" % (self.name, len(self.pending)))
-            return
-        worker = self._pick_worker(func, frame.payload, candidates)
-        if worker is None:
-            self.error(peer.id, frame.request_id, "serialization",
-                       "arguments of %d bytes are over the frame limit of "
-                       "every worker holding %r (their max_frame_bytes)"
-                       % (len(frame.payload), func.name))
-            return
-        if len(meta) > 1:
-            call_meta = dict(meta, f=func.id)
-        else:
-            call_meta = func.call_meta
-        if self.statistics_enabled:
-            self.requests += 1
-        if self.statistics_enabled:
-            worker.routed += 1
-        pend = self._forward(peer, frame, worker, "call", repr(func.name),
-                             call_meta, p.CALL)
+            return None
+        call_meta = p.encode_meta(dict(meta, f=func.id)) if len(meta) > 1 \
+            else func.call_meta
         retries = meta.get("retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool):
             retries = 0
         if func.extra.get("idempotent"):
             retries = max(retries, IDEMPOTENT_RETRIES)
-        if retries > 0:
-            pend.retries = min(retries, 100)
-            pend.resend = (func.id, call_meta, frame.payload, frame.flags)
+        return Route(self.generation, func, candidates, call_meta,
+                     min(retries, 100) if retries > 0 else 0)
 
     def _retry(self, pend, lost_worker, reason):
         """Re-run a lost call on another Worker; False if none can take it."""
@@ -437,6 +459,7 @@ class ClientRequests:
                                "%s: %s" % kv for kv in failed.items())))
             return
         if ctx["replaced"]:
+            self.generation += 1
             for wid in ok:  # those Workers dropped the old code for the new
                 worker = self.workers.get(wid)
                 if worker is not None:

@@ -76,7 +76,15 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         self.draining = False      # stopping: refuse new calls and workflows
         self._bound = {key: getattr(self, name)
                        for key, name in self._handlers.items()}
+        self._by_role = {role: {type_: handler for (r, type_), handler
+                                in self._bound.items() if r == role}
+                         for role in (p.ROLE_CLIENT, p.ROLE_WORKER)}
         self._metas = {}           # CALL meta bytes -> decoded (read-only)
+        self._routes = {}          # CALL meta bytes -> Route
+        # Bumped by every change a Route depends on (Workers joining or
+        # leaving or draining, functions added, removed or (un)deployed):
+        # routes of an older generation are rebuilt.
+        self.generation = 0
 
     # ----- output -------------------------------------------------------
 
@@ -144,6 +152,18 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
     def received(self, peer_id, event):
         """Handle one decoded Preamble or Frame from ``peer_id``."""
         peer = self.peers[peer_id]
+        handlers = peer.handlers
+        if handlers is not None:  # a ready client or a registered Worker
+            if peer.worker_id is not None:
+                worker = self.workers.get(peer.worker_id)
+                if worker is not None:
+                    worker.last_seen = self.clock()
+            handler = handlers.get(event.type)
+            if handler is None:
+                self._unexpected(peer, event)
+            else:
+                handler(peer, event)
+            return
         if isinstance(event, p.Preamble):
             self._on_preamble(peer, event)
             return
@@ -165,6 +185,9 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
             self._unexpected(peer, event)
             return
         handler(peer, event)
+        if peer.ready and (peer.role == p.ROLE_CLIENT
+                           or peer.worker_id is not None):
+            peer.handlers = self._by_role[peer.role]
 
     def call_meta(self, frame):
         """The decoded meta of a CALL frame; shared, so never to be changed.
@@ -237,6 +260,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
             n += 1
             worker_id = "%s-%d" % (wanted, n)
         worker = Worker(worker_id, peer.id, peer.addr, meta, self.clock())
+        self.generation += 1
         self.workers[worker_id] = worker
         peer.worker_id = worker_id
         want, stale = [], []
@@ -276,6 +300,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         name = meta.get("name")
         fid = function_id(frame.payload, name if isinstance(name, str) else "")
         worker = self.workers[peer.worker_id]
+        self.generation += 1
         if not isinstance(name, str) or self.by_name.get(name, fid) != fid:
             worker.held_keys.pop(meta.get("func_id"), None)
             self.send(peer.id, p.UNDEPLOY, 0, {"func_id": meta.get("func_id")})
@@ -301,6 +326,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
             worker = self.workers.get(peer.worker_id)
             if worker is not None and not worker.draining:
                 worker.draining = True
+                self.generation += 1
                 log.info("worker %s is stopping: no new calls for it",
                          worker.id)
             self.send(peer.id, p.OK, frame.request_id)
@@ -314,12 +340,21 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
             return
         del self.pending[frame.request_id]
         worker.inflight.discard(pend.rid)
+        kind = pend.kind
+        if kind == "call" and frame.type == p.OK and not frame.meta_raw:
+            # The usual case: a result to pass on as it is.
+            client = self.peers.get(pend.client_peer)
+            if client is not None:
+                client.pending.discard(pend.rid)
+                self.outbox.setdefault(client.id, []).extend(p.frame_parts(
+                    p.OK, pend.client_rid, b"", frame.payload, frame.flags))
+            return
         if frame.type == p.ERROR:
             if self.statistics_enabled:
                 worker.errors += 1
-        elif frame.meta_raw and pend.kind in ("call", "step"):
+        elif frame.meta_raw and kind in ("call", "step"):
             self._note_cache(worker, frame.meta())
-        if pend.kind == "step":
+        if kind == "step":
             self._step_reply(pend, frame.type, frame.meta()
                              if frame.type == p.ERROR else None, frame.payload)
             return
@@ -345,6 +380,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
     def _deploy_result(self, worker, func_id, type_, meta):
         if func_id not in worker.functions:
             return
+        self.generation += 1
         if type_ == p.OK:
             worker.functions[func_id] = "ok"
         else:
@@ -357,6 +393,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return
+        self.generation += 1
         log.warning("worker %s (%s:%s) removed: %s; %d call(s) in flight lost",
                     worker_id, worker.addr[0], worker.addr[1], reason,
                     len(worker.inflight))
@@ -390,10 +427,12 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
     # ----- function registry -------------------------------------------------
 
     def _add_function(self, func):
+        self.generation += 1
         self.functions[func.id] = func
         self.by_name[func.name] = func.id
 
     def _remove_function(self, func_id):
+        self.generation += 1
         for key in list(self.cached_by_func.get(func_id, ())):
             self._forget_key(key)
         func = self.functions.pop(func_id, None)
@@ -412,6 +451,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         return func
 
     def _deploy_to(self, worker, func, gather, replaces=None):
+        self.generation += 1
         rid = self._new_rid()
         meta = func.deploy_meta
         if replaces:

@@ -16,7 +16,7 @@ class Peer:
     """One connection. ``role`` is None until the preamble arrives."""
 
     __slots__ = ("id", "addr", "role", "ready", "worker_id", "pending",
-                 "nonce", "deadline", "closing")
+                 "nonce", "deadline", "closing", "handlers")
 
     def __init__(self, peer_id, addr):
         self.id = peer_id
@@ -28,6 +28,7 @@ class Peer:
         self.nonce = None         # our challenge, while authentication runs
         self.deadline = 0.0       # the handshake must finish before this
         self.closing = False      # asked to be closed
+        self.handlers = None      # message type -> handler, once all is set
 
 
 class Worker:
@@ -61,12 +62,13 @@ class Worker:
 class Function:
     """A registered function: its code stays opaque bytes."""
 
-    __slots__ = ("id", "name", "params", "code", "registered_at", "deploy_meta",
-                 "call_meta", "extra")
+    __slots__ = ("id", "name", "label", "params", "code", "registered_at",
+                 "deploy_meta", "call_meta", "extra")
 
     def __init__(self, func_id, name, params, code, extra=None):
         self.id = func_id
         self.name = name
+        self.label = repr(name)   # how messages name it
         self.params = params
         self.code = code
         self.registered_at = time.time()
@@ -94,6 +96,26 @@ class Pending:
         self.started = started
         self.retries = 0          # re-runs allowed if its Worker is lost
         self.resend = None        # (func_id, meta, payload, flags) to re-run
+
+
+class Route:
+    """Where calls with one CALL meta may go, as of one routing generation.
+
+    Kept per meta bytes so that the next call with the same meta skips
+    resolving the function and listing its Workers; stale (and rebuilt)
+    once anything a route depends on changes (``DirectorState.generation``).
+    """
+
+    __slots__ = ("generation", "func", "candidates", "min_frame", "call_meta",
+                 "retries")
+
+    def __init__(self, generation, func, candidates, call_meta, retries):
+        self.generation = generation
+        self.func = func
+        self.candidates = candidates   # eligible Workers, non-empty
+        self.min_frame = min(w.max_frame for w in candidates)
+        self.call_meta = call_meta     # what the Worker gets (bytes or dict)
+        self.retries = retries         # re-runs allowed if a Worker is lost
 
 
 class Gather:

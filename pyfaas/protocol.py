@@ -335,6 +335,41 @@ class FrameDecoder:
         return Frame(type_, request_id, chunk[start:start + meta_len],
                      chunk[start + meta_len:end], flags)
 
+    def frames(self, data):
+        """Feed ``data``; return ``(frames, holding)``.
+
+        When nothing was held before and ``data`` is ``bytes``, the whole
+        frames it starts with are parsed in place and returned as a list
+        (the quickest way through the decoder). Otherwise, or from the first
+        frame that is not whole or looks wrong, the bytes are kept for
+        :meth:`next_event`, and ``holding`` is True: call it until
+        NEED_DATA. No frame is skipped or reordered either way.
+        """
+        if self._chunk is not None or self._buf or self._large is not None \
+                or self._want_preamble or data.__class__ is not bytes:
+            self.feed(data)
+            return [], True
+        frames = []
+        pos, end_of_data = 0, len(data)
+        limit = self.max_frame_size
+        while end_of_data - pos >= HEADER_SIZE:
+            body_len, type_, flags, meta_len, request_id = \
+                HEADER.unpack_from(data, pos)
+            end = pos + 4 + body_len
+            if end > end_of_data or body_len > limit or \
+                    meta_len > body_len - _BODY_FIXED:
+                break  # incomplete or bad: next_event() decides
+            start = pos + HEADER_SIZE
+            frames.append(Frame(type_, request_id,
+                                data[start:start + meta_len],
+                                data[start + meta_len:end], flags))
+            pos = end
+        if pos == end_of_data:
+            return frames, False
+        self._chunk = data
+        self._cpos = pos
+        return frames, True
+
     @property
     def gathering(self):
         """True while the body of a large frame is being gathered."""

@@ -365,6 +365,41 @@ def test_any_mix_of_chunk_types_and_feeds_per_drain_decodes_the_same(
     assert events == decode_all([SAMPLE_STREAM])
 
 
+def _events(chunks, max_frame_size, quick):
+    """Events (and the class of the error that ended them, if any), either
+    through ``frames()`` (``quick``) or ``feed()``, then ``next_event()``."""
+    decoder = p.FrameDecoder(max_frame_size)
+    events = []
+    try:
+        for chunk in chunks:
+            if quick:
+                frames, holding = decoder.frames(chunk)
+                events.extend(frames)
+                if not holding:
+                    assert decoder.buffered == 0
+                    continue
+            else:
+                decoder.feed(chunk)
+            events.extend(iter(decoder.next_event, p.NEED_DATA))
+    except p.ProtocolError as exc:
+        events.append(type(exc))
+    return events
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(frame_strategy, max_size=6),
+       garbage=st.binary(max_size=40),
+       sizes=st.lists(st.integers(min_value=1, max_value=700), min_size=1),
+       max_frame_size=st.sampled_from([12, 100, 1000, 65536]))
+def test_frames_gives_what_feed_and_next_event_give(frames, garbage, sizes,
+                                                    max_frame_size):
+    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
+                                   f.payload, f.flags) for f in frames)
+    chunks = _chunk(data + garbage, sizes)
+    assert _events(chunks, max_frame_size, True) == \
+        _events(chunks, max_frame_size, False)
+
+
 # ----- preallocated large bodies (client and Worker side) ----------------------
 
 def _large_frames(sizes):
