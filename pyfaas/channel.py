@@ -91,9 +91,11 @@ class Link:
     Callers hold a Link as the handle of a request they sent.
     """
 
-    def __init__(self, conn):
+    def __init__(self, conn, max_frame_size):
         self.conn = conn
         self.name = conn.name
+        # The largest request the Director takes (its HELLO says).
+        self.limit = (conn.hello or {}).get("max_frame") or max_frame_size
         self.pending = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -121,8 +123,8 @@ class Channel:
         self._link = None
         self._lock = threading.Lock()
         self._rids = itertools.count(1)
-        self._readers = set()     # threads dispatching replies (callbacks
-        # run on them; a blocking call there is refused)
+        self._readers = set()     # threads (idents) dispatching replies:
+        # callbacks run on them, so a blocking call there is refused
         self._last_reply = 0.0    # time.monotonic() of the last reply read
         self.closed = False
 
@@ -174,11 +176,10 @@ class Channel:
                               self.timeout, self.max_frame_size, self.hint,
                               self.token, self.tls)
             conn.connect()
-            link = self._link = Link(conn)
+            link = self._link = Link(conn, self.max_frame_size)
             reader = threading.Thread(target=self._reader, args=(link,),
                                       name="pyfaas-client-reader",
                                       daemon=True)
-            self._readers.add(reader)
             reader.start()
             return link
 
@@ -203,6 +204,8 @@ class Channel:
     def _reader(self, link):
         pending, lock, wake, conn = link.pending, link.lock, link.wake, \
             link.conn
+        me = threading.get_ident()
+        self._readers.add(me)  # before anything it reads can run a callback
         try:
             while not conn.closed:
                 wake.wait()
@@ -217,7 +220,7 @@ class Channel:
         except (PyFaaSError, p.ProtocolError) as exc:
             self._lost(link, exc)
         finally:
-            self._readers.discard(threading.current_thread())
+            self._readers.discard(me)
             self._lost(link, None)
 
     def _dispatch(self, link, frame):
@@ -264,9 +267,17 @@ class Channel:
         link = self._open(sending=True)
         conn = link.conn
         rid = next(self._rids)
-        frame, why = self._encode(conn, type_, rid, meta, payload, flags)
-        if why is not None:
-            raise PyFaaSSerializationError(why + "; nothing was sent")
+        if meta.__class__ is bytes and len(meta) <= p.MAX_META_SIZE and \
+                len(meta) + len(payload) + p.BODY_FIXED <= link.limit:
+            # A call's meta comes encoded: _encode(), inlined.
+            frame = [p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload),
+                                   type_, flags, len(meta), rid) + meta]
+            if payload:
+                frame.append(payload)
+        else:
+            frame, why = self._encode(link, type_, rid, meta, payload, flags)
+            if why is not None:
+                raise PyFaaSSerializationError(why + "; nothing was sent")
         reply = link.pending[rid] = Reply()
         try:
             conn.send(frame)
@@ -290,7 +301,7 @@ class Channel:
         parts, sent = [], []
         for type_, meta, payload, flags, future in requests:
             rid = next(self._rids)
-            frame, why = self._encode(conn, type_, rid, meta, payload, flags)
+            frame, why = self._encode(link, type_, rid, meta, payload, flags)
             if why is not None:
                 for _, rid_, _ in sent:
                     pending.pop(rid_, None)
@@ -309,13 +320,14 @@ class Channel:
         link.wake.set()
         return sent
 
-    def _encode(self, conn, type_, rid, meta, payload, flags):
+    @staticmethod
+    def _encode(link, type_, rid, meta, payload, flags):
         """``(frame parts, None)``, or ``(None, why it cannot be sent)``."""
         try:
             frame = p.frame_parts(type_, rid, meta, payload, flags)
         except ValueError as exc:  # meta over 64 KiB
             return None, str(exc)
-        limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
+        limit = link.limit
         size = len(frame[0]) - 4 + len(payload)
         if size > limit:
             return None, ("request of %d bytes is over the director's frame "
@@ -337,7 +349,7 @@ class Channel:
         """
         link = self._open(sending=True)
         conn = link.conn
-        limit = (conn.hello or {}).get("max_frame") or self.max_frame_size
+        limit = link.limit
         total = sum(len(x) for x in payloads)
         if len(payloads) < 2 or total + 16 * len(payloads) + 4096 > limit // 2:
             return self.send_batch([(p.CALL, meta, x, flags, f)
@@ -363,7 +375,7 @@ class Channel:
         """Raise if called on a thread that is reading replies (from a
         future's callback): a blocking call there would wait for a reply
         only that thread can read."""
-        if threading.current_thread() in self._readers:
+        if threading.get_ident() in self._readers:
             raise PyFaaSError(
                 "a blocking PyFaaS call was made from a future's done-"
                 "callback, which runs on the thread reading the client's "
@@ -412,10 +424,10 @@ class Channel:
     def _lead(self, link, reply, deadline):
         """Read replies (anyone's) until ``reply`` is done or the deadline
         passes; the link's read lock is held, and released here."""
-        me = threading.current_thread()
+        me = threading.get_ident()
         self._readers.add(me)
         try:
-            while not reply.done():
+            while reply.frame is None and reply.error is None:  # done()
                 frame = link.conn.recv_frame(deadline, close_on_timeout=False)
                 if frame is None:
                     break  # the deadline passed; the caller times out

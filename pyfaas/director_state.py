@@ -346,8 +346,14 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
             client = self.peers.get(pend.client_peer)
             if client is not None:
                 client.pending.discard(pend.rid)
-                self.outbox.setdefault(client.id, []).extend(p.frame_parts(
-                    p.OK, pend.client_rid, b"", frame.payload, frame.flags))
+                payload = frame.payload
+                head = p.HEADER.pack(p.BODY_FIXED + len(payload), p.OK,
+                                     frame.flags, 0, pend.client_rid)
+                out = self.outbox.get(client.id)
+                if out is None:
+                    self.outbox[client.id] = [head, payload]
+                else:
+                    out += (head, payload)
             return
         if frame.type == p.ERROR:
             if self.statistics_enabled:

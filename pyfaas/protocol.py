@@ -44,7 +44,7 @@ ROLE_NAMES = {ROLE_CLIENT: "client", ROLE_WORKER: "worker"}
 PREAMBLE = struct.Struct("!4sHBB")
 HEADER = struct.Struct("!IBBHQ")
 HEADER_SIZE = HEADER.size            # 16
-_BODY_FIXED = HEADER_SIZE - 4        # bytes of the header counted in N
+BODY_FIXED = HEADER_SIZE - 4         # bytes of the header counted in N
 
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 # Before a peer has finished the handshake it may only send frames this big.
@@ -86,7 +86,7 @@ TYPE_NAMES = {
     if name.isupper() and isinstance(value, int) and name not in (
         "PROTOCOL_VERSION", "ROLE_CLIENT", "ROLE_WORKER", "HEADER_SIZE",
         "DEFAULT_MAX_FRAME_SIZE", "HANDSHAKE_MAX_FRAME_SIZE", "MAX_META_SIZE",
-        "FLAG_PICKLED", "_BODY_FIXED", "LARGE_BODY", "SPARE_MAX")
+        "FLAG_PICKLED", "BODY_FIXED", "LARGE_BODY", "SPARE_MAX")
 }
 
 
@@ -194,7 +194,7 @@ def frame_parts(type, request_id=0, meta=None, payload=b"", flags=0):
     if len(meta_raw) > MAX_META_SIZE:
         raise ValueError("frame meta is %d bytes; the limit is %d"
                          % (len(meta_raw), MAX_META_SIZE))
-    head = HEADER.pack(_BODY_FIXED + len(meta_raw) + len(payload), type, flags,
+    head = HEADER.pack(BODY_FIXED + len(meta_raw) + len(payload), type, flags,
                        len(meta_raw), request_id) + meta_raw
     if payload:
         return [head, payload]
@@ -325,7 +325,7 @@ class FrameDecoder:
             HEADER.unpack_from(chunk, pos)
         end = pos + 4 + body_len
         if end > len(chunk) or body_len > self.max_frame_size or \
-                meta_len > body_len - _BODY_FIXED:
+                meta_len > body_len - BODY_FIXED:
             return None  # incomplete or bad: the general path decides
         start = pos + HEADER_SIZE
         if end == len(chunk):
@@ -349,15 +349,24 @@ class FrameDecoder:
                 or self._want_preamble or data.__class__ is not bytes:
             self.feed(data)
             return [], True
-        frames = []
-        pos, end_of_data = 0, len(data)
+        end_of_data = len(data)
         limit = self.max_frame_size
+        if end_of_data >= HEADER_SIZE:  # first: exactly one frame, the usual
+            body_len, type_, flags, meta_len, request_id = \
+                HEADER.unpack_from(data)
+            if body_len + 4 == end_of_data and body_len <= limit and \
+                    meta_len <= body_len - BODY_FIXED:
+                return [Frame(type_, request_id,
+                              data[HEADER_SIZE:HEADER_SIZE + meta_len],
+                              data[HEADER_SIZE + meta_len:], flags)], False
+        frames = []
+        pos = 0
         while end_of_data - pos >= HEADER_SIZE:
             body_len, type_, flags, meta_len, request_id = \
                 HEADER.unpack_from(data, pos)
             end = pos + 4 + body_len
             if end > end_of_data or body_len > limit or \
-                    meta_len > body_len - _BODY_FIXED:
+                    meta_len > body_len - BODY_FIXED:
                 break  # incomplete or bad: next_event() decides
             start = pos + HEADER_SIZE
             frames.append(Frame(type_, request_id,
@@ -417,16 +426,16 @@ class FrameDecoder:
         if body_len > self.max_frame_size:
             raise FrameTooLarge("frame of %d bytes announced; the limit is %d"
                                 % (body_len, self.max_frame_size))
-        if body_len < _BODY_FIXED:
+        if body_len < BODY_FIXED:
             raise ProtocolError("frame body length %d is under the minimum %d"
-                                % (body_len, _BODY_FIXED))
+                                % (body_len, BODY_FIXED))
         if avail < 4 + body_len:
             if body_len >= LARGE_BODY and avail >= HEADER_SIZE:
                 self._start_large(body_len)
                 return self._large_frame()
             return NEED_DATA
         _, type_, flags, meta_len, request_id = HEADER.unpack_from(buf, pos)
-        if meta_len > body_len - _BODY_FIXED:
+        if meta_len > body_len - BODY_FIXED:
             raise ProtocolError("meta length %d exceeds the frame body"
                                 % meta_len)
         start = pos + HEADER_SIZE
@@ -442,11 +451,11 @@ class FrameDecoder:
     def _start_large(self, body_len):
         buf, pos = self._buf, self._pos
         _, type_, flags, meta_len, request_id = HEADER.unpack_from(buf, pos)
-        if meta_len > body_len - _BODY_FIXED:
+        if meta_len > body_len - BODY_FIXED:
             raise ProtocolError("meta length %d exceeds the frame body"
                                 % meta_len)
         self._large_head = (type_, flags, meta_len, request_id)
-        self._large_need = body_len - _BODY_FIXED
+        self._large_need = body_len - BODY_FIXED
         with memoryview(buf) as view:
             if self.preallocate:
                 first = view[pos + HEADER_SIZE:]

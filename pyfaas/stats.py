@@ -91,23 +91,26 @@ class WorkerStats:
         """
         if not self.enabled:
             return
-        with self._lock:
-            st = self._entry(func_id, name)
+        with self._lock:  # (the path of every call: kept short)
+            st = self._funcs.get(func_id)
+            if st is None:
+                st = self._funcs[func_id] = FunctionStats(name)
             st.calls += 1
             st.last_call = time.time()
             if error:
                 st.errors += 1
-            if hit is True:
-                st.cache_hits += 1
-            elif hit is False:
-                st.cache_misses += 1
+            if hit is not None:
+                if hit:
+                    st.cache_hits += 1
+                else:
+                    st.cache_misses += 1
             if duration is not None:
                 st.executions += 1
                 st.total_s += duration
-                st.min_s = duration if st.min_s is None else min(st.min_s,
-                                                                duration)
-                st.max_s = duration if st.max_s is None else max(st.max_s,
-                                                                duration)
+                if st.min_s is None or duration < st.min_s:
+                    st.min_s = duration
+                if st.max_s is None or duration > st.max_s:
+                    st.max_s = duration
                 st.recent.append(duration)
 
     def record_timeout(self, func_id, name):

@@ -6,6 +6,7 @@ PyFaaS errors: this is the one place where raw socket errors are caught.
 It knows nothing about what frames mean beyond the handshake.
 """
 
+import collections
 import select
 import socket
 import ssl
@@ -61,7 +62,11 @@ def send_parts(sock, parts, send_timeout=None):
     to the time left as it goes (only one thread sends at a time), and
     restored after.
     """
-    if len(parts) == 1 or sum(map(len, parts)) < 65536:
+    if len(parts) == 1:
+        if len(parts[0]) < 65536:
+            sock.sendall(parts[0])
+            return
+    elif sum(map(len, parts)) < 65536:
         sock.sendall(b"".join(parts))
         return
     if send_timeout is None:
@@ -157,6 +162,11 @@ class Connection:
         self.send_timeout = send_timeout or max(timeout, MIN_SEND_TIMEOUT_S)
         self._blocking = False     # plain socket in blocking mode
         self._decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
+        # Whole frames received but not returned yet (recv_frame parses all
+        # those a chunk holds at once), and whether the decoder holds bytes
+        # after them (then it is asked before receiving more).
+        self._ready = collections.deque()
+        self._holding = False
         self._send_lock = threading.Lock()
         self._sock = None
         self.closed = False
@@ -285,7 +295,7 @@ class Connection:
         with self._send_lock:
             self._sendall(parts)
 
-    def _sendall(self, parts):
+    def _sendall(self, parts):  # the caller holds _send_lock (or connects)
         sock = self._sock  # once: close() may clear it meanwhile
         if sock is None or self.closed:
             raise PyFaaSNetworkError("connection to director %s is closed"
@@ -320,22 +330,26 @@ class Connection:
             PyFaaSNetworkError: the connection closed or broke.
             PyFaaSProtocolError: the Director sent bytes that are not frames.
         """
+        ready = self._ready
+        if ready:
+            return ready.popleft()
         decoder = self._decoder
         while True:
-            try:
-                event = decoder.next_event()
-            except p.ProtocolError as exc:
-                self.close()
-                raise PyFaaSProtocolError("director %s sent an invalid frame: "
-                                          "%s" % (self.name, exc))
-            if event is not p.NEED_DATA:
-                return event
+            if self._holding:  # bytes after the frames returned so far
+                try:
+                    event = decoder.next_event()
+                except p.ProtocolError as exc:
+                    self.close()
+                    raise PyFaaSProtocolError("director %s sent an invalid "
+                                              "frame: %s" % (self.name, exc))
+                if event is not p.NEED_DATA:
+                    return event
             sock = self._sock
             if sock is None or self.closed:
                 raise PyFaaSNetworkError("connection to director %s is closed"
                                          % self.name)
-            size = LARGE_RECV_CHUNK if decoder.gathering else RECV_CHUNK
-            target = None if self.tls is not None else decoder.recv_target()
+            target = decoder.recv_target() if self._holding and \
+                self.tls is None else None
             try:
                 if deadline is not None and self.tls is None and not (
                         self._blocking and
@@ -350,10 +364,13 @@ class Connection:
                         decoder.wrote(got)
                         continue
                     data = b""
-                elif deadline is not None and self.tls is not None:
-                    data = sock.recv(size, deadline)
                 else:
-                    data = sock.recv(size)
+                    size = LARGE_RECV_CHUNK if self._holding and \
+                        decoder.gathering else RECV_CHUNK
+                    if deadline is not None and self.tls is not None:
+                        data = sock.recv(size, deadline)
+                    else:
+                        data = sock.recv(size)
             except (socket.timeout, BlockingIOError):
                 # A slice or the socket's idle timeout passed; the deadline?
                 if deadline is None or deadline > time.monotonic():
@@ -372,7 +389,11 @@ class Connection:
                 self.close()
                 raise PyFaaSNetworkError("director %s closed the connection"
                                          % self.name)
-            decoder.feed(data)
+            frames, self._holding = decoder.frames(data)
+            if frames:
+                if len(frames) > 1:
+                    ready.extend(frames[1:])
+                return frames[0]
 
     def local_address(self):
         """``"host:port"`` of our end of the socket, or "" when closed."""

@@ -226,12 +226,14 @@ class Worker(Watchdog):
         the running calls are done (see _drain_step).
         """
         while True:
-            with self._reading_cond:
-                while self._reading is None and not self._exiting:
-                    self._reading_cond.wait()
-                conn = self._reading
+            conn = self._reading  # (one read of an attribute: no lock)
             if conn is None:
-                return None
+                with self._reading_cond:
+                    while self._reading is None and not self._exiting:
+                        self._reading_cond.wait()
+                    conn = self._reading
+                if conn is None:
+                    return None
             try:
                 frame = conn.recv_frame()
                 if frame.type == p.CALL:
@@ -270,19 +272,22 @@ class Worker(Watchdog):
                           p.TYPE_NAMES.get(frame.type))
 
     def _send(self, conn, type_, rid, meta=None, payload=b"", flags=0):
-        """Queue one reply; the first thread to queue becomes the writer.
+        """Queue one reply frame (see :meth:`_reply`)."""
+        self._reply(conn, p.frame_parts(type_, rid, meta, payload, flags))
+
+    def _reply(self, conn, parts):
+        """Queue one encoded frame; the first thread to queue writes.
 
         Replies that complete while a write is under way are written
         together by that thread in one ``send``: no thread waits for the
         socket while holding others' replies, and no writer thread exists.
         """
-        parts = p.frame_parts(type_, rid, meta, payload, flags)
         with self._out_lock:
-            self._out.append((conn, parts))
             if self._writing:
+                self._out.append((conn, parts))
                 return
             self._writing = True
-            batch, self._out = self._out, []
+        batch = [(conn, parts)]
         try:
             while True:
                 self._write(batch)
@@ -303,6 +308,14 @@ class Worker(Watchdog):
         A reply for a closed connection (the Director went away meanwhile)
         is dropped: its caller was already told the call was lost.
         """
+        if len(batch) == 1:  # the usual case
+            conn, parts = batch[0]
+            if not conn.closed:
+                try:
+                    conn.send(parts)
+                except PyFaaSError as exc:
+                    log.warning("could not send reply frame(s): %s", exc)
+            return
         i = 0
         while i < len(batch):
             conn = batch[i][0]
@@ -360,10 +373,12 @@ class Worker(Watchdog):
         slot = None
         start = time.perf_counter()
         try:
+            key = (conn, rid)
             with self._count_lock:
-                self._queued.discard((conn, rid))
-                cancelled = (conn, rid) in self._cancelled
-                self._cancelled.discard((conn, rid))
+                self._queued.discard(key)
+                cancelled = key in self._cancelled
+                if cancelled:
+                    self._cancelled.discard(key)
             if cancelled:
                 log.info("request %d cancelled before it started", rid)
                 return
@@ -392,7 +407,12 @@ class Worker(Watchdog):
                     log.info("late result of timed-out request %d dropped "
                              "(ran %.1f s)", rid, time.monotonic() - slot.start)
                     return
-            self._send(conn, type_, rid, meta, payload, flags)
+            if meta is None and payload:  # a plain result: frame_parts, inlined
+                self._reply(conn, [p.HEADER.pack(p.BODY_FIXED + len(payload),
+                                                 type_, flags, 0, rid),
+                                   payload])
+            else:
+                self._send(conn, type_, rid, meta, payload, flags)
             known[2] = time.perf_counter() - start < QUICK_CALL_S
         except BaseException:  # a bug here must not kill the pool thread
             log.exception("internal error while running request %d", rid)

@@ -177,7 +177,7 @@ class WorkerCore:
         if len(payload) > most:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._too_large(func, payload, type(result).__name__, most)
-        self.stats.record(func.id, func.name, duration, hit=hit)
+        self.stats.record(func.id, func.name, duration, False, hit)
         reply_meta = None
         if want_cache:
             reply_meta = self._store(want_cache, key, func, payload,

@@ -36,7 +36,11 @@ class LeaderPool:
     def __init__(self, size, next_job):
         self.size = size
         self._next_job = next_job
-        self._turn = threading.Condition()  # guards all state below
+        # _lock guards all state below; _turn (on the same lock) is waited
+        # on for the lead. (`with self._lock` where nothing waits: a
+        # Condition's own `with` runs Python code, on every call.)
+        self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
         self._leader = None       # the thread reading, if any
         self._inline_since = None  # the leader is running a quick call
         self._free = size
@@ -74,16 +78,16 @@ class LeaderPool:
     def _lead(self, me):
         """Read and run quick calls while leading; return the job to run
         after giving up the lead (None: none), or _STOP."""
-        turn = self._turn
+        turn, lock = self._turn, self._lock
         while True:
             try:
                 job = self._next_job()
             except BaseException:  # a bug: never leave the pool deaf
-                with turn:
+                with lock:
                     self._leader = None
                     turn.notify()
                 raise
-            with turn:
+            with lock:
                 if job is None:
                     self._stopping = True
                     self._leader = None
@@ -100,7 +104,7 @@ class LeaderPool:
                 self._inline_since = time.monotonic()
             fn, args, _ = job
             fn(*args)
-            with turn:
+            with lock:
                 leading = self._leader is me  # else demoted while running
                 if leading:
                     self._inline_since = None
