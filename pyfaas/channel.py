@@ -94,8 +94,14 @@ class Link:
     def __init__(self, conn, max_frame_size):
         self.conn = conn
         self.name = conn.name
-        # The largest request the Director takes (its HELLO says).
-        self.limit = (conn.hello or {}).get("max_frame") or max_frame_size
+        # The largest request the Director takes (its HELLO says), and the
+        # largest reply we take when it is below the Director's (results
+        # over it must be refused by the Worker, not kill the connection):
+        # None when ours is not smaller.
+        director_max = (conn.hello or {}).get("max_frame")
+        self.limit = director_max or max_frame_size
+        self.reply_limit = None if max_frame_size >= (
+            director_max or p.DEFAULT_MAX_FRAME_SIZE) else max_frame_size
         self.pending = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -145,6 +151,11 @@ class Channel:
     def connection(self):
         """The open connection, connecting (and starting the reader) if needed."""
         return self._open().conn
+
+    def reply_limit(self):
+        """The largest reply to ask for in a request's ``max``, or None
+        (see :class:`Link`); connects if needed."""
+        return self._open().reply_limit
 
     def _open(self, sending=False):
         """The Link of the open connection, connecting if needed.
@@ -405,10 +416,12 @@ class Channel:
         """
         wait = self.timeout if timeout is None else timeout
         # (callers refused a thread that reads replies before sending)
-        if not reply.done():
+        if reply.frame is None and reply.error is None:  # not done()
             if link.lock.acquire(False):
                 deadline = time.monotonic() + wait
-                self._lead(link, reply, deadline)
+                frame = self._lead(link, rid, reply, deadline)
+                if frame is not None:
+                    return frame
                 wait = deadline - time.monotonic()
             # else whoever reads now wakes the reader thread when it stops
         if not reply.wait(wait):
@@ -421,16 +434,24 @@ class Channel:
             raise reply.error
         return reply.frame
 
-    def _lead(self, link, reply, deadline):
-        """Read replies (anyone's) until ``reply`` is done or the deadline
-        passes; the link's read lock is held, and released here."""
+    def _lead(self, link, rid, reply, deadline):
+        """Read replies (anyone's) until the reply to ``rid`` comes (returned
+        as it is: nothing to hand over), ``reply`` is done otherwise (failed:
+        None) or the deadline passes (None). The link's read lock is held,
+        and released here."""
         me = threading.get_ident()
         self._readers.add(me)
+        pending = link.pending
         try:
             while reply.frame is None and reply.error is None:  # done()
                 frame = link.conn.recv_frame(deadline, close_on_timeout=False)
                 if frame is None:
                     break  # the deadline passed; the caller times out
+                if frame.request_id == rid:
+                    self._last_reply = time.monotonic()
+                    if pending.pop(rid, None) is not None:
+                        return frame
+                    continue  # failed meanwhile: reply.error says how
                 self._dispatch(link, frame)
         except (PyFaaSError, p.ProtocolError) as exc:
             self._lost(link, exc)

@@ -82,7 +82,6 @@ class Client(WorkflowCalls):
         self._signatures = {}     # name or func_id -> params description
         self._fitting = {}        # (name, n args, kw names) known to bind
         self._plain_meta = {}     # name -> encoded meta of an option-less call
-        self._limit_of = (None, None)  # (connection, _reply_limit() on it)
 
     @classmethod
     def from_config(cls, path):
@@ -256,23 +255,10 @@ class Client(WorkflowCalls):
                 "arguments do not fit %s%s: %s"
                 % (name, ser.signature_text(params), why))
 
-    def _reply_limit(self):
-        """Our frame limit, when it is below the Director's: results over it
-        must be refused by the Worker, not kill this connection."""
-        conn = self._channel.current() or self._channel.connection()
-        if conn is self._limit_of[0]:
-            return self._limit_of[1]
-        director_max = (conn.hello or {}).get("max_frame") or \
-            DEFAULT_MAX_FRAME_BYTES
-        limit = None if self.max_frame_size >= director_max else \
-            self.max_frame_size
-        self._limit_of = (conn, limit)  # HELLO says the limit: once each
-        return limit
-
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
         self._check_call(name, args, kwargs)
-        limit = self._reply_limit()
+        limit = self._channel.reply_limit()
         if limit is not None:
             options = dict(options or {}, max=limit)
         if options:

@@ -53,7 +53,7 @@ class WorkflowCalls:
                     len(problems), "\n  - ".join(problems)), problems)
         payload = (workflow.encode("utf-8") if isinstance(workflow, str)
                    else ser.to_json(wf))
-        limit = self._reply_limit()
+        limit = self._channel.reply_limit()
         try:
             frame = self._request(p.CHAIN, {"max": limit} if limit else None,
                                   payload, timeout=timeout,

@@ -283,11 +283,11 @@ class Worker(Watchdog):
         socket while holding others' replies, and no writer thread exists.
         """
         with self._out_lock:
+            self._out.append((conn, parts))
             if self._writing:
-                self._out.append((conn, parts))
                 return
             self._writing = True
-        batch = [(conn, parts)]
+            batch, self._out = self._out, []
         try:
             while True:
                 self._write(batch)
