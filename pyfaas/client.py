@@ -327,21 +327,24 @@ class Client(WorkflowCalls):
             PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
             PyFaaSNetworkError: the call could not complete.
         """
-        channel = self._channel
-        channel.refuse_in_reader()
+        args, kwargs = _checked(args, kwargs)
         options = self._options(save_in_cache, timeout, retries) if (
             save_in_cache or timeout is not None or retries) else None
-        request = self._call_parts(name_or_id, *_checked(args, kwargs),
-                                   options)
+        return self._exec(name_or_id, args, kwargs, options, timeout)
+
+    def call(self, name, /, *args, **kwargs):
+        """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""
+        return self._exec(name, args, kwargs, None, None)
+
+    def _exec(self, name_or_id, args, kwargs, options, timeout):
+        channel = self._channel
+        channel.refuse_in_reader()
+        request = self._call_parts(name_or_id, args, kwargs, options)
         link, rid, reply = channel.send(*request)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
         return call_result(channel.wait(link, rid, reply, wait))
-
-    def call(self, name, /, *args, **kwargs):
-        """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""
-        return self.exec(name, args, kwargs)
 
     def map(self, name_or_id, *iterables, timeout=None, max_in_flight=256,
             batch=64):

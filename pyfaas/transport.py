@@ -215,7 +215,7 @@ class Connection:
                 self._blocking = block_with_send_timeout(sock,
                                                          self.send_timeout)
             self._sock = sock
-            self._sendall([p.encode_preamble(self.role)])
+            self.send([p.encode_preamble(self.role)])
             frame = self._expect(p.HELLO, deadline)
             self.hello = frame.meta()
             self._authenticate(deadline)
@@ -267,7 +267,7 @@ class Connection:
                                       "valid nonce" % self.name)
         nonce = security.new_nonce()
         proof = security.peer_proof(self.token, role, director_nonce, nonce)
-        self._sendall(p.frame_parts(p.AUTH, 0, {"nonce": nonce.hex(),
+        self.send(p.frame_parts(p.AUTH, 0, {"nonce": nonce.hex(),
                                                 "mac": proof.hex()}))
         try:
             frame = self._expect(p.AUTH, deadline)
@@ -293,26 +293,26 @@ class Connection:
         connection (half a frame would poison it).
         """
         with self._send_lock:
-            self._sendall(parts)
-
-    def _sendall(self, parts):  # the caller holds _send_lock (or connects)
-        sock = self._sock  # once: close() may clear it meanwhile
-        if sock is None or self.closed:
-            raise PyFaaSNetworkError("connection to director %s is closed"
-                                     % self.name)
-        try:
-            send_parts(sock, parts,
-                       self.send_timeout if self._blocking else None)
-        except (socket.timeout, BlockingIOError):
-            self.close()
-            raise PyFaaSTimeoutError(
-                "sending to director %s did not finish within %.1f s (is it "
-                "stuck, or the network?); the connection was closed" % (
-                    self.name, self.send_timeout))
-        except OSError as exc:
-            self.close()
-            raise PyFaaSNetworkError("connection to director %s lost while "
-                                     "sending: %s" % (self.name, exc))
+            sock = self._sock  # once: close() may clear it meanwhile
+            if sock is None or self.closed:
+                raise PyFaaSNetworkError("connection to director %s is closed"
+                                         % self.name)
+            try:
+                if len(parts) == 2 and len(parts[1]) < 16384:
+                    sock.sendall(parts[0] + parts[1])  # a small frame
+                else:
+                    send_parts(sock, parts,
+                               self.send_timeout if self._blocking else None)
+            except (socket.timeout, BlockingIOError):
+                self.close()
+                raise PyFaaSTimeoutError(
+                    "sending to director %s did not finish within %.1f s (is "
+                    "it stuck, or the network?); the connection was closed"
+                    % (self.name, self.send_timeout))
+            except OSError as exc:
+                self.close()
+                raise PyFaaSNetworkError("connection to director %s lost "
+                                         "while sending: %s" % (self.name, exc))
 
     def recv_frame(self, deadline=None, close_on_timeout=True):
         """Block until one whole frame arrives and return it.

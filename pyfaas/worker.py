@@ -290,7 +290,16 @@ class Worker(Watchdog):
             batch, self._out = self._out, []
         try:
             while True:
-                self._write(batch)
+                if len(batch) == 1:  # the usual case, without _write's loop
+                    conn, parts = batch[0]
+                    if not conn.closed:  # else: see _write
+                        try:
+                            conn.send(parts)
+                        except PyFaaSError as exc:
+                            log.warning("could not send a reply frame: %s",
+                                        exc)
+                else:
+                    self._write(batch)
                 with self._out_lock:
                     batch, self._out = self._out, []
                     if not batch:
@@ -308,14 +317,6 @@ class Worker(Watchdog):
         A reply for a closed connection (the Director went away meanwhile)
         is dropped: its caller was already told the call was lost.
         """
-        if len(batch) == 1:  # the usual case
-            conn, parts = batch[0]
-            if not conn.closed:
-                try:
-                    conn.send(parts)
-                except PyFaaSError as exc:
-                    log.warning("could not send reply frame(s): %s", exc)
-            return
         i = 0
         while i < len(batch):
             conn = batch[i][0]

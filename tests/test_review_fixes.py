@@ -89,6 +89,29 @@ def test_replies_queued_for_two_connections_each_reach_their_own():
     assert worker._writing is False
 
 
+def test_replies_queued_during_a_write_go_out_next_each_once():
+    worker = Worker.__new__(Worker)
+    worker._out_lock = threading.Lock()
+    worker._out = []
+    worker._writing = False
+    conn = _FakeConn()
+    sends = conn.send
+
+    def send(parts):  # as if another thread replied during this write
+        sends(parts)
+        if len(conn.sent) == 1:
+            worker._send(conn, p.OK, 2)
+        elif len(conn.sent) == 2:
+            worker._send(conn, p.OK, 3)
+            worker._send(conn, p.OK, 4)
+
+    conn.send = send
+    worker._send(conn, p.OK, 1)
+    frames = [f.request_id for f in decode_frames(b"".join(conn.sent))]
+    assert frames == [1, 2, 3, 4] and len(conn.sent) == 3
+    assert worker._writing is False and worker._out == []
+
+
 def test_worker_stop_is_a_plain_flag():
     worker = Worker.__new__(Worker)
     worker._stop = threading.Event()
