@@ -307,7 +307,9 @@ class Director:
             self._sel.modify(conn.sock, events, conn)
 
     def _read(self, conn):
+        """Receive what ``conn`` sent and hand its frames to the state."""
         decoder = conn.decoder
+        state = self.state
         while conn.sock is not None and conn.closing is None:
             try:
                 data = conn.sock.recv(LARGE_RECV_CHUNK if decoder.gathering
@@ -323,56 +325,55 @@ class Director:
                     reason = "connection closed inside a frame"
                 self._drop(conn, reason)
                 return
-            if self._handle(conn, data):
-                # Part of a frame is held: it must not stall (frame_timeout_s)
-                # and a Worker sending it is alive.
-                conn.last_rx = time.monotonic()
-                self.state.touch(conn.id)
+            try:
+                if conn.trusted:  # whole frames parsed in one pass
+                    frames, holding = decoder.frames(data)
+                    for frame in frames:
+                        state.received(conn.id, frame)
+                else:
+                    decoder.feed(data)
+                    holding = True
+                if holding:
+                    self._decode(conn)
+                    if decoder.in_frame:
+                        # Part of a frame is held: it must not stall
+                        # (frame_timeout_s), and a Worker sending it is alive.
+                        conn.last_rx = time.monotonic()
+                        state.touch(conn.id)
+            except p.ProtocolError as exc:
+                log.warning("peer %s:%s sent bad bytes: %s; closing it",
+                            conn.addr[0], conn.addr[1], exc)
+                code = "frame_too_large" if isinstance(exc, p.FrameTooLarge) \
+                    else "protocol"
+                state.error(conn.id, 0, code,
+                            "director %s: %s" % (state.name, exc))
+                state.close(conn.id, str(exc))
+                return
+            except Exception:
+                log.exception("error while handling peer %s:%s; dropping it",
+                              conn.addr[0], conn.addr[1])
+                self._drop(conn, "internal error")
+                return
             # A TLS socket may hold more decrypted bytes than select sees.
             if not (conn.tls and conn.sock is not None
                     and conn.sock.pending()):
                 return
 
-    def _handle(self, conn, data):
-        """Decode ``data`` and hand its frames to the state; True if part of
-        a frame is left held in the decoder."""
+    def _decode(self, conn):
+        """Hand every event the decoder holds to the state (the general
+        path: handshakes, frames split across receives)."""
         decoder = conn.decoder
         state = self.state
-        try:
-            if conn.trusted:
-                frames, holding = decoder.frames(data)
-                for frame in frames:
-                    if conn.closing is not None:
-                        return False
-                    state.received(conn.id, frame)
-                if not holding:
-                    return False
-            else:
-                decoder.feed(data)
-            while conn.closing is None:
-                event = decoder.next_event()
-                if event is p.NEED_DATA:
-                    break
-                state.received(conn.id, event)
-                if not conn.trusted:
-                    peer = state.peers.get(conn.id)
-                    if peer is not None and peer.ready:
-                        conn.trusted = True
-                        decoder.max_frame_size = self.config.max_frame_bytes
-        except p.ProtocolError as exc:
-            log.warning("peer %s:%s sent bad bytes: %s; closing it",
-                        conn.addr[0], conn.addr[1], exc)
-            code = "frame_too_large" if isinstance(exc, p.FrameTooLarge) \
-                else "protocol"
-            state.error(conn.id, 0, code, "director %s: %s" % (state.name, exc))
-            state.close(conn.id, str(exc))
-            return False
-        except Exception:
-            log.exception("error while handling peer %s:%s; dropping it",
-                          conn.addr[0], conn.addr[1])
-            self._drop(conn, "internal error")
-            return False
-        return decoder.in_frame
+        while conn.closing is None:
+            event = decoder.next_event()
+            if event is p.NEED_DATA:
+                return
+            state.received(conn.id, event)
+            if not conn.trusted:
+                peer = state.peers.get(conn.id)
+                if peer is not None and peer.ready:
+                    conn.trusted = True
+                    decoder.max_frame_size = self.config.max_frame_bytes
 
     def _apply_output(self):
         state = self.state
