@@ -18,7 +18,7 @@ import time
 
 from . import bench_floor
 from .client import Client
-from .errors import PyFaaSError
+from .errors import PyFaaSConfigError, PyFaaSError
 from .local_cluster import LocalCluster
 
 MIB = 1024 * 1024
@@ -121,12 +121,35 @@ def _measure(client, floor, calls, async_calls, mib_rounds):
     return figures, _figures(theirs["small"], theirs["big"])
 
 
+def pin_to_cpu(cpu):
+    """Run this process, and every process it starts from now on, on
+    ``cpu`` only.
+
+    Raises:
+        PyFaaSConfigError: not possible here (not Linux, or no such CPU).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise PyFaaSConfigError("bench --cpu: this system cannot pin "
+                                "processes to a CPU (Linux only)")
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        raise PyFaaSConfigError("bench --cpu: expected one of the CPUs this "
+                                "process may use (%s), got %d"
+                                % (", ".join(map(str, allowed)), cpu))
+    os.sched_setaffinity(0, {cpu})
+
+
 def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
-              config=None, as_json=False, out=sys.stdout):
-    """Run the benchmark and print a report; return the figures as a dict."""
+              config=None, as_json=False, out=sys.stdout, cpu=None):
+    """Run the benchmark and print a report; return the figures as a dict.
+
+    ``cpu``: run everything on that CPU only (see :func:`pin_to_cpu`).
+    """
     calls, mib_rounds = max(calls, BLOCKS), max(mib_rounds, 1)
+    if cpu is not None:
+        pin_to_cpu(cpu)
     figures = {"workers": workers, "python": sys.version.split()[0],
-               "cpus": os.cpu_count()}
+               "cpus": os.cpu_count(), "pinned_cpu": cpu}
     floor = cluster = None
     try:
         if config is not None:
@@ -143,6 +166,9 @@ def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
             client.call("bench_noop")
             figures["start_to_first_result_s"] = time.perf_counter() - start
             figures["rss_mb"] = {"director": _rss_mb(cluster.director.pid)}
+            if cpu is not None:  # the processes started since are pinned too
+                figures["director_cpus"] = sorted(
+                    os.sched_getaffinity(cluster.director.pid))
             for name, proc in cluster.workers.items():
                 figures["rss_mb"][name] = _rss_mb(proc.pid)
             figures["rss_mb"]["total"] = sum(
@@ -166,8 +192,11 @@ def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
 def render(f):
     """The figures as a readable report."""
     fl, py = f["floor"], f["pyfaas"]
-    lines = ["PyFaaS benchmark: %d worker(s), Python %s, %d CPU(s)"
-             % (f["workers"], f["python"], f["cpus"]), "",
+    pinned = f.get("pinned_cpu")
+    lines = ["PyFaaS benchmark: %d worker(s), Python %s, %d CPU(s)%s"
+             % (f["workers"], f["python"], f["cpus"],
+                "" if pinned is None else
+                ", everything on CPU %d (--cpu)" % pinned), "",
              "%-34s %12s %12s %8s" % ("figure", "pyfaas", "2-hop floor",
                                       "ratio")]
 

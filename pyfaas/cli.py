@@ -120,6 +120,11 @@ def build_parser():
     b.add_argument("--config", help="benchmark an existing cluster (client "
                                     "TOML file) instead of a local one")
     b.add_argument("--json", action="store_true", help="print JSON")
+    b.add_argument("--cpu", type=int, metavar="N",
+                   help="run everything the benchmark starts on CPU N only "
+                        "(Linux): PyFaaS and the floor then pay the same "
+                        "wake-ups, wherever the scheduler would have put "
+                        "them")
     wf = sub.add_parser("workflow", help="workflow tools: template, validate, "
                                          "run")
     wsub = wf.add_subparsers(dest="action", metavar="ACTION")
@@ -154,7 +159,7 @@ def main(argv=None):
         if args.command == "bench":
             from .bench import run_bench
             run_bench(args.workers, args.calls, args.async_calls,
-                      args.mib_rounds, args.config, args.json)
+                      args.mib_rounds, args.config, args.json, cpu=args.cpu)
             return 0
         if args.command == "status":
             from .status import run_status

@@ -148,6 +148,13 @@ def test_director_port_in_use_is_one_line_and_exit_2(tmp_path):
     assert path in err and str(port) in err
 
 
+def test_bench_on_a_cpu_that_does_not_exist_is_one_line_and_exit_2():
+    result = run_pyfaas("bench", "--cpu", "100000")
+    err = result.stderr.decode()
+    assert result.returncode == 2
+    assert err.count("\n") == 1 and "--cpu" in err and "Traceback" not in err
+
+
 def test_help():
     result = run_pyfaas("--help")
 

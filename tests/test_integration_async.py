@@ -415,9 +415,14 @@ def test_bench_smoke():
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep)
                        if x])
+    # Pinned to one CPU where that is possible (--cpu): both ways of
+    # running are smoke-tested, the other one by test_edges.
+    cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyfaas", "bench", "--calls", "50",
-         "--async-calls", "200", "--mib-rounds", "3", "--json"],
+         "--async-calls", "200", "--mib-rounds", "3", "--json"]
+        + ([] if cpu is None else ["--cpu", str(cpu)]),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env=env, cwd=str(ROOT),
         universal_newlines=True)
@@ -445,6 +450,9 @@ def test_bench_smoke():
     rss = figures["rss_mb"]
     assert rss["director"] > 0 and rss["total"] >= rss["director"]
     assert len(rss) == 1 + figures["workers"] + 1   # director, workers, total
+    assert figures["pinned_cpu"] == cpu
+    if cpu is not None:
+        assert figures["director_cpus"] == [cpu]
 
 
 # ----- the API the issue names -------------------------------------------------------------
