@@ -155,16 +155,23 @@ class ClientRequests:
             return
         view = memoryview(frame.payload)
         pos = 0
+        route = None  # one for the whole batch, while it stays current
         for rid, size in zip(rids, sizes):
             one = p.Frame(p.CALL, rid, b"", view[pos:pos + size], frame.flags)
             pos += size
-            self._on_call(peer, one, dict(meta))
+            if self.draining and self._refuse_if_draining(peer, one):
+                continue
+            if route is None or route.generation != self.generation:
+                route = self._route(peer, one, meta)
+                if route is None:
+                    continue  # this call was answered with the error
+            self._on_call(peer, one, route)
 
-    def _on_call(self, peer, frame, meta=None):
-        if self.draining and self._refuse_if_draining(peer, frame):
-            return
-        route = None
-        if meta is None:
+    def _on_call(self, peer, frame, route=None):
+        """Route a CALL (``route``: already found, for CALL_MANY)."""
+        if route is None:
+            if self.draining and self._refuse_if_draining(peer, frame):
+                return
             route = self._routes.get(frame.meta_raw)
             if route is None or route.generation != self.generation:
                 route = self._route(peer, frame, self.call_meta(frame))
@@ -174,10 +181,6 @@ class ClientRequests:
                     if len(self._routes) >= 4096:
                         self._routes.clear()
                     self._routes[frame.meta_raw] = route
-        else:
-            route = self._route(peer, frame, meta)
-            if route is None:
-                return
         if len(self.pending) >= self.max_pending:
             self.error(peer.id, frame.request_id, "overloaded",
                        "director %s has %d requests in flight (max_pending_"

@@ -102,3 +102,24 @@ def test_options_reach_the_worker_with_the_function_id():
         call(sim, client, timeout=2.5, cache=True)
         [fwd] = routed(sim.output())[w1]
         assert fwd.meta() == {"f": FID_V1, "timeout": 2.5, "cache": True}
+
+
+def test_every_call_of_a_call_many_is_answered_when_there_is_no_route():
+    sim, client, _ = make_cluster()
+    sim.send(client, p.CALL_MANY, {"f": "cube", "rids": [7, 8, 9],
+                                   "sizes": [1, 1, 1]}, b"abc", rid=7,
+             flags=p.FLAG_PICKLED)
+    replies = sim.output()[client]
+    assert sorted(f.request_id for f in replies) == [7, 8, 9]
+    assert {error_code(f) for f in replies} == {"not_registered"}
+
+
+def test_a_call_many_uses_one_route_and_follows_the_options():
+    sim, client, (w1, w2) = make_cluster()
+    sim.send(client, p.CALL_MANY, {"f": "square", "rids": [7, 8],
+                                   "sizes": [1, 1], "timeout": 3.0}, b"ab",
+             rid=7, flags=p.FLAG_PICKLED)
+    calls = routed(sim.output())
+    assert set(calls) == {w1, w2}
+    for frames in calls.values():
+        assert [f.meta() for f in frames] == [{"f": FID_V1, "timeout": 3.0}]
