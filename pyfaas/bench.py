@@ -145,9 +145,21 @@ def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
 
     ``cpu``: run everything on that CPU only (see :func:`pin_to_cpu`).
     """
+    if cpu is None:
+        return _run(workers, calls, async_calls, mib_rounds, config, as_json,
+                    out, None)
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") \
+        else None
+    pin_to_cpu(cpu)
+    try:
+        return _run(workers, calls, async_calls, mib_rounds, config, as_json,
+                    out, cpu)
+    finally:  # a library caller gets its CPUs back
+        os.sched_setaffinity(0, allowed)
+
+
+def _run(workers, calls, async_calls, mib_rounds, config, as_json, out, cpu):
     calls, mib_rounds = max(calls, BLOCKS), max(mib_rounds, 1)
-    if cpu is not None:
-        pin_to_cpu(cpu)
     figures = {"workers": workers, "python": sys.version.split()[0],
                "cpus": os.cpu_count(), "pinned_cpu": cpu}
     floor = cluster = None

@@ -210,6 +210,8 @@ class Channel:
             self._lost(link, exc)
         finally:
             link.lock.release()
+            if link.pending:  # a request sent meanwhile: its reader
+                link.wake.set()
         self._last_reply = time.monotonic()
 
     def _reader(self, link):

@@ -476,7 +476,7 @@ class ClientRequests:
                                "%s: %s" % kv for kv in failed.items())))
             return
         if ctx["replaced"]:
-            self.generation += 1
+            self._reroute()
             for wid in ok:  # those Workers dropped the old code for the new
                 worker = self.workers.get(wid)
                 if worker is not None:

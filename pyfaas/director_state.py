@@ -205,6 +205,13 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
                 metas[frame.meta_raw] = meta
         return meta
 
+    def _reroute(self):
+        """Something a Route depends on changed: routes are rebuilt at their
+        next use. The old ones are dropped at once, so that they do not keep
+        unregistered functions' code or lost Workers alive."""
+        self.generation += 1
+        self._routes.clear()
+
     def _unexpected(self, peer, event):
         self.error(peer.id, event.request_id, "protocol",
                    "unexpected %s frame from a %s" % (
@@ -260,7 +267,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
             n += 1
             worker_id = "%s-%d" % (wanted, n)
         worker = Worker(worker_id, peer.id, peer.addr, meta, self.clock())
-        self.generation += 1
+        self._reroute()
         self.workers[worker_id] = worker
         peer.worker_id = worker_id
         want, stale = [], []
@@ -300,7 +307,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         name = meta.get("name")
         fid = function_id(frame.payload, name if isinstance(name, str) else "")
         worker = self.workers[peer.worker_id]
-        self.generation += 1
+        self._reroute()
         if not isinstance(name, str) or self.by_name.get(name, fid) != fid:
             worker.held_keys.pop(meta.get("func_id"), None)
             self.send(peer.id, p.UNDEPLOY, 0, {"func_id": meta.get("func_id")})
@@ -326,7 +333,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
             worker = self.workers.get(peer.worker_id)
             if worker is not None and not worker.draining:
                 worker.draining = True
-                self.generation += 1
+                self._reroute()
                 log.info("worker %s is stopping: no new calls for it",
                          worker.id)
             self.send(peer.id, p.OK, frame.request_id)
@@ -386,7 +393,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
     def _deploy_result(self, worker, func_id, type_, meta):
         if func_id not in worker.functions:
             return
-        self.generation += 1
+        self._reroute()
         if type_ == p.OK:
             worker.functions[func_id] = "ok"
         else:
@@ -399,7 +406,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return
-        self.generation += 1
+        self._reroute()
         log.warning("worker %s (%s:%s) removed: %s; %d call(s) in flight lost",
                     worker_id, worker.addr[0], worker.addr[1], reason,
                     len(worker.inflight))
@@ -433,12 +440,12 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
     # ----- function registry -------------------------------------------------
 
     def _add_function(self, func):
-        self.generation += 1
+        self._reroute()
         self.functions[func.id] = func
         self.by_name[func.name] = func.id
 
     def _remove_function(self, func_id):
-        self.generation += 1
+        self._reroute()
         for key in list(self.cached_by_func.get(func_id, ())):
             self._forget_key(key)
         func = self.functions.pop(func_id, None)
@@ -457,7 +464,7 @@ class DirectorState(Handshake, ClientRequests, WorkflowRequests):
         return func
 
     def _deploy_to(self, worker, func, gather, replaces=None):
-        self.generation += 1
+        self._reroute()
         rid = self._new_rid()
         meta = func.deploy_meta
         if replaces:

@@ -67,14 +67,17 @@ def test_a_worker_that_failed_to_load_the_function_is_not_chosen():
     assert _targets(sim, client) == {w1: 4}
 
 
-def test_an_unregistered_function_is_not_routed():
+def test_an_unregistered_function_is_not_routed_nor_kept():
     sim, client, _ = make_cluster()
     _targets(sim, client)
     sim.send(client, p.UNDEPLOY, {"f": "square"})
     sim.output()
+    # No stale route keeps the function (and its code) alive.
+    assert sim.state._routes == {}
     call(sim, client)
     [err] = sim.output()[client]
     assert error_code(err) == "not_registered"
+    assert sim.state._routes == {}
 
 
 def test_a_replaced_function_is_routed_by_its_new_id():

@@ -455,6 +455,19 @@ def test_bench_smoke():
         assert figures["director_cpus"] == [cpu]
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"),
+                    reason="pinning to a CPU needs Linux")
+def test_bench_pinned_from_a_library_call_gives_the_cpus_back():
+    from pyfaas.bench import run_bench
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    with open(os.devnull, "w") as out:
+        figures = run_bench(workers=1, calls=20, async_calls=20, mib_rounds=1,
+                            as_json=True, out=out, cpu=cpu)
+    assert figures["pinned_cpu"] == cpu and figures["director_cpus"] == [cpu]
+    assert os.sched_getaffinity(0) == before
+
+
 # ----- the API the issue names -------------------------------------------------------------
 
 def test_executor_is_exported_as_pyfaas_executor():
