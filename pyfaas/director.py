@@ -101,6 +101,7 @@ class Director:
         now = time.monotonic()
         next_check = now + interval
         next_handshakes = now + HANDSHAKE_CHECK_S
+        due = min(next_check, next_handshakes)  # the next periodic check
         drain_until = None
         select = self._sel.select
         monotonic = time.monotonic
@@ -114,8 +115,6 @@ class Director:
                             or monotonic() >= drain_until:
                         break
                 before = monotonic()
-                due = next_check if next_check < next_handshakes \
-                    else next_handshakes
                 timeout = due - before if due > before else 0.0
                 ready = select(timeout)
                 now = monotonic()
@@ -148,6 +147,7 @@ class Director:
                         state.expire_handshakes()
                         self._expire_stalled_frames(now)
                         next_handshakes = now + HANDSHAKE_CHECK_S
+                    due = min(next_check, next_handshakes)
                 if state.outbox or state.closing:
                     self._apply_output()
         finally:
