@@ -17,6 +17,7 @@ import ssl
 import time
 
 from . import protocol as p
+from .decoder import FrameDecoder
 from .director_state import DirectorState
 from .tls import server_context
 
@@ -242,7 +243,7 @@ class Director:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer_id = self._next_id
             self._next_id += 1
-            decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
+            decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
                                      expect_preamble=True)
             conn = _Conn(peer_id, sock, addr, decoder, self._tls is not None)
             self._conns[peer_id] = conn

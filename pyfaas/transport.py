@@ -17,6 +17,7 @@ import time
 
 from . import protocol as p
 from . import security
+from .decoder import FrameDecoder
 from .tls import LockedTLSSocket
 from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError, PyFaaSProtocolError,
@@ -161,7 +162,7 @@ class Connection:
         self.max_frame_size = max_frame_size
         self.send_timeout = send_timeout or max(timeout, MIN_SEND_TIMEOUT_S)
         self._blocking = False     # plain socket in blocking mode
-        self._decoder = p.FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
+        self._decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
         # Whole frames received but not returned yet (recv_frame parses all
         # those a chunk holds at once), and whether the decoder holds bytes
         # after them (then it is asked before receiving more).

@@ -8,6 +8,7 @@ import socket
 import time
 
 from pyfaas import protocol as p
+from pyfaas.decoder import FrameDecoder
 from pyfaas.errors import PyFaaSError
 
 HOST = "127.0.0.1"
@@ -136,7 +137,7 @@ def read_frame(sock, decoder, timeout=5.0):
 
 def decode_frames(data):
     """Every whole frame in ``data`` (bytes sent by the Director)."""
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     decoder.feed(data)
     frames = []
     while True:

@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from pyfaas import protocol as p
+from pyfaas.decoder import FrameDecoder
 from pyfaas.director_state import DirectorState
 from pyfaas.serialization import function_id
 
@@ -52,7 +53,7 @@ class Sim:
         self.closed.update(closing)
         frames = {}
         for peer, parts in out.items():
-            decoder = p.FrameDecoder()
+            decoder = FrameDecoder()
             decoder.feed(b"".join(bytes(part) for part in parts))
             frames[peer] = list(iter(decoder.next_event, p.NEED_DATA))
             decoder.check_eof()

@@ -17,6 +17,7 @@ from fault_helpers import director_says
 from helpers import HOST, process_of, raw_connect, read_frame, wait_until
 from pyfaas import Client
 from pyfaas import protocol as p
+from pyfaas.decoder import FrameDecoder
 from pyfaas import serialization as ser
 from pyfaas.errors import (PyFaaSNetworkError, PyFaaSOverloadedError,
                            PyFaaSShuttingDownError)
@@ -71,7 +72,7 @@ def _raw_client(port):
     """A raw client socket past the handshake (cluster without a token)."""
     sock = raw_connect(port, timeout=10)
     sock.sendall(p.encode_preamble(p.ROLE_CLIENT))
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     assert read_frame(sock, decoder).type == p.HELLO
     return sock, decoder
 

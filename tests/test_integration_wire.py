@@ -1,7 +1,7 @@
 """Real processes: bytes that are not a well-behaved PyFaaS peer, sent to the Director.
 
 Each test opens a raw socket to the shared cluster's Director, misbehaves,
-checks what comes back (decoded with ``pyfaas.protocol.FrameDecoder``) and
+checks what comes back (decoded with ``pyfaas.decoder.FrameDecoder``) and
 that the connection is closed, and then makes a normal call that must
 succeed: one bad peer never stops the Director.
 """
@@ -13,6 +13,7 @@ import pytest
 from helpers import (decode_frames, raw_connect, read_frame, read_until_eof,
                      wait_until)
 from pyfaas import protocol as p
+from pyfaas.decoder import FrameDecoder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,7 +49,7 @@ def _error_then_eof(sock, code):
 def _handshake(cluster):
     sock = raw_connect(cluster.port)
     sock.sendall(p.encode_preamble(p.ROLE_CLIENT))
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     hello = read_frame(sock, decoder)
     assert hello.type == p.HELLO
     assert decoder.buffered == 0
@@ -141,7 +142,7 @@ def test_meta_that_is_not_json(cluster, healthy):
 def test_worker_role_must_register_first(cluster, healthy):
     with raw_connect(cluster.port) as sock:
         sock.sendall(p.encode_preamble(p.ROLE_WORKER))
-        decoder = p.FrameDecoder()
+        decoder = FrameDecoder()
         assert read_frame(sock, decoder).type == p.HELLO
         sock.sendall(p.encode_frame(p.HEARTBEAT, 0, {"inflight": 0}))
         _error_then_eof(sock, "protocol")

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyfaas import protocol as p
+from pyfaas.decoder import FrameDecoder
 
 ALL_TYPES = sorted(p.TYPE_NAMES)
 MAX_ID = 2 ** 64 - 1
@@ -20,7 +21,7 @@ MAX_ID = 2 ** 64 - 1
 
 def decode_all(chunks, decoder=None, **kwargs):
     """Feed ``chunks`` one by one, draining events after each; return them."""
-    decoder = decoder or p.FrameDecoder(**kwargs)
+    decoder = decoder or FrameDecoder(**kwargs)
     events = []
     for chunk in chunks:
         decoder.feed(chunk)
@@ -170,7 +171,7 @@ def test_many_frames_in_one_chunk():
               for i in range(500)]
     data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
                                    f.payload) for f in frames)
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     assert decode_all([data], decoder) == frames
     assert decoder.buffered == 0
 
@@ -189,7 +190,7 @@ def test_large_payload_in_random_chunks():
 
 @pytest.mark.parametrize("announced", [1025, 0xFFFFFFFF])
 def test_oversized_frame_is_refused_before_its_body_arrives(announced):
-    decoder = p.FrameDecoder(max_frame_size=1024)
+    decoder = FrameDecoder(max_frame_size=1024)
     header = announced.to_bytes(4, "big")
     decoder.feed(header[:3])
     assert decoder.next_event() is p.NEED_DATA
@@ -200,12 +201,12 @@ def test_oversized_frame_is_refused_before_its_body_arrives(announced):
 
 
 def test_frame_at_the_limit_is_accepted():
-    decoder = p.FrameDecoder(max_frame_size=12 + 100)
+    decoder = FrameDecoder(max_frame_size=12 + 100)
     [frame] = decode_all([p.encode_frame(p.OK, 1, None, b"x" * 100)], decoder)
     assert frame.payload == b"x" * 100
     with pytest.raises(p.FrameTooLarge):
         decode_all([p.encode_frame(p.OK, 1, None, b"x" * 101)],
-                   p.FrameDecoder(max_frame_size=112))
+                   FrameDecoder(max_frame_size=112))
 
 
 def test_frame_too_large_is_a_protocol_error():
@@ -214,7 +215,7 @@ def test_frame_too_large_is_a_protocol_error():
 
 @pytest.mark.parametrize("body_len", [0, 1, 11])
 def test_body_shorter_than_the_fixed_header_is_an_error(body_len):
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     decoder.feed(body_len.to_bytes(4, "big"))
     with pytest.raises(p.ProtocolError, match="under the minimum"):
         decoder.next_event()
@@ -228,7 +229,7 @@ def test_meta_length_larger_than_the_body_is_an_error():
 
 
 def test_http_request_is_refused_at_its_first_byte():
-    decoder = p.FrameDecoder(expect_preamble=True)
+    decoder = FrameDecoder(expect_preamble=True)
     decoder.feed(b"G")
     with pytest.raises(p.ProtocolError, match="bad magic"):
         decoder.next_event()
@@ -243,7 +244,7 @@ def test_preamble_with_another_version_is_returned_for_the_state_to_judge():
 
 
 def test_check_eof_is_clean_between_frames():
-    decoder = p.FrameDecoder(expect_preamble=True)
+    decoder = FrameDecoder(expect_preamble=True)
     decoder.check_eof()  # nothing received at all
     decode_all([PREAMBLE, SAMPLE_STREAM], decoder)
     decoder.check_eof()
@@ -251,7 +252,7 @@ def test_check_eof_is_clean_between_frames():
 
 @pytest.mark.parametrize("cut", [1, 4, 10, 16, len(SAMPLE_STREAM) - 1])
 def test_check_eof_inside_a_frame_is_an_error(cut):
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     decoder.feed(SAMPLE_STREAM[:cut])
     while decoder.next_event() is not p.NEED_DATA:
         pass
@@ -261,7 +262,7 @@ def test_check_eof_inside_a_frame_is_an_error(cut):
 
 
 def test_check_eof_inside_the_preamble_is_an_error():
-    decoder = p.FrameDecoder(expect_preamble=True)
+    decoder = FrameDecoder(expect_preamble=True)
     decoder.feed(b"PY")
     assert decoder.next_event() is p.NEED_DATA
     with pytest.raises(p.ProtocolError):
@@ -300,7 +301,7 @@ def _chunk(data, sizes):
        max_frame_size=st.sampled_from([12, 40, 1000]))
 def test_arbitrary_bytes_yield_events_or_protocol_errors(
         data, sizes, expect_preamble, max_frame_size):
-    decoder = p.FrameDecoder(max_frame_size, expect_preamble=expect_preamble)
+    decoder = FrameDecoder(max_frame_size, expect_preamble=expect_preamble)
     try:
         for chunk in _chunk(data, sizes):
             decoder.feed(chunk)
@@ -354,7 +355,7 @@ def test_any_mix_of_chunk_types_and_feeds_per_drain_decodes_the_same(
     chunks = _chunk(SAMPLE_STREAM, sizes)
     convert = {"bytes": bytes, "bytearray": bytearray,
                "memoryview": lambda b: memoryview(bytearray(b))}
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     events = []
     for i, chunk in enumerate(chunks):
         decoder.feed(convert[kinds[i % len(kinds)]](chunk))
@@ -368,7 +369,7 @@ def test_any_mix_of_chunk_types_and_feeds_per_drain_decodes_the_same(
 def _events(chunks, max_frame_size, quick):
     """Events (and the class of the error that ended them, if any), either
     through ``frames()`` (``quick``) or ``feed()``, then ``next_event()``."""
-    decoder = p.FrameDecoder(max_frame_size)
+    decoder = FrameDecoder(max_frame_size)
     events = []
     try:
         for chunk in chunks:
@@ -435,13 +436,13 @@ def test_preallocated_bodies_decode_the_same_as_gathered_ones(sizes, step):
     frames = _large_frames(sizes)
     data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
                                    f.payload, f.flags) for f in frames)
-    decoder = p.FrameDecoder(preallocate=True)
+    decoder = FrameDecoder(preallocate=True)
     assert _receive(decoder, data, step) == frames
     decoder.check_eof()
 
 
 def test_a_body_buffer_is_reused_only_once_nothing_refers_to_its_frame():
-    decoder = p.FrameDecoder(preallocate=True)
+    decoder = FrameDecoder(preallocate=True)
     first, second, third = _large_frames([300000, 200000, 150000])
 
     def wire(f):

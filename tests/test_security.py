@@ -20,6 +20,7 @@ from helpers import (HOST, decode_frames, raw_connect, read_frame,
                      read_until_eof, succeeds, wait_until)
 from pyfaas import Client
 from pyfaas import protocol as p
+from pyfaas.decoder import FrameDecoder
 from pyfaas import security
 from pyfaas.errors import (PyFaaSAuthenticationError, PyFaaSNetworkError,
                            PyFaaSTokenMissingError, PyFaaSTokenRejectedError)
@@ -112,7 +113,7 @@ def _hello(port, role=p.ROLE_CLIENT):
     """A raw socket past the preamble and HELLO: (sock, decoder, meta)."""
     sock = raw_connect(port)
     sock.sendall(p.encode_preamble(role))
-    decoder = p.FrameDecoder()
+    decoder = FrameDecoder()
     hello = read_frame(sock, decoder)
     assert hello.type == p.HELLO, hello
     return sock, decoder, hello.meta()
@@ -275,7 +276,7 @@ def test_replayed_handshake_is_rejected(secure):
     # The same bytes on a new connection: the Director's nonce is new.
     with raw_connect(secure.port) as replay:
         replay.sendall(p.encode_preamble(p.ROLE_CLIENT))
-        decoder = p.FrameDecoder()
+        decoder = FrameDecoder()
         hello2 = read_frame(replay, decoder)
         assert hello2.meta()["nonce"] != hello["nonce"]
         replay.sendall(recorded)
@@ -362,7 +363,7 @@ def test_max_connections_caps_open_connections(fresh_cluster):
         sock = raw_connect(cl.port)
         sock.sendall(p.encode_preamble(p.ROLE_CLIENT))
         try:
-            hello = read_frame(sock, p.FrameDecoder(), timeout=2)
+            hello = read_frame(sock, FrameDecoder(), timeout=2)
         except (AssertionError, OSError):
             sock.close()
             return False
