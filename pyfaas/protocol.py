@@ -205,3 +205,12 @@ def frame_parts(type, request_id=0, meta=None, payload=b"", flags=0):
 def encode_frame(type, request_id=0, meta=None, payload=b"", flags=0):
     """Encode a frame to one bytes object. See :func:`frame_parts`."""
     return b"".join(frame_parts(type, request_id, meta, payload, flags))
+
+
+def __getattr__(name):
+    # FrameDecoder lived here until it moved to pyfaas.decoder; the old name
+    # keeps working (imported late: decoder imports this module).
+    if name == "FrameDecoder":
+        from .decoder import FrameDecoder
+        return FrameDecoder
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

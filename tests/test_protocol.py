@@ -461,3 +461,9 @@ def test_a_body_buffer_is_reused_only_once_nothing_refers_to_its_frame():
     [got3] = _receive(decoder, wire(third), 65536)
     # Nothing refers to the second frame any more: its buffer serves again.
     assert got3 == third and id(got3.payload.obj) == buffer2
+
+
+def test_the_decoder_keeps_its_old_name_in_protocol():
+    assert p.FrameDecoder is FrameDecoder
+    with pytest.raises(AttributeError):
+        p.NoSuchThing
