@@ -368,11 +368,27 @@ class Worker(Watchdog):
                   if isinstance(x, (int, float)) and x > 0]
         return min(limits) if limits else 0.0
 
+    def _known(self, frame):
+        """What the Worker keeps about calls with this frame's meta bytes:
+        ``[meta, time limit, quick, plain, function id, result limit]``.
+        Quick: the last such call took under QUICK_CALL_S. Plain: no time
+        limit, and WorkerCore.plain (the usual call: run_plain)."""
+        meta = frame.meta()
+        limit = self._limit(meta)
+        known = [meta, limit, False, not limit and self.core.plain(meta),
+                 meta.get("f"), self.core.result_limit_for(meta)]
+        if len(frame.meta_raw) <= 512:
+            if len(self._calls) >= 4096:
+                self._calls.clear()
+            self._calls[frame.meta_raw] = known
+        return known
+
     def _run(self, conn, frame, known=None):
         """Run one CALL; ``known``: its entry in self._calls, if any."""
         rid = frame.request_id
         slot = None
         start = time.perf_counter()
+        core = self.core
         try:
             key = (conn, rid)
             with self._count_lock:
@@ -388,30 +404,36 @@ class Worker(Watchdog):
                          "closed before it started", rid)
                 return
             if known is None:
-                meta = frame.meta()
-                known = [meta, self._limit(meta), False]
-                if len(frame.meta_raw) <= 512:
-                    if len(self._calls) >= 4096:
-                        self._calls.clear()
-                    self._calls[frame.meta_raw] = known
-            meta, limit = known[0], known[1]
-            if limit and self.core.pool is None:
-                slot = Slot(rid, conn, meta.get("f"), limit)
-                with self._count_lock:
-                    self._slots[(conn, rid)] = slot
-            type_, meta, payload, flags = self.core.run_call(frame, meta, limit)
-            if slot is not None:
-                with self._count_lock:
-                    self._slots.pop((conn, rid), None)
-                    late, slot.finished = slot.finished, True
-                if late:
-                    log.info("late result of timed-out request %d dropped "
-                             "(ran %.1f s)", rid, time.monotonic() - slot.start)
-                    return
+                known = self._known(frame)
+            if known[3] and core.cache_idle():  # the usual call
+                type_, meta, payload, flags = core.run_plain(frame, known[4],
+                                                             known[5])
+            else:
+                meta, limit = known[0], known[1]
+                if limit and core.pool is None:
+                    slot = Slot(rid, conn, meta.get("f"), limit)
+                    with self._count_lock:
+                        self._slots[key] = slot
+                type_, meta, payload, flags = core.run_call(frame, meta, limit)
+                if slot is not None:
+                    with self._count_lock:
+                        self._slots.pop(key, None)
+                        late, slot.finished = slot.finished, True
+                    if late:
+                        log.info("late result of timed-out request %d "
+                                 "dropped (ran %.1f s)", rid,
+                                 time.monotonic() - slot.start)
+                        return
             if meta is None and payload:  # a plain result: frame_parts, inlined
-                self._reply(conn, [p.HEADER.pack(p.BODY_FIXED + len(payload),
-                                                 type_, flags, 0, rid),
-                                   payload])
+                parts = [p.HEADER.pack(p.BODY_FIXED + len(payload), type_,
+                                       flags, 0, rid), payload]
+                if self._writing:  # another thread writes: it takes ours too
+                    self._reply(conn, parts)
+                elif not conn.closed:  # (else: see _write)
+                    try:
+                        conn.send(parts)
+                    except PyFaaSError as exc:
+                        log.warning("could not send a reply frame: %s", exc)
             else:
                 self._send(conn, type_, rid, meta, payload, flags)
             known[2] = time.perf_counter() - start < QUICK_CALL_S
@@ -423,7 +445,7 @@ class Worker(Watchdog):
         finally:
             with self._count_lock:
                 if slot is None or not slot.timed_out:
-                    self.core.inflight -= 1
+                    core.inflight -= 1
 
     def _on_worker_info(self, conn, frame):
         self._send(conn, p.OK, frame.request_id, None,

@@ -145,7 +145,7 @@ class WorkerCore:
                 hit = entry is not None
             if hit:
                 self.stats.record(func.id, func.name, None, hit=True)
-                most = self._result_limit(meta)
+                most = self.result_limit_for(meta)
                 if len(entry.result) > most:
                     return self._too_large(func, entry.result, "cached", most)
                 return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
@@ -155,11 +155,47 @@ class WorkerCore:
         try:
             args, kwargs = self._arguments(meta, frame.payload)
         except Exception as exc:
-            self.stats.record(func.id, func.name, None, error=True, hit=hit)
-            return self._error("serialization",
-                               "arguments for %r cannot be deserialized on "
-                               "worker %s: %s: %s" % (func.name, self.worker_id,
-                                                      type(exc).__name__, exc))
+            return self._bad_arguments(func, exc, hit)
+        return self._execute(func, args, kwargs,
+                             self.result_limit_for(meta), hit, want_cache, key)
+
+    def plain(self, meta):
+        """True if calls with this (decoded CALL) meta may take
+        :meth:`run_plain` while :meth:`cache_idle`: no cache asked for,
+        not a workflow step, no process isolation."""
+        return not meta.get("cache") and "refs" not in meta and \
+            self.pool is None
+
+    def cache_idle(self):
+        """True while no call needs a cache lookup (none is stored)."""
+        cache = self.cache
+        return not cache.enabled or not len(cache)
+
+    def run_plain(self, frame, func_id, most):
+        """:meth:`run_call` for a call :meth:`plain` admits, while
+        :meth:`cache_idle`: the same reply, with none of the checks that
+        cannot apply. ``most``: the call's result limit."""
+        func = self.functions.get(func_id)
+        if func is None:
+            return self._error("not_registered",
+                               "function %r is not loaded on worker %s"
+                               % (func_id, self.worker_id))
+        hit = False if self.cache.enabled else None  # a miss, as run_call
+        try:
+            args, kwargs = ser.loads(frame.payload)
+        except Exception as exc:
+            return self._bad_arguments(func, exc, hit)
+        return self._execute(func, args, kwargs, most, hit, False, None)
+
+    def _bad_arguments(self, func, exc, hit):
+        self.stats.record(func.id, func.name, None, error=True, hit=hit)
+        return self._error("serialization",
+                           "arguments for %r cannot be deserialized on "
+                           "worker %s: %s: %s" % (func.name, self.worker_id,
+                                                  type(exc).__name__, exc))
+
+    def _execute(self, func, args, kwargs, most, hit, want_cache, key):
+        """Call ``func``; the reply as run_call returns it."""
         start = time.perf_counter()
         try:
             result = func.fn(*args, **kwargs)
@@ -173,7 +209,6 @@ class WorkerCore:
         except PyFaaSError as exc:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._error("serialization", str(exc))
-        most = self._result_limit(meta)
         if len(payload) > most:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._too_large(func, payload, type(result).__name__, most)
@@ -195,7 +230,7 @@ class WorkerCore:
             reply_meta["evicted"] = evicted
         return reply_meta
 
-    def _result_limit(self, meta):
+    def result_limit_for(self, meta):
         """Largest result for this call: ours, or the caller's if smaller
         (a client announces its own ``max_frame_bytes`` in ``max``)."""
         theirs = meta.get("max")
@@ -218,7 +253,7 @@ class WorkerCore:
         kind = outcome[0]
         if kind == "ok":
             result = outcome[1]
-            most = self._result_limit(meta)
+            most = self.result_limit_for(meta)
             if len(result) > most:
                 self.stats.record(func.id, func.name, duration, error=True,
                                   hit=hit)
