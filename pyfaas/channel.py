@@ -6,7 +6,7 @@ matched by request id, and who reads its replies (a :class:`Link`). Many
 threads may send at once; one thread at a time reads (whoever holds the
 read lock), and replies are matched to their requests whoever reads them:
 
-- A thread waiting for its own reply (:meth:`Channel.wait`) reads the
+- A thread waiting for its own reply (:meth:`Channel.request`) reads the
   socket itself when nobody else is, until its reply comes; the reply needs
   no hand-over between threads.
 - A reader thread per connection reads when requests are pending and
@@ -53,7 +53,7 @@ class ReplyFuture(Future):
 
 
 class Reply:
-    """The reply to a request whose sender waits for it (:meth:`Channel.wait`).
+    """The reply to a request its sender waits for (:meth:`Channel.request`).
 
     Lighter than a Future (one lock, no condition, no callbacks): the hot
     path of every synchronous call. Completed once, by whoever reads it.
@@ -155,7 +155,10 @@ class Channel:
     def reply_limit(self):
         """The largest reply to ask for in a request's ``max``, or None
         (see :class:`Link`); connects if needed."""
-        return self._open().reply_limit
+        link = self._link
+        if link is None or link.conn.closed:
+            link = self._open()
+        return link.reply_limit
 
     def _open(self, sending=False):
         """The Link of the open connection, connecting if needed.
@@ -270,35 +273,6 @@ class Channel:
                 entry.fail(error)
         link.wake.set()
 
-    def send(self, type_, meta=None, payload=b"", flags=0):
-        """Send one request its caller waits for at once (:meth:`wait`, which
-        reads it itself); return ``(link, rid, reply)``, a :class:`Reply`.
-
-        The hot path of every synchronous call: :meth:`send_batch`'s steps
-        for one request, without waking the reader thread.
-        """
-        link = self._open(sending=True)
-        conn = link.conn
-        rid = next(self._rids)
-        if meta.__class__ is bytes and len(meta) <= p.MAX_META_SIZE and \
-                len(meta) + len(payload) + p.BODY_FIXED <= link.limit:
-            # A call's meta comes encoded: _encode(), inlined.
-            frame = [p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload),
-                                   type_, flags, len(meta), rid) + meta]
-            if payload:
-                frame.append(payload)
-        else:
-            frame, why = self._encode(link, type_, rid, meta, payload, flags)
-            if why is not None:
-                raise PyFaaSSerializationError(why + "; nothing was sent")
-        reply = link.pending[rid] = Reply()
-        try:
-            conn.send(frame)
-        except PyFaaSError:
-            link.pending.pop(rid, None)
-            raise
-        return link, rid, reply
-
     def send_batch(self, requests):
         """Send several requests in one write; return ``[(link, rid, future)]``.
 
@@ -405,27 +379,70 @@ class Channel:
             except PyFaaSError:
                 pass
 
-    def wait(self, link, rid, reply, timeout=None):
-        """The reply frame of a request sent with :meth:`send`.
+    def request(self, type_, meta=None, payload=b"", flags=0, timeout=None):
+        """Send one request and return its reply frame: the hot path of
+        every synchronous call.
 
-        Reads the connection itself when no other thread does (see the
-        module docstring).
+        The caller reads the connection itself when no other thread does
+        (see the module docstring) and takes its own reply as it comes;
+        otherwise it waits for whoever reads to hand the reply over.
 
         Raises:
+            PyFaaSSerializationError: the request cannot be sent (too large,
+                meta over 64 KiB); nothing was sent.
             PyFaaSTimeoutError: no reply within ``timeout`` (default: the
                 channel's); the request is then cancelled.
             PyFaaSNetworkError: the connection broke first.
         """
+        link = self._open(sending=True)
+        conn, pending = link.conn, link.pending
+        rid = next(self._rids)
+        if meta.__class__ is bytes and len(meta) <= p.MAX_META_SIZE and \
+                len(meta) + len(payload) + p.BODY_FIXED <= link.limit:
+            # A call's meta comes encoded: _encode(), inlined.
+            frame = [p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload),
+                                   type_, flags, len(meta), rid) + meta]
+            if payload:
+                frame.append(payload)
+        else:
+            frame, why = self._encode(link, type_, rid, meta, payload, flags)
+            if why is not None:
+                raise PyFaaSSerializationError(why + "; nothing was sent")
+        reply = pending[rid] = Reply()
+        try:
+            conn.send(frame)
+        except PyFaaSError:
+            pending.pop(rid, None)
+            raise
         wait = self.timeout if timeout is None else timeout
         # (callers refused a thread that reads replies before sending)
-        if reply.frame is None and reply.error is None:  # not done()
-            if link.lock.acquire(False):
-                deadline = time.monotonic() + wait
-                frame = self._lead(link, rid, reply, deadline)
-                if frame is not None:
-                    return frame
-                wait = deadline - time.monotonic()
-            # else whoever reads now wakes the reader thread when it stops
+        if reply.frame is None and reply.error is None and \
+                link.lock.acquire(False):
+            # Read, anyone's replies, until ours comes (returned as it is:
+            # nothing to hand over) or fails, or the deadline passes.
+            deadline = time.monotonic() + wait
+            me = threading.get_ident()
+            self._readers.add(me)
+            try:
+                while reply.frame is None and reply.error is None:
+                    got = conn.recv_frame(deadline, close_on_timeout=False)
+                    if got is None:
+                        break  # the deadline passed: we time out below
+                    if got.request_id == rid:
+                        self._last_reply = time.monotonic()
+                        if pending.pop(rid, None) is not None:
+                            return got
+                        continue  # failed meanwhile: reply.error says how
+                    self._dispatch(link, got)
+            except (PyFaaSError, p.ProtocolError) as exc:
+                self._lost(link, exc)
+            finally:
+                self._readers.discard(me)
+                link.lock.release()
+                if pending:  # others still wait: the reader takes over
+                    link.wake.set()
+            wait = deadline - time.monotonic()
+        # else whoever reads now wakes the reader thread when it stops
         if not reply.wait(wait):
             self.forget(link, rid)
             raise PyFaaSTimeoutError(
@@ -435,30 +452,3 @@ class Channel:
         if reply.error is not None:
             raise reply.error
         return reply.frame
-
-    def _lead(self, link, rid, reply, deadline):
-        """Read replies (anyone's) until the reply to ``rid`` comes (returned
-        as it is: nothing to hand over), ``reply`` is done otherwise (failed:
-        None) or the deadline passes (None). The link's read lock is held,
-        and released here."""
-        me = threading.get_ident()
-        self._readers.add(me)
-        pending = link.pending
-        try:
-            while reply.frame is None and reply.error is None:  # done()
-                frame = link.conn.recv_frame(deadline, close_on_timeout=False)
-                if frame is None:
-                    break  # the deadline passed; the caller times out
-                if frame.request_id == rid:
-                    self._last_reply = time.monotonic()
-                    if pending.pop(rid, None) is not None:
-                        return frame
-                    continue  # failed meanwhile: reply.error says how
-                self._dispatch(link, frame)
-        except (PyFaaSError, p.ProtocolError) as exc:
-            self._lost(link, exc)
-        finally:
-            self._readers.discard(me)
-            link.lock.release()
-            if link.pending:  # others still wait: the reader takes over
-                link.wake.set()

@@ -118,8 +118,7 @@ class Client(WorkflowCalls):
     def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
                  error_class=PyFaaSError):
         self._channel.refuse_in_reader()
-        conn, rid, fut = self._channel.send(type_, meta, payload, flags)
-        frame = self._channel.wait(conn, rid, fut, timeout)
+        frame = self._channel.request(type_, meta, payload, flags, timeout)
         if frame.type == p.ERROR:
             raise error_from_meta(frame.meta(), error_class)
         return frame
@@ -339,12 +338,12 @@ class Client(WorkflowCalls):
     def _exec(self, name_or_id, args, kwargs, options, timeout):
         channel = self._channel
         channel.refuse_in_reader()
-        request = self._call_parts(name_or_id, args, kwargs, options)
-        link, rid, reply = channel.send(*request)
+        type_, meta, payload, flags = self._call_parts(name_or_id, args,
+                                                       kwargs, options)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
-        return call_result(channel.wait(link, rid, reply, wait))
+        return call_result(channel.request(type_, meta, payload, flags, wait))
 
     def map(self, name_or_id, *iterables, timeout=None, max_in_flight=256,
             batch=64):
