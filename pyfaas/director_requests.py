@@ -72,7 +72,7 @@ class ClientRequests:
             self.error(peer.id, frame.request_id, "unregistration",
                        "function %r is not registered" % (target,))
             return
-        self._remove_function(func.id)  # new routing generation
+        self._remove_function(func.id)  # (drops the routes)
         if len(self.unregistered) < 100000:
             self.unregistered.add(func.id)
         for worker in self.workers.values():
@@ -155,13 +155,14 @@ class ClientRequests:
             return
         view = memoryview(frame.payload)
         pos = 0
-        route = None  # one for the whole batch, while it stays current
+        route = None  # one for the whole batch: routing calls changes no
+        # route (only Workers' and functions' events do)
         for rid, size in zip(rids, sizes):
             one = p.Frame(p.CALL, rid, b"", view[pos:pos + size], frame.flags)
             pos += size
             if self.draining and self._refuse_if_draining(peer, one):
                 continue
-            if route is None or route.generation != self.generation:
+            if route is None:
                 route = self._route(peer, one, meta)
                 if route is None:
                     continue  # this call was answered with the error
@@ -173,8 +174,8 @@ class ClientRequests:
             if self.draining and self._refuse_if_draining(peer, frame):
                 return
             route = self._routes.get(frame.meta_raw)
-            if route is None or route.generation != self.generation:
-                route = self._route(peer, frame, self.call_meta(frame))
+            if route is None:
+                route = self._route(peer, frame, frame.meta())
                 if route is None:
                     return
                 if len(frame.meta_raw) <= 512:
@@ -249,7 +250,7 @@ class ClientRequests:
             retries = 0
         if func.extra.get("idempotent"):
             retries = max(retries, IDEMPOTENT_RETRIES)
-        return Route(self.generation, func, candidates, call_meta,
+        return Route(func, candidates, call_meta,
                      min(retries, 100) if retries > 0 else 0)
 
     def _retry(self, pend, lost_worker, reason):

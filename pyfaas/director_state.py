@@ -83,12 +83,10 @@ class DirectorState(Handshake, WorkerEvents, ClientRequests,
         self._by_role = {role: {type_: handler for (r, type_), handler
                                 in self._bound.items() if r == role}
                          for role in (p.ROLE_CLIENT, p.ROLE_WORKER)}
-        self._metas = {}           # CALL meta bytes -> decoded (read-only)
-        self._routes = {}          # CALL meta bytes -> Route
-        # Bumped by every change a Route depends on (Workers joining or
-        # leaving or draining, functions added, removed or (un)deployed):
-        # routes of an older generation are rebuilt.
-        self.generation = 0
+        # CALL meta bytes -> Route; cleared by every change a Route depends
+        # on (Workers joining, leaving or draining; functions added,
+        # removed, deployed or failing to load): see _reroute.
+        self._routes = {}
 
     # ----- output -------------------------------------------------------
 
@@ -193,27 +191,10 @@ class DirectorState(Handshake, WorkerEvents, ClientRequests,
                            or peer.worker_id is not None):
             peer.handlers = self._by_role[peer.role]
 
-    def call_meta(self, frame):
-        """The decoded meta of a CALL frame; shared, so never to be changed.
-
-        Calls of one function with the same options carry the same meta
-        bytes: they are decoded once.
-        """
-        metas = self._metas
-        meta = metas.get(frame.meta_raw)
-        if meta is None:
-            meta = frame.meta()
-            if len(frame.meta_raw) <= 512:
-                if len(metas) >= 4096:
-                    metas.clear()
-                metas[frame.meta_raw] = meta
-        return meta
-
     def _reroute(self):
-        """Something a Route depends on changed: routes are rebuilt at their
-        next use. The old ones are dropped at once, so that they do not keep
-        unregistered functions' code or lost Workers alive."""
-        self.generation += 1
+        """Something a Route depends on changed: every route is dropped (to
+        be rebuilt at its next use), so none is stale and none keeps an
+        unregistered function's code or a lost Worker alive."""
         self._routes.clear()
 
     def _unexpected(self, peer, event):

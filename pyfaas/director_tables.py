@@ -99,18 +99,16 @@ class Pending:
 
 
 class Route:
-    """Where calls with one CALL meta may go, as of one routing generation.
+    """Where calls with one CALL meta may go.
 
     Kept per meta bytes so that the next call with the same meta skips
-    resolving the function and listing its Workers; stale (and rebuilt)
-    once anything a route depends on changes (``DirectorState.generation``).
+    resolving the function and listing its Workers; dropped as soon as
+    anything a route depends on changes (``DirectorState._reroute``).
     """
 
-    __slots__ = ("generation", "func", "candidates", "min_frame", "call_meta",
-                 "retries")
+    __slots__ = ("func", "candidates", "min_frame", "call_meta", "retries")
 
-    def __init__(self, generation, func, candidates, call_meta, retries):
-        self.generation = generation
+    def __init__(self, func, candidates, call_meta, retries):
         self.func = func
         self.candidates = candidates   # eligible Workers, non-empty
         self.min_frame = min(w.max_frame for w in candidates)
