@@ -75,9 +75,6 @@ class Reply:
         self.error = exc
         self._ready.release()
 
-    def done(self):
-        return self.frame is not None or self.error is not None
-
     def wait(self, timeout):
         """True once completed; False if ``timeout`` seconds passed first."""
         return self._ready.acquire(True, max(0.0, timeout))
@@ -147,10 +144,6 @@ class Channel:
         link = self._link
         return link.conn if link is not None and not link.conn.closed \
             else None
-
-    def connection(self):
-        """The open connection, connecting (and starting the reader) if needed."""
-        return self._open().conn
 
     def reply_limit(self):
         """The largest reply to ask for in a request's ``max``, or None

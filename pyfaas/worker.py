@@ -41,6 +41,20 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 
 
+class _Known:
+    """What a Worker keeps about calls with one CALL meta (Worker._calls)."""
+
+    __slots__ = ("meta", "limit", "quick", "plain", "func_id", "most")
+
+    def __init__(self, meta, limit, plain, most):
+        self.meta = meta            # decoded; shared, never changed
+        self.limit = limit          # seconds the call may run (0: no limit)
+        self.quick = False          # the last such call took < QUICK_CALL_S
+        self.plain = plain          # no limit, and WorkerCore.plain(meta)
+        self.func_id = meta.get("f")
+        self.most = most            # the largest result the caller takes
+
+
 class Worker(Watchdog):
     """One Worker.
 
@@ -240,7 +254,7 @@ class Worker(Watchdog):
                     self._on_call(conn, frame)
                     known = self._calls.get(frame.meta_raw)
                     return (self._run, (conn, frame, known),
-                            known is not None and known[2])
+                            known is not None and known.quick)
                 self._handle(conn, frame)
             except BaseException as exc:
                 if not isinstance(exc, PyFaaSError):  # a bug: start afresh
@@ -291,13 +305,7 @@ class Worker(Watchdog):
         try:
             while True:
                 if len(batch) == 1:  # the usual case, without _write's loop
-                    conn, parts = batch[0]
-                    if not conn.closed:  # else: see _write
-                        try:
-                            conn.send(parts)
-                        except PyFaaSError as exc:
-                            log.warning("could not send a reply frame: %s",
-                                        exc)
+                    self._deliver(*batch[0])
                 else:
                     self._write(batch)
                 with self._out_lock:
@@ -310,13 +318,9 @@ class Worker(Watchdog):
                 self._writing = False
             raise
 
-    @staticmethod
-    def _write(batch):
-        """Write queued ``(conn, parts)``: one send per run of one connection.
-
-        A reply for a closed connection (the Director went away meanwhile)
-        is dropped: its caller was already told the call was lost.
-        """
+    @classmethod
+    def _write(cls, batch):
+        """Write queued ``(conn, parts)``: one send per run of one connection."""
         i = 0
         while i < len(batch):
             conn = batch[i][0]
@@ -324,8 +328,14 @@ class Worker(Watchdog):
             while i < len(batch) and batch[i][0] is conn:
                 parts.extend(batch[i][1])
                 i += 1
-            if conn.closed:
-                continue
+            cls._deliver(conn, parts)
+
+    @staticmethod
+    def _deliver(conn, parts):
+        """Send reply frames now. Those for a closed connection (the
+        Director went away meanwhile) are dropped: their callers were
+        already told the calls were lost."""
+        if not conn.closed:
             try:
                 conn.send(parts)
             except PyFaaSError as exc:
@@ -369,14 +379,11 @@ class Worker(Watchdog):
         return min(limits) if limits else 0.0
 
     def _known(self, frame):
-        """What the Worker keeps about calls with this frame's meta bytes:
-        ``[meta, time limit, quick, plain, function id, result limit]``.
-        Quick: the last such call took under QUICK_CALL_S. Plain: no time
-        limit, and WorkerCore.plain (the usual call: run_plain)."""
+        """The :class:`_Known` of calls with this frame's meta bytes, kept."""
         meta = frame.meta()
         limit = self._limit(meta)
-        known = [meta, limit, False, not limit and self.core.plain(meta),
-                 meta.get("f"), self.core.result_limit_for(meta)]
+        known = _Known(meta, limit, not limit and self.core.plain(meta),
+                       self.core.result_limit_for(meta))
         if len(frame.meta_raw) <= 512:
             if len(self._calls) >= 4096:
                 self._calls.clear()
@@ -405,11 +412,11 @@ class Worker(Watchdog):
                 return
             if known is None:
                 known = self._known(frame)
-            if known[3] and core.cache_idle():  # the usual call
-                type_, meta, payload, flags = core.run_plain(frame, known[4],
-                                                             known[5])
+            if known.plain and core.cache_idle():  # the usual call
+                type_, meta, payload, flags = core.run_plain(
+                    frame, known.func_id, known.most)
             else:
-                meta, limit = known[0], known[1]
+                meta, limit = known.meta, known.limit
                 if limit and core.pool is None:
                     slot = Slot(rid, conn, meta.get("f"), limit)
                     with self._count_lock:
@@ -429,14 +436,11 @@ class Worker(Watchdog):
                                        flags, 0, rid), payload]
                 if self._writing:  # another thread writes: it takes ours too
                     self._reply(conn, parts)
-                elif not conn.closed:  # (else: see _write)
-                    try:
-                        conn.send(parts)
-                    except PyFaaSError as exc:
-                        log.warning("could not send a reply frame: %s", exc)
+                else:
+                    self._deliver(conn, parts)
             else:
                 self._send(conn, type_, rid, meta, payload, flags)
-            known[2] = time.perf_counter() - start < QUICK_CALL_S
+            known.quick = time.perf_counter() - start < QUICK_CALL_S
         except BaseException:  # a bug here must not kill the pool thread
             log.exception("internal error while running request %d", rid)
             self._send(conn, p.ERROR, rid, {
