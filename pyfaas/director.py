@@ -18,6 +18,8 @@ import time
 
 from . import protocol as p
 from .decoder import FrameDecoder
+from .protocol import BODY_FIXED, HEADER_SIZE, Frame
+from .director_output import _READ, _WOULD_BLOCK, Output
 from .director_state import DirectorState
 from .tls import server_context
 
@@ -25,21 +27,17 @@ log = logging.getLogger(__name__)
 
 RECV_CHUNK = 64 * 1024          # under malloc's mmap threshold (no mmap
 LARGE_RECV_CHUNK = 256 * 1024   # per receive) except inside large frames
-IOV_MAX = 512
-SMALL_OUTPUT = 16 * 1024  # joined and sent with send(), not sendmsg()
+HEADER_UNPACK = p.HEADER.unpack_from
 HANDSHAKE_CHECK_S = 0.25
 CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
 PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused
-_READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                ssl.SSLWantWriteError)
 
 
 class _Conn:
     __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
                  "closing", "events", "trusted", "tls", "tls_handshake",
-                 "last_rx", "closing_since")
+                 "last_rx", "closing_since", "held")
 
     def __init__(self, peer_id, sock, addr, decoder, tls):
         self.id = peer_id
@@ -55,9 +53,10 @@ class _Conn:
         self.tls_handshake = tls  # a TLS handshake is still running
         self.last_rx = time.monotonic()
         self.closing_since = 0.0
+        self.held = False         # the decoder holds bytes of a frame
 
 
-class Director:
+class Director(Output):
     """A Director bound to its address, ready for :meth:`serve_forever`.
 
     Args:
@@ -93,6 +92,11 @@ class Director:
         self._conns = {}
         self._next_id = 1
         self._stopping = False
+        # True while the loop handles the only event of its turn, that event
+        # is one whole frame, and nothing was output yet: the state's hot
+        # path may then write a frame at once (_emit).
+        self._single = False
+        self.state.emit = self._emit
 
     # ----- lifecycle ---------------------------------------------------------
 
@@ -118,6 +122,7 @@ class Director:
                 before = monotonic()
                 timeout = due - before if due > before else 0.0
                 ready = select(timeout)
+                self._single = len(ready) == 1
                 now = monotonic()
                 if now - before > timeout + PAUSE_SLACK_S:
                     # This process was stopped or starved: the heartbeats
@@ -313,8 +318,8 @@ class Director:
         state = self.state
         while conn.sock is not None and conn.closing is None:
             try:
-                data = conn.sock.recv(LARGE_RECV_CHUNK if decoder.gathering
-                                      else RECV_CHUNK)
+                data = conn.sock.recv(LARGE_RECV_CHUNK if conn.held and
+                                      decoder.gathering else RECV_CHUNK)
             except _WOULD_BLOCK:
                 return
             except OSError as exc:
@@ -327,16 +332,31 @@ class Director:
                 self._drop(conn, reason)
                 return
             try:
-                if conn.trusted:  # whole frames parsed in one pass
-                    frames, holding = decoder.frames(data)
-                    for frame in frames:
-                        state.received(conn.id, frame)
+                size = len(data)
+                if conn.trusted and not conn.held and size >= HEADER_SIZE:
+                    # The usual: nothing held and one whole frame (what
+                    # decoder.frames() checks first, inlined).
+                    body_len, type_, flags, meta_len, rid = \
+                        HEADER_UNPACK(data)
+                    if body_len + 4 == size and meta_len <= body_len - \
+                            BODY_FIXED and body_len <= decoder.max_frame_size:
+                        end = HEADER_SIZE + meta_len
+                        state.received(conn.id, Frame(
+                            type_, rid, data[HEADER_SIZE:end], data[end:],
+                            flags))
+                        holding = False
+                    else:
+                        holding = self._frames(conn, data)
+                elif conn.trusted:
+                    holding = self._frames(conn, data)
                 else:
                     decoder.feed(data)
                     holding = True
                 if holding:
+                    self._single = False
                     self._decode(conn)
-                    if decoder.in_frame:
+                    conn.held = held = decoder.in_frame
+                    if held:
                         # Part of a frame is held: it must not stall
                         # (frame_timeout_s), and a Worker sending it is alive.
                         conn.last_rx = time.monotonic()
@@ -360,6 +380,18 @@ class Director:
                     and conn.sock.pending()):
                 return
 
+    def _frames(self, conn, data):
+        """Hand the whole frames ``data`` starts with to the state; return
+        True if the decoder holds bytes after them (see _decode)."""
+        # Several frames: their output waits for the end of the loop's turn,
+        # where the frames for each peer go out together.
+        self._single = False
+        frames, holding = conn.decoder.frames(data)
+        received = self.state.received
+        for frame in frames:
+            received(conn.id, frame)
+        return holding
+
     def _decode(self, conn):
         """Hand every event the decoder holds to the state (the general
         path: handshakes, frames split across receives)."""
@@ -375,92 +407,6 @@ class Director:
                 if peer is not None and peer.ready:
                     conn.trusted = True
                     decoder.max_frame_size = self.config.max_frame_bytes
-
-    def _apply_output(self):
-        state = self.state
-        conns = self._conns
-        while state.outbox or state.closing:
-            outbox, closing = state.take_output()
-            for peer_id, parts in outbox.items():
-                conn = conns.get(peer_id)
-                if conn is None or conn.sock is None:
-                    continue
-                if not conn.out and conn.closing is None and not conn.tls \
-                        and len(parts) <= 2 and len(parts[-1]) <= SMALL_OUTPUT:
-                    # The usual case: one small frame for a peer with nothing
-                    # waiting. It goes out joined, in one send() (measured:
-                    # 3-4 us cheaper than sendmsg's scatter list).
-                    data = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-                    try:
-                        sent = conn.sock.send(data)
-                    except _WOULD_BLOCK:
-                        sent = 0
-                    except OSError as exc:
-                        self._drop(conn, "send failed: %s" % exc)
-                        continue
-                    if sent == len(data):
-                        continue
-                    parts = [memoryview(data)[sent:]]
-                conn.out.extend(parts)
-                conn.out_bytes += sum(map(len, parts))
-                if conn.out_bytes > self._max_output:
-                    self._drop(conn, "output buffer over %d bytes (peer not "
-                                     "reading)" % self._max_output)
-                    continue
-                if not conn.tls_handshake:
-                    self._flush(conn)
-            for peer_id, reason in closing.items():
-                conn = conns.get(peer_id)
-                if conn is None:
-                    continue
-                if conn.closing is None:
-                    conn.closing = reason
-                    conn.closing_since = time.monotonic()
-                if not conn.out:
-                    self._drop(conn, reason)
-                elif not conn.tls_handshake:
-                    self._flush(conn)
-
-    def _flush(self, conn):
-        out = conn.out
-        sock = conn.sock
-        tls = self._tls is not None
-        while out:
-            try:
-                if tls:  # SSLSocket has no sendmsg: write joined pieces
-                    sent = sock.send(b"".join(out[:64]))
-                elif conn.out_bytes <= SMALL_OUTPUT:
-                    # Joining a few small pieces costs less than the
-                    # scatter list sendmsg builds (measured: 3-4 us a send).
-                    sent = sock.send(b"".join(out) if len(out) > 1
-                                     else out[0])
-                else:
-                    sent = sock.sendmsg(out[:IOV_MAX])
-            except _WOULD_BLOCK:
-                break
-            except OSError as exc:
-                self._drop(conn, "send failed: %s" % exc)
-                return
-            if sent == conn.out_bytes:  # the usual case: all of it
-                out.clear()
-                conn.out_bytes = 0
-                break
-            conn.out_bytes -= sent
-            # Drop the pieces fully written; keep the rest of a partial one.
-            i = 0
-            while i < len(out) and sent >= len(out[i]):
-                sent -= len(out[i])
-                i += 1
-            del out[:i]
-            if sent:
-                out[0] = memoryview(out[0])[sent:]
-        if not out and conn.closing is not None:
-            self._drop(conn, conn.closing)
-            return
-        # A connection being closed is not read any more: watching it for
-        # reads would wake the loop for bytes nobody takes.
-        self._want(conn, (_READ if conn.closing is None else 0)
-                   | (_WRITE if out else 0))
 
     def _drop(self, conn, reason, notify=True):
         if conn.sock is None:

@@ -214,11 +214,7 @@ class ClientRequests:
         meta = route.call_meta
         head = p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload), p.CALL,
                              frame.flags, len(meta), rid) + meta
-        out = self.outbox.get(worker.peer_id)
-        if out is None:
-            self.outbox[worker.peer_id] = [head, payload]
-        else:
-            out += (head, payload)
+        self.emit(worker.peer_id, head, payload)
         if route.retries:
             pend.retries = route.retries
             pend.resend = (func.id, route.call_meta, payload, frame.flags)

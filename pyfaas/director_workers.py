@@ -121,11 +121,7 @@ class WorkerEvents:
                 payload = frame.payload
                 head = p.HEADER.pack(p.BODY_FIXED + len(payload), p.OK,
                                      frame.flags, 0, pend.client_rid)
-                out = self.outbox.get(client.id)
-                if out is None:
-                    self.outbox[client.id] = [head, payload]
-                else:
-                    out += (head, payload)
+                self.emit(client.id, head, payload)
             return
         if frame.type == p.ERROR:
             if self.statistics_enabled:

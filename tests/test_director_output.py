@@ -1,0 +1,134 @@
+"""The Director loop's output to one peer over a real socket pair.
+
+``Director._emit`` writes the hot path's frames at once when nothing could
+be coalesced with them; these tests check that it never lets a frame
+overtake one queued before it, that it leaves later output of the same turn
+to ``_apply_output`` (one write), and that a write the socket cannot take
+whole is finished by ``_flush`` in order.
+"""
+
+import selectors
+import socket
+
+import pytest
+
+from pyfaas import config
+from pyfaas import protocol as p
+from pyfaas.decoder import FrameDecoder
+from pyfaas.director import Director, _Conn
+from pyfaas.local_cluster import director_sections, write_toml
+
+pytestmark = pytest.mark.timeout(60)
+
+PEER = 99
+
+
+@pytest.fixture
+def director(tmp_path):
+    path = write_toml(str(tmp_path / "director.toml"),
+                      director_sections(str(tmp_path)))
+    d = Director(config.load_director_config(path))
+    yield d
+    for conn in list(d._conns.values()):
+        d._drop(conn, "test over", notify=False)
+    d._sel.close()
+    d._listener.close()
+    d._wake_r.close()
+    d._wake_w.close()
+
+
+@pytest.fixture
+def peer(director):
+    """A connection of the Director (its end registered like an accepted
+    one) and our end of it."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    conn = _Conn(PEER, theirs, ("127.0.0.1", 1), FrameDecoder(), False)
+    conn.trusted = True
+    director._conns[PEER] = conn
+    director._sel.register(theirs, conn.events, conn)
+    director.state.connected(PEER, ("127.0.0.1", 1))
+    ours.settimeout(10)
+    yield conn, ours
+    ours.close()
+
+
+def _frame(rid, payload=b"x"):
+    head, body = p.frame_parts(p.OK, rid, None, payload)
+    return head, body
+
+
+def _received(sock, count):
+    """The request ids of the next ``count`` frames on ``sock``."""
+    decoder = FrameDecoder(2 ** 31)
+    rids = []
+    while len(rids) < count:
+        data = sock.recv(1 << 20)
+        assert data, "connection closed"
+        decoder.feed(data)
+        while True:
+            event = decoder.next_event()
+            if event is p.NEED_DATA:
+                break
+            rids.append(event.request_id)
+    return rids
+
+
+def test_the_first_frame_of_a_single_event_turn_goes_out_at_once(director,
+                                                                   peer):
+    conn, ours = peer
+    director._single = True
+    director._emit(PEER, *_frame(1))
+    assert _received(ours, 1) == [1]
+    assert not director.state.outbox and not conn.out
+    # What follows in the same turn is queued, to go out in one write.
+    director._emit(PEER, *_frame(2))
+    director._emit(PEER, *_frame(3))
+    assert director.state.outbox[PEER]
+    director._apply_output()
+    assert _received(ours, 2) == [2, 3]
+
+
+def test_a_frame_does_not_overtake_one_queued_before_it(director, peer):
+    conn, ours = peer
+    director.state.send(PEER, p.DEPLOY, 5, {"func_id": "f"})
+    director._single = True
+    director._emit(PEER, *_frame(6))
+    director._apply_output()
+    assert _received(ours, 2) == [5, 6]
+
+
+def test_a_turn_with_several_events_queues_everything(director, peer):
+    conn, ours = peer
+    director._single = False
+    director._emit(PEER, *_frame(7))
+    assert director.state.outbox[PEER]
+    director._apply_output()
+    assert _received(ours, 1) == [7]
+
+
+def test_a_write_the_socket_cannot_take_is_finished_in_order(director, peer):
+    conn, ours = peer
+    # Fill the socket until it takes nothing more.
+    filler = b"\0" * 65536
+    stuffed = 0
+    while True:
+        try:
+            stuffed += conn.sock.send(filler)
+        except BlockingIOError:
+            break
+    director._single = True
+    director._emit(PEER, *_frame(8, b"y" * 1000))
+    assert conn.out and conn.events & selectors.EVENT_WRITE
+    director._emit(PEER, *_frame(9))
+    director._apply_output()  # queued behind the unfinished write
+    # Read the filler, then let the loop finish its writes.
+    got = 0
+    while got < stuffed:
+        got += len(ours.recv(min(1 << 20, stuffed - got)))
+    for _ in range(100):
+        if not conn.out:
+            break
+        director._flush(conn)
+    assert not conn.out
+    assert _received(ours, 2) == [8, 9]
