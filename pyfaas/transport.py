@@ -18,6 +18,7 @@ import time
 from . import protocol as p
 from . import security
 from .decoder import FrameDecoder
+from .protocol import BODY_FIXED, HEADER_SIZE, Frame
 from .tls import LockedTLSSocket
 from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError, PyFaaSProtocolError,
@@ -28,6 +29,7 @@ RECV_CHUNK = 64 * 1024           # under malloc's mmap threshold: no
 LARGE_RECV_CHUNK = 256 * 1024    # mmap per receive, except in large frames
 MIN_SEND_TIMEOUT_S = 5.0
 RECV_SLICE_S = 1.0  # SO_RCVTIMEO of a blocking socket: see recv_frame
+HEADER_UNPACK = p.HEADER.unpack_from
 
 
 def error_from_meta(meta, default=PyFaaSError):
@@ -334,8 +336,42 @@ class Connection:
         ready = self._ready
         if ready:
             return ready.popleft()
+        data = None
+        if self._blocking and not self._holding and (
+                deadline is None or deadline - time.monotonic() > RECV_SLICE_S):
+            # The usual: nothing held, a blocking socket (its SO_RCVTIMEO
+            # bounds the wait) and one whole frame arrives.
+            sock = self._sock
+            if sock is not None:
+                try:
+                    data = sock.recv(RECV_CHUNK)
+                except (socket.timeout, BlockingIOError):
+                    data = None  # a slice passed: the loop below goes on
+                except (OSError, ValueError) as exc:  # ValueError: fd closed
+                    raise self._broken(exc)
+                size = len(data) if data else 0
+                if size >= HEADER_SIZE:
+                    body_len, type_, flags, meta_len, rid = \
+                        HEADER_UNPACK(data)
+                    if body_len + 4 == size and meta_len <= body_len - \
+                            BODY_FIXED and \
+                            body_len <= self._decoder.max_frame_size:
+                        end = HEADER_SIZE + meta_len
+                        return Frame(type_, rid, data[HEADER_SIZE:end],
+                                     data[end:], flags)
         decoder = self._decoder
         while True:
+            if data is not None:  # received above, not one whole frame
+                if not data:
+                    self.close()
+                    raise PyFaaSNetworkError("director %s closed the "
+                                             "connection" % self.name)
+                frames, self._holding = decoder.frames(data)
+                data = None
+                if frames:
+                    if len(frames) > 1:
+                        ready.extend(frames[1:])
+                    return frames[0]
             if self._holding:  # bytes after the frames returned so far
                 try:
                     event = decoder.next_event()
@@ -383,18 +419,13 @@ class Connection:
                                          "%.1f s%s" % (self.name, self.timeout,
                                                        self.hint))
             except (OSError, ValueError) as exc:  # ValueError: fd closed
-                self.close()
-                raise PyFaaSNetworkError("connection to director %s lost: %s"
-                                         % (self.name, exc))
-            if not data:
-                self.close()
-                raise PyFaaSNetworkError("director %s closed the connection"
-                                         % self.name)
-            frames, self._holding = decoder.frames(data)
-            if frames:
-                if len(frames) > 1:
-                    ready.extend(frames[1:])
-                return frames[0]
+                raise self._broken(exc)
+
+    def _broken(self, exc):
+        """Close after a failed receive; the error to raise."""
+        self.close()
+        return PyFaaSNetworkError("connection to director %s lost: %s"
+                                  % (self.name, exc))
 
     def local_address(self):
         """``"host:port"`` of our end of the socket, or "" when closed."""
