@@ -34,6 +34,7 @@ from .errors import (PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError,
 from .transport import Connection, error_from_meta
 
 IDLE_CHECK_S = 0.02  # a connection unused this long is checked before use
+SMALL_FRAME = 16384  # a request under this goes out as one joined piece
 
 
 class ReplyFuture(Future):
@@ -123,7 +124,7 @@ class Channel:
         self.hint = hint
         self.token = token
         self.tls = tls
-        self._link = None
+        self.link = None          # the Link of the open connection, if any
         self._lock = threading.Lock()
         self._rids = itertools.count(1)
         self._readers = set()     # threads (idents) dispatching replies:
@@ -135,20 +136,20 @@ class Channel:
         """Close the connection; requests in flight fail. Idempotent."""
         self.closed = True
         with self._lock:
-            link, self._link = self._link, None
+            link, self.link = self.link, None
         if link is not None:
             self._lost(link, None)
 
     def current(self):
         """The open connection, or None (never connects)."""
-        link = self._link
+        link = self.link
         return link.conn if link is not None and not link.conn.closed \
             else None
 
     def reply_limit(self):
         """The largest reply to ask for in a request's ``max``, or None
         (see :class:`Link`); connects if needed."""
-        link = self._link
+        link = self.link
         if link is None or link.conn.closed:
             link = self._open()
         return link.reply_limit
@@ -162,7 +163,7 @@ class Channel:
         nothing pending and no reply for IDLE_CHECK_S is read first, without
         waiting (see :meth:`_read_idle`).
         """
-        link = self._link
+        link = self.link
         if link is not None and not link.conn.closed:
             if not sending or link.pending or \
                     time.monotonic() - self._last_reply < IDLE_CHECK_S:
@@ -174,7 +175,7 @@ class Channel:
             if self.closed:
                 raise PyFaaSNetworkError("client for %s:%s is closed"
                                          % (self.host, self.port))
-            link = self._link
+            link = self.link
             if link is not None and not link.conn.closed:
                 return link
             if link is not None:  # closed by a failed send: its reader
@@ -183,7 +184,7 @@ class Channel:
                               self.timeout, self.max_frame_size, self.hint,
                               self.token, self.tls)
             conn.connect()
-            link = self._link = Link(conn, self.max_frame_size)
+            link = self.link = Link(conn, self.max_frame_size)
             reader = threading.Thread(target=self._reader, args=(link,),
                                       name="pyfaas-client-reader",
                                       daemon=True)
@@ -387,16 +388,20 @@ class Channel:
                 channel's); the request is then cancelled.
             PyFaaSNetworkError: the connection broke first.
         """
-        link = self._open(sending=True)
+        link = self.link
+        if link is None or link.conn.closed or not link.pending and \
+                time.monotonic() - self._last_reply >= IDLE_CHECK_S:
+            link = self._open(sending=True)  # (the checks, inlined: see it)
         conn, pending = link.conn, link.pending
         rid = next(self._rids)
         if meta.__class__ is bytes and len(meta) <= p.MAX_META_SIZE and \
                 len(meta) + len(payload) + p.BODY_FIXED <= link.limit:
-            # A call's meta comes encoded: _encode(), inlined.
-            frame = [p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload),
-                                   type_, flags, len(meta), rid) + meta]
-            if payload:
-                frame.append(payload)
+            # A call's meta comes encoded: _encode(), inlined. A small frame
+            # is joined into one piece here (one copy, one send).
+            head = p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload),
+                                 type_, flags, len(meta), rid) + meta
+            frame = [head + payload] if len(payload) < SMALL_FRAME \
+                else [head, payload]
         else:
             frame, why = self._encode(link, type_, rid, meta, payload, flags)
             if why is not None:

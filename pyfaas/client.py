@@ -80,8 +80,9 @@ class Client(WorkflowCalls):
                                 token, tls_client_context(
                                     tls, tls_ca_file, config_path or "client"))
         self._signatures = {}     # name or func_id -> params description
-        self._fitting = {}        # (name, n args, kw names) known to bind
-        self._plain_meta = {}     # name -> encoded meta of an option-less call
+        # (name, n args, kw names) known to bind -> the encoded meta of an
+        # option-less call of it (what _call_parts would build)
+        self._fitting = {}
 
     @classmethod
     def from_config(cls, path):
@@ -231,7 +232,7 @@ class Client(WorkflowCalls):
 
     def _check_call(self, name, args, kwargs):
         # Whether arguments bind depends only on their count and keyword
-        # names: remember the shapes that fitted.
+        # names: remember the shapes that fitted (with the meta of a call).
         shape = (name, len(args), tuple(kwargs) if kwargs else ())
         if shape in self._fitting:
             return
@@ -244,7 +245,7 @@ class Client(WorkflowCalls):
         why = ser.check_arguments(params, args, kwargs)
         if why is None:
             if params is not None and len(self._fitting) < 10000:
-                self._fitting[shape] = True
+                self._fitting[shape] = p.encode_meta({"f": name})
             return
         self.list()  # the cached signature may be stale: look again
         params = self._signatures.get(name)
@@ -264,11 +265,10 @@ class Client(WorkflowCalls):
             meta = {"f": name}
             meta.update(options)
         else:
-            meta = self._plain_meta.get(name)
-            if meta is None:
+            meta = self._fitting.get((name, len(args),
+                                      tuple(kwargs) if kwargs else ()))
+            if meta is None:  # (arguments not checked: no signature)
                 meta = p.encode_meta({"f": name})
-                if len(self._plain_meta) < 10000:
-                    self._plain_meta[name] = meta
         payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
         return p.CALL, meta, payload, p.FLAG_PICKLED
 
@@ -338,8 +338,20 @@ class Client(WorkflowCalls):
     def _exec(self, name_or_id, args, kwargs, options, timeout):
         channel = self._channel
         channel.refuse_in_reader()
-        type_, meta, payload, flags = self._call_parts(name_or_id, args,
-                                                       kwargs, options)
+        link = channel.link
+        if not options and link is not None and link.reply_limit is None:
+            # The usual call: arguments of a shape that fitted before, no
+            # options: _call_parts, inlined.
+            meta = self._fitting.get((name_or_id, len(args),
+                                      tuple(kwargs) if kwargs else ()))
+        else:
+            meta = None
+        if meta is not None:
+            type_, flags = p.CALL, p.FLAG_PICKLED
+            payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
+        else:
+            type_, meta, payload, flags = self._call_parts(name_or_id, args,
+                                                           kwargs, options)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S

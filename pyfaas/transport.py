@@ -301,7 +301,9 @@ class Connection:
                 raise PyFaaSNetworkError("connection to director %s is closed"
                                          % self.name)
             try:
-                if len(parts) == 2 and len(parts[1]) < 16384:
+                if len(parts) == 1 and len(parts[0]) < 16384:
+                    sock.sendall(parts[0])  # a small frame, already joined
+                elif len(parts) == 2 and len(parts[1]) < 16384:
                     sock.sendall(parts[0] + parts[1])  # a small frame
                 else:
                     send_parts(sock, parts,

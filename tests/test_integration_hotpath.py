@@ -22,7 +22,8 @@ import pytest
 from helpers import wait_until
 from pyfaas import Client
 from pyfaas.errors import (PyFaaSFunctionRegistrationError,
-                           PyFaaSNetworkError, PyFaaSTimeoutError)
+                           PyFaaSNetworkError, PyFaaSParameterMismatchError,
+                           PyFaaSTimeoutError)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,3 +221,21 @@ def test_code_that_exits_when_unpickled_is_refused_and_the_worker_serves_on(
     assert "SystemExit" in str(info.value)
     for _ in range(3):
         assert client.call("nap", 0) == 0
+
+
+def test_a_call_shape_that_fitted_is_checked_again_after_a_new_signature(
+        one_worker):
+    def shaped(a, b=0):
+        return a + b
+
+    def reshaped(a, b):  # b is required now
+        return a * b
+
+    with one_worker.client() as client:
+        client.register(shaped, name="hot_shaped")
+        assert client.call("hot_shaped", 1) == 1  # this shape fits
+        assert client.call("hot_shaped", 1, b=2) == 3
+        client.register(reshaped, name="hot_shaped")
+        with pytest.raises(PyFaaSParameterMismatchError):
+            client.call("hot_shaped", 1)  # refused before sending
+        assert client.call("hot_shaped", 3, b=2) == 6
