@@ -13,6 +13,7 @@ prints each PyFaaS figure beside it as a ratio. Only 127.0.0.1 is used.
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -194,6 +195,7 @@ def _run(workers, calls, async_calls, mib_rounds, config, as_json, out, cpu):
             floor.close()
         if cluster is not None:
             cluster.stop()
+            shutil.rmtree(cluster.workdir, ignore_errors=True)
     if as_json:
         print(json.dumps(figures, indent=2), file=out)
     else:

@@ -410,11 +410,12 @@ def test_least_loaded_sends_a_burst_to_the_idle_worker(fresh_cluster):
 # ----- the bench command --------------------------------------------------------------------
 
 @pytest.mark.timeout(BENCH_TIMEOUT_S + 30)
-def test_bench_smoke():
+def test_bench_smoke(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep)
                        if x])
+    env["TMPDIR"] = str(tmp_path)  # where its cluster's directory goes
     # Pinned to one CPU where that is possible (--cpu): both ways of
     # running are smoke-tested, the other one by test_edges.
     cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
@@ -453,6 +454,7 @@ def test_bench_smoke():
     assert figures["pinned_cpu"] == cpu
     if cpu is not None:
         assert figures["director_cpus"] == [cpu]
+    assert not list(tmp_path.iterdir())  # the cluster's directory is gone
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"),
