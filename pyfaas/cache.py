@@ -64,13 +64,10 @@ class LRUCache:
 
     def __init__(self, max_size, policy="LRU"):
         self.max_size = max_size
+        self.enabled = max_size > 0
         self.policy = policy
         self._entries = OrderedDict()
         self._lock = threading.Lock()
-
-    @property
-    def enabled(self):
-        return self.max_size > 0
 
     def __len__(self):
         return len(self._entries)

@@ -251,7 +251,12 @@ class Worker(Watchdog):
             try:
                 frame = conn.recv_frame()
                 if frame.type == p.CALL:
-                    self._on_call(conn, frame)
+                    core = self.core
+                    with self._count_lock:  # counted and cancellable from now
+                        core.inflight += 1
+                        core.requests += 1
+                        self._queued.add((conn, frame.request_id))
+                    core.last_request_at = time.time()
                     known = self._calls.get(frame.meta_raw)
                     return (self._run, (conn, frame, known),
                             known is not None and known.quick)
@@ -358,14 +363,6 @@ class Worker(Watchdog):
 
     def _on_undeploy(self, conn, frame):
         self.core.unload_function(frame.meta().get("func_id"))
-
-    def _on_call(self, conn, frame):
-        core = self.core
-        with self._count_lock:
-            core.inflight += 1
-            core.requests += 1
-            self._queued.add((conn, frame.request_id))
-        core.last_request_at = time.time()
 
     def _on_cancel(self, conn, frame):
         with self._count_lock:
