@@ -38,7 +38,7 @@ class Output:
             self._single = False  # what follows in this turn is coalesced
             conn = self._conns.get(peer_id)
             if conn is not None and not conn.out and conn.sock is not None \
-                    and not conn.tls:
+                    and conn.closing is None and not conn.tls:
                 data = head + payload
                 try:
                     sent = conn.sock.send(data)

@@ -132,3 +132,16 @@ def test_a_write_the_socket_cannot_take_is_finished_in_order(director, peer):
         director._flush(conn)
     assert not conn.out
     assert _received(ours, 2) == [8, 9]
+
+
+def test_a_closing_peer_gets_its_frame_through_the_queue(director, peer):
+    conn, ours = peer
+    conn.closing = "closed by the test"
+    director._single = True
+    director._emit(PEER, *_frame(10))
+    # Queued: a direct write's leftover would make the loop watch reads
+    # again on a connection it no longer reads.
+    assert director.state.outbox[PEER] and not conn.out
+    director._apply_output()
+    assert _received(ours, 1) == [10]
+    assert conn.sock is None  # closed once its last frame was written
