@@ -148,11 +148,10 @@ class Channel:
 
     def reply_limit(self):
         """The largest reply to ask for in a request's ``max``, or None
-        (see :class:`Link`); connects if needed."""
-        link = self.link
-        if link is None or link.conn.closed:
-            link = self._open()
-        return link.reply_limit
+        (see :class:`Link`), on the connection the next request goes out
+        on: connects if needed, and first checks one left idle (a Director
+        restarted meanwhile may take larger frames than the last one)."""
+        return self._open(sending=True).reply_limit
 
     def _open(self, sending=False):
         """The Link of the open connection, connecting if needed.

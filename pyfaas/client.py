@@ -338,10 +338,9 @@ class Client(WorkflowCalls):
     def _exec(self, name_or_id, args, kwargs, options, timeout):
         channel = self._channel
         channel.refuse_in_reader()
-        link = channel.link
-        if not options and link is not None and link.reply_limit is None:
+        if not options and channel.reply_limit() is None:
             # The usual call: arguments of a shape that fitted before, no
-            # options: _call_parts, inlined.
+            # options, no "max" needed: _call_parts, inlined.
             meta = self._fitting.get((name_or_id, len(args),
                                       tuple(kwargs) if kwargs else ()))
         else:

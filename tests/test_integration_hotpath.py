@@ -21,7 +21,9 @@ import pytest
 
 from helpers import wait_until
 from pyfaas import Client
-from pyfaas.errors import (PyFaaSFunctionRegistrationError,
+from pyfaas import protocol as p
+from pyfaas.channel import IDLE_CHECK_S
+from pyfaas.errors import (PyFaaSError, PyFaaSFunctionRegistrationError,
                            PyFaaSNetworkError, PyFaaSParameterMismatchError,
                            PyFaaSTimeoutError)
 
@@ -239,3 +241,40 @@ def test_a_call_shape_that_fitted_is_checked_again_after_a_new_signature(
         with pytest.raises(PyFaaSParameterMismatchError):
             client.call("hot_shaped", 1)  # refused before sending
         assert client.call("hot_shaped", 3, b=2) == 6
+
+
+def test_a_call_after_a_restart_with_a_larger_frame_limit_asks_for_ours(
+        fresh_cluster):
+    # Our limit (1 MiB) equals the first Director's: calls need no "max".
+    # The Director restarted on the same port takes 4 MiB: from then on
+    # every call must say the largest result we take, the first one too
+    # (it goes out after the idle connection's EOF is found).
+    mib = 1 << 20
+    cl = fresh_cluster(start=False)
+    port = cl.start_director(max_frame_bytes=mib)
+    client = Client(HOST, port, 10.0, max_frame_size=mib)
+    sent = []
+    real_request = client._channel.request
+
+    def recording(type_, meta=None, *args, **kwargs):
+        if type_ == p.CALL:
+            sent.append(meta if isinstance(meta, dict)
+                        else p.decode_meta(meta))
+        return real_request(type_, meta, *args, **kwargs)
+
+    client._channel.request = recording
+    try:
+        client.register(whoami, name="hot_limits")
+        with pytest.raises(PyFaaSError):  # no Worker: refused, as expected
+            client.call("hot_limits")
+        assert "max" not in sent[-1]
+        assert cl.director.stop() == 0
+        cl.start_director(port=port, max_frame_bytes=4 * mib)
+        time.sleep(2 * IDLE_CHECK_S)
+        del sent[:]
+        for _ in range(2):
+            with pytest.raises(PyFaaSError):
+                client.call("hot_limits")
+        assert [m.get("max") for m in sent] == [mib, mib]
+    finally:
+        client.close()
