@@ -164,6 +164,7 @@ def _run(workers, calls, async_calls, mib_rounds, config, as_json, out, cpu):
     figures = {"workers": workers, "python": sys.version.split()[0],
                "cpus": os.cpu_count(), "pinned_cpu": cpu}
     floor = cluster = None
+    finished = False
     try:
         if config is not None:
             client = Client.from_config(config)
@@ -190,12 +191,19 @@ def _run(workers, calls, async_calls, mib_rounds, config, as_json, out, cpu):
             floor = bench_floor.Floor()
             figures["pyfaas"], figures["floor"] = measure(
                 client, floor, calls, async_calls, mib_rounds)
+        finished = True
     finally:
         if floor is not None:
             floor.close()
         if cluster is not None:
-            cluster.stop()
-            shutil.rmtree(cluster.workdir, ignore_errors=True)
+            try:
+                cluster.stop()
+            finally:
+                if finished:
+                    shutil.rmtree(cluster.workdir, ignore_errors=True)
+                else:  # its configs and logs say what went wrong
+                    print("bench: the local cluster's files are kept in %s"
+                          % cluster.workdir, file=sys.stderr)
     if as_json:
         print(json.dumps(figures, indent=2), file=out)
     else:

@@ -83,6 +83,7 @@ class Client(WorkflowCalls):
         # (name, n args, kw names) known to bind -> the encoded meta of an
         # option-less call of it (what _call_parts would build)
         self._fitting = {}
+        self._plain_meta = {}     # name -> that meta, for unchecked names
 
     @classmethod
     def from_config(cls, path):
@@ -267,8 +268,12 @@ class Client(WorkflowCalls):
         else:
             meta = self._fitting.get((name, len(args),
                                       tuple(kwargs) if kwargs else ()))
-            if meta is None:  # (arguments not checked: no signature)
-                meta = p.encode_meta({"f": name})
+            if meta is None:  # arguments not checked: no signature known
+                meta = self._plain_meta.get(name)
+                if meta is None:
+                    meta = p.encode_meta({"f": name})
+                    if len(self._plain_meta) < 10000:
+                        self._plain_meta[name] = meta
         payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
         return p.CALL, meta, payload, p.FLAG_PICKLED
 

@@ -26,11 +26,14 @@ class Output:
     def _emit(self, peer_id, head, payload):
         """The state's hot path for one frame (``DirectorState.emit``).
 
-        A small frame for an idle peer goes out now when it is the first
-        output of a loop turn with one event that was one whole frame (a
+        A frame whose payload is at most SMALL_OUTPUT bytes goes out now to
+        a peer with nothing queued or unwritten when it is the first frame
+        emitted in a loop turn whose one event was one whole frame (a
         synchronous call's). Anything else is queued for _apply_output,
-        which coalesces each peer's frames into one write. Queued frames
-        for the peer keep it queued too, so frames never overtake others.
+        which coalesces each peer's frames into one write. Output queued
+        for the peer keeps this frame queued too, so a peer's frames never
+        overtake each other (frames for other peers may be queued before
+        it: each peer's order is what counts).
         """
         state = self.state
         if self._single and len(payload) <= SMALL_OUTPUT and \

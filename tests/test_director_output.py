@@ -145,3 +145,18 @@ def test_a_closing_peer_gets_its_frame_through_the_queue(director, peer):
     director._apply_output()
     assert _received(ours, 1) == [10]
     assert conn.sock is None  # closed once its last frame was written
+
+
+def test_a_failed_direct_write_drops_the_peer_and_tells_the_state(director,
+                                                                  peer):
+    conn, ours = peer
+    ours.close()
+    # The peer's reset shows on the next send (the first may still succeed).
+    for rid in range(20, 40):
+        director._single = True
+        director._emit(PEER, *_frame(rid))
+        director._apply_output()
+        if conn.sock is None:
+            break
+    assert conn.sock is None and PEER not in director._conns
+    assert PEER not in director.state.peers  # state.disconnected ran

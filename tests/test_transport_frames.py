@@ -122,3 +122,27 @@ def test_a_frame_over_the_limit_is_a_protocol_error():
         assert conn.closed
     finally:
         theirs.close()
+
+
+def test_large_frames_between_small_ones_and_a_near_deadline():
+    conn, theirs = _pair()
+    conn.max_frame_size = conn._decoder.max_frame_size = 8 << 20
+    frames = [p.Frame(p.OK, 1, b"", b"a", 0),
+              p.Frame(p.OK, 2, b'{"m":1}', bytes(range(256)) * 20000, 0),
+              p.Frame(p.OK, 3, b"", b"b", 0)]
+    writer = threading.Thread(target=theirs.sendall, args=(_wire(frames),))
+    writer.start()
+    try:
+        got = [conn.recv_frame(time.monotonic() + 10) for _ in frames]
+        assert got == frames
+        # A deadline under a second away polls instead: nothing comes, so
+        # the read gives up in time and the connection stays usable.
+        start = time.monotonic()
+        assert conn.recv_frame(start + 0.2, close_on_timeout=False) is None
+        assert time.monotonic() - start < 2 and not conn.closed
+        theirs.sendall(_wire(frames[:1]))
+        assert conn.recv_frame(time.monotonic() + 0.5) == frames[0]
+    finally:
+        writer.join(10)
+        conn.close()
+        theirs.close()
