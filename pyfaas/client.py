@@ -81,9 +81,9 @@ class Client(WorkflowCalls):
                                     tls, tls_ca_file, config_path or "client"))
         self._signatures = {}     # name or func_id -> params description
         # (name, n args, kw names) known to bind -> the encoded meta of an
-        # option-less call of it (what _call_parts would build)
+        # option-less call (see _call_parts)
         self._fitting = {}
-        self._plain_meta = {}     # name -> that meta, for unchecked names
+        self._plain_meta = {}     # name -> that meta
 
     @classmethod
     def from_config(cls, path):
@@ -231,12 +231,9 @@ class Client(WorkflowCalls):
         self._fitting.clear()
         return listing
 
-    def _check_call(self, name, args, kwargs):
-        # Whether arguments bind depends only on their count and keyword
-        # names: remember the shapes that fitted (with the meta of a call).
-        shape = (name, len(args), tuple(kwargs) if kwargs else ())
-        if shape in self._fitting:
-            return
+    def _check_call(self, name, args, kwargs, shape):
+        """Raise if the arguments do not bind to ``name``'s signature;
+        remember ``shape`` when they do (see _call_parts)."""
         if name not in self._signatures:
             try:
                 self.list()
@@ -246,7 +243,7 @@ class Client(WorkflowCalls):
         why = ser.check_arguments(params, args, kwargs)
         if why is None:
             if params is not None and len(self._fitting) < 10000:
-                self._fitting[shape] = p.encode_meta({"f": name})
+                self._fitting[shape] = self._plain(name)
             return
         self.list()  # the cached signature may be stale: look again
         params = self._signatures.get(name)
@@ -256,24 +253,30 @@ class Client(WorkflowCalls):
                 "arguments do not fit %s%s: %s"
                 % (name, ser.signature_text(params), why))
 
+    def _plain(self, name):
+        """The encoded meta of an option-less call of ``name`` (kept)."""
+        meta = self._plain_meta.get(name)
+        if meta is None:
+            meta = p.encode_meta({"f": name})
+            if len(self._plain_meta) < 10000:
+                self._plain_meta[name] = meta
+        return meta
+
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
-        self._check_call(name, args, kwargs)
+        # Whether arguments bind depends only on their count and keyword
+        # names: a shape that fitted is kept with its call's meta.
+        shape = (name, len(args), tuple(kwargs) if kwargs else ())
+        meta = self._fitting.get(shape)
+        if meta is None:
+            self._check_call(name, args, kwargs, shape)
+            meta = self._plain(name)
         limit = self._channel.reply_limit()
         if limit is not None:
             options = dict(options or {}, max=limit)
         if options:
             meta = {"f": name}
             meta.update(options)
-        else:
-            meta = self._fitting.get((name, len(args),
-                                      tuple(kwargs) if kwargs else ()))
-            if meta is None:  # arguments not checked: no signature known
-                meta = self._plain_meta.get(name)
-                if meta is None:
-                    meta = p.encode_meta({"f": name})
-                    if len(self._plain_meta) < 10000:
-                        self._plain_meta[name] = meta
         payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
         return p.CALL, meta, payload, p.FLAG_PICKLED
 
@@ -343,19 +346,8 @@ class Client(WorkflowCalls):
     def _exec(self, name_or_id, args, kwargs, options, timeout):
         channel = self._channel
         channel.refuse_in_reader()
-        if not options and channel.reply_limit() is None:
-            # The usual call: arguments of a shape that fitted before, no
-            # options, no "max" needed: _call_parts, inlined.
-            meta = self._fitting.get((name_or_id, len(args),
-                                      tuple(kwargs) if kwargs else ()))
-        else:
-            meta = None
-        if meta is not None:
-            type_, flags = p.CALL, p.FLAG_PICKLED
-            payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
-        else:
-            type_, meta, payload, flags = self._call_parts(name_or_id, args,
-                                                           kwargs, options)
+        type_, meta, payload, flags = self._call_parts(name_or_id, args,
+                                                       kwargs, options)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S

@@ -28,6 +28,24 @@ def _unviewed(buf):
     return True
 
 
+def whole_frame(data, max_frame_size):
+    """The Frame ``data`` (bytes) is, when it is exactly one whole, valid
+    frame; else None (it is then for :class:`FrameDecoder`).
+
+    The usual receive holds one small frame: clients, Workers and the
+    Director try this first when their decoder holds nothing.
+    """
+    size = len(data)
+    if size < HEADER_SIZE:
+        return None
+    body_len, type_, flags, meta_len, request_id = HEADER.unpack_from(data)
+    if body_len + 4 != size or body_len > max_frame_size or \
+            meta_len > body_len - BODY_FIXED:
+        return None
+    end = HEADER_SIZE + meta_len
+    return Frame(type_, request_id, data[HEADER_SIZE:end], data[end:], flags)
+
+
 class FrameDecoder:
     """Incremental decoder: ``feed(data)``, then ``next_event()`` until NEED_DATA.
 
@@ -156,16 +174,11 @@ class FrameDecoder:
                 or self._want_preamble or data.__class__ is not bytes:
             self.feed(data)
             return [], True
-        end_of_data = len(data)
         limit = self.max_frame_size
-        if end_of_data >= HEADER_SIZE:  # first: exactly one frame, the usual
-            body_len, type_, flags, meta_len, request_id = \
-                HEADER.unpack_from(data)
-            if body_len + 4 == end_of_data and body_len <= limit and \
-                    meta_len <= body_len - BODY_FIXED:
-                return [Frame(type_, request_id,
-                              data[HEADER_SIZE:HEADER_SIZE + meta_len],
-                              data[HEADER_SIZE + meta_len:], flags)], False
+        frame = whole_frame(data, limit)  # first: exactly one, the usual
+        if frame is not None:
+            return [frame], False
+        end_of_data = len(data)
         frames = []
         pos = 0
         while end_of_data - pos >= HEADER_SIZE:

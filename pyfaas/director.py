@@ -17,9 +17,8 @@ import ssl
 import time
 
 from . import protocol as p
-from .decoder import FrameDecoder
-from .protocol import BODY_FIXED, HEADER_SIZE, Frame
-from .director_output import _READ, _WOULD_BLOCK, Output
+from .decoder import FrameDecoder, whole_frame
+from .director_output import _READ, _WOULD_BLOCK, _WRITE, Output
 from .director_state import DirectorState
 from .tls import server_context
 
@@ -27,11 +26,9 @@ log = logging.getLogger(__name__)
 
 RECV_CHUNK = 64 * 1024          # under malloc's mmap threshold (no mmap
 LARGE_RECV_CHUNK = 256 * 1024   # per receive) except inside large frames
-HEADER_UNPACK = p.HEADER.unpack_from
 HANDSHAKE_CHECK_S = 0.25
 CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
 PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused
-_WRITE = selectors.EVENT_WRITE
 
 
 class _Conn:
@@ -332,21 +329,11 @@ class Director(Output):
                 self._drop(conn, reason)
                 return
             try:
-                size = len(data)
-                if conn.trusted and not conn.held and size >= HEADER_SIZE:
-                    # The usual: nothing held and one whole frame (what
-                    # decoder.frames() checks first, inlined).
-                    body_len, type_, flags, meta_len, rid = \
-                        HEADER_UNPACK(data)
-                    if body_len + 4 == size and meta_len <= body_len - \
-                            BODY_FIXED and body_len <= decoder.max_frame_size:
-                        end = HEADER_SIZE + meta_len
-                        state.received(conn.id, Frame(
-                            type_, rid, data[HEADER_SIZE:end], data[end:],
-                            flags))
-                        holding = False
-                    else:
-                        holding = self._frames(conn, data)
+                frame = whole_frame(data, decoder.max_frame_size) \
+                    if conn.trusted and not conn.held else None
+                if frame is not None:  # the usual: one whole frame
+                    state.received(conn.id, frame)
+                    holding = False
                 elif conn.trusted:
                     holding = self._frames(conn, data)
                 else:

@@ -56,11 +56,7 @@ class Output:
                     conn.out_bytes += len(data) - sent
                     self._want(conn, _READ | _WRITE)
                     return
-        out = state.outbox.get(peer_id)
-        if out is None:
-            state.outbox[peer_id] = [head, payload]
-        else:
-            out += (head, payload)
+        state.queue(peer_id, head, payload)
 
     def _apply_output(self):
         state = self.state

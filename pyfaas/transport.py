@@ -17,8 +17,7 @@ import time
 
 from . import protocol as p
 from . import security
-from .decoder import FrameDecoder
-from .protocol import BODY_FIXED, HEADER_SIZE, Frame
+from .decoder import FrameDecoder, whole_frame
 from .tls import LockedTLSSocket
 from .errors import (CODES, PyFaaSAuthenticationError, PyFaaSError,
                      PyFaaSNetworkError, PyFaaSProtocolError,
@@ -29,7 +28,6 @@ RECV_CHUNK = 64 * 1024           # under malloc's mmap threshold: no
 LARGE_RECV_CHUNK = 256 * 1024    # mmap per receive, except in large frames
 MIN_SEND_TIMEOUT_S = 5.0
 RECV_SLICE_S = 1.0  # SO_RCVTIMEO of a blocking socket: see recv_frame
-HEADER_UNPACK = p.HEADER.unpack_from
 
 
 def error_from_meta(meta, default=PyFaaSError):
@@ -351,16 +349,10 @@ class Connection:
                     data = None  # a slice passed: the loop below goes on
                 except (OSError, ValueError) as exc:  # ValueError: fd closed
                     raise self._broken(exc)
-                size = len(data) if data else 0
-                if size >= HEADER_SIZE:
-                    body_len, type_, flags, meta_len, rid = \
-                        HEADER_UNPACK(data)
-                    if body_len + 4 == size and meta_len <= body_len - \
-                            BODY_FIXED and \
-                            body_len <= self._decoder.max_frame_size:
-                        end = HEADER_SIZE + meta_len
-                        return Frame(type_, rid, data[HEADER_SIZE:end],
-                                     data[end:], flags)
+                if data:
+                    frame = whole_frame(data, self._decoder.max_frame_size)
+                    if frame is not None:
+                        return frame
         decoder = self._decoder
         while True:
             if data is not None:  # received above, not one whole frame
