@@ -1,8 +1,8 @@
-"""``python -m pyfaas``: see :mod:`pyfaas.cli`."""
+"""``python -m pyfaas``: see :mod:`pyfaas.tools.cli`."""
 
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 # Guarded: child processes started with the "spawn" method (process
 # isolation) import this module again and must not run the CLI.

@@ -222,3 +222,28 @@ CODES = {
     "chained_execution": PyFaaSChainedExecutionError,
     "bad_request": PyFaaSError,
 }
+
+
+def error_from_meta(meta, default=PyFaaSError):
+    """The exception an ERROR frame's meta describes (its ``code`` picks the
+    class; ``default`` when the code is unknown)."""
+    code = meta.get("code", "")
+    message = str(meta.get("message", "unknown error"))
+    cls = CODES.get(code, default)
+    if code in ("execution", "crashed"):
+        return cls(message, remote_type=meta.get("type", ""),
+                   remote_message=meta.get("remote_message", ""),
+                   remote_traceback=meta.get("traceback", ""),
+                   worker_id=meta.get("worker_id"))
+    if code == "worker_lost":
+        return cls(message, worker_id=meta.get("worker_id"))
+    if code == "workflow_validation":
+        return cls(message, problems=meta.get("problems", ()))
+    if code == "chained_execution":
+        return cls(message, workflow_id=meta.get("workflow_id", ""),
+                   step=meta.get("step", ""), cause=meta.get("cause", ""),
+                   remote_type=meta.get("type", ""),
+                   remote_message=meta.get("remote_message", ""),
+                   remote_traceback=meta.get("traceback", ""),
+                   worker_id=meta.get("worker_id"))
+    return cls(message)

@@ -14,7 +14,6 @@ the Director never calls into it. It owns:
 """
 
 import functools
-import hashlib
 import inspect
 import json
 import linecache
@@ -183,17 +182,6 @@ def restore_source(fn, info):
         padded = ["\n"] * (first - 1) + [str(x) for x in lines]
         linecache.cache[filename] = (sum(map(len, padded)), None, padded,
                                      filename)
-
-
-def function_id(code_bytes, name=""):
-    """The id of a registered function: a digest of its name and pickled code.
-
-    16 hex digits. The name is part of it so one function registered under
-    two names is two entries.
-    """
-    digest = hashlib.sha256(name.encode("utf-8", "replace") + b"\0")
-    digest.update(code_bytes)
-    return digest.hexdigest()[:16]
 
 
 def loads(data):

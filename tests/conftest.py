@@ -10,7 +10,7 @@ failed, and teardown checks that none is left running.
 
 import pytest
 
-from pyfaas.local_cluster import LocalCluster
+from pyfaas.tools.local_cluster import LocalCluster
 
 HEARTBEAT_MS = 200
 

@@ -7,8 +7,8 @@ has a deadline. Nothing here starts or stops processes (conftest.py does).
 import socket
 import time
 
-from pyfaas import protocol as p
-from pyfaas.decoder import FrameDecoder
+from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
 from pyfaas.errors import PyFaaSError
 
 HOST = "127.0.0.1"

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from pyfaas.cache import Entry, LRUCache, cache_key
+from pyfaas.ids import cache_key
+from pyfaas.worker.cache import Entry, LRUCache
 
 pytestmark = pytest.mark.timeout(30)
 

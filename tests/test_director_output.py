@@ -13,10 +13,10 @@ import socket
 import pytest
 
 from pyfaas import config
-from pyfaas import protocol as p
-from pyfaas.decoder import FrameDecoder
-from pyfaas.director import Director, _Conn
-from pyfaas.local_cluster import director_sections, write_toml
+from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
+from pyfaas.director.loop import Director, _Conn
+from pyfaas.tools.local_cluster import director_sections, write_toml
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,7 +6,7 @@ first routes a call, so a route is cached, then changes the cluster and
 checks that the next call with the same meta sees the change.
 """
 
-from pyfaas import protocol as p
+from pyfaas.wire import protocol as p
 
 from test_director_state import (CODE_V2, FID_V1, FID_V2, call, connect_worker,
                                  deploy, error_code, make_cluster,

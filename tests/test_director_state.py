@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 
-from pyfaas import protocol as p
-from pyfaas.decoder import FrameDecoder
-from pyfaas.director_state import DirectorState
-from pyfaas.serialization import function_id
+from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
+from pyfaas.director.state import DirectorState
+from pyfaas.ids import function_id
 
 CODE_V1 = b"pickled code of square, v1"
 CODE_V2 = b"pickled code of square, v2"

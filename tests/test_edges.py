@@ -20,12 +20,14 @@ import pytest
 from fault_helpers import director_says, env_without_token
 from helpers import (HOST, process_of, raw_connect, read_until_eof,
                      reserve_port, wait_until)
-from pyfaas import Client, api, protocol as p, security
-from pyfaas.client import DEFAULT_PORT, DEFAULT_TIMEOUT_S
+from pyfaas import Client, security
+from pyfaas.client import api
+from pyfaas.wire import protocol as p
+from pyfaas.client.client import DEFAULT_PORT, DEFAULT_TIMEOUT_S
 from pyfaas.config import load_director_config
 from pyfaas.errors import (PyFaaSConfigError, PyFaaSNetworkError,
                            PyFaaSTimeoutError, PyFaaSTokenMissingError)
-from pyfaas.local_cluster import Process, client_sections, write_toml
+from pyfaas.tools.local_cluster import Process, client_sections, write_toml
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,7 +207,7 @@ def test_token_problems_are_config_errors(tmp_path):
 
 
 def test_allow_insecure_is_accepted_by_the_config(tmp_path):
-    from pyfaas.local_cluster import director_sections
+    from pyfaas.tools.local_cluster import director_sections
     sections = director_sections(str(tmp_path))
     sections["security"] = {"allow_insecure": True}
     cfg = load_director_config(write_toml(str(tmp_path / "d.toml"), sections))

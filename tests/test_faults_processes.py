@@ -16,8 +16,8 @@ import pytest
 from fault_helpers import director_says
 from helpers import HOST, process_of, raw_connect, read_frame, wait_until
 from pyfaas import Client
-from pyfaas import protocol as p
-from pyfaas.decoder import FrameDecoder
+from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
 from pyfaas import serialization as ser
 from pyfaas.errors import (PyFaaSNetworkError, PyFaaSOverloadedError,
                            PyFaaSShuttingDownError)

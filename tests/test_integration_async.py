@@ -1,4 +1,4 @@
-"""Real processes: futures, ``map``, ``pyfaas.futures.Executor``, Least-Loaded, bench.
+"""Real processes: futures, ``map``, ``pyfaas.client.futures.Executor``, Least-Loaded, bench.
 
 ``Client.submit`` / ``exec_async`` futures, ordered and lazy ``map``, one
 client shared by many threads, the standard Executor semantics (submit, map,
@@ -26,7 +26,7 @@ import pytest
 from helpers import total_requests, wait_until
 from pyfaas.errors import (PyFaaSFunctionExecutionError,
                            PyFaaSParameterMismatchError)
-from pyfaas.futures import Executor
+from pyfaas.client.futures import Executor
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -460,7 +460,7 @@ def test_bench_smoke(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"),
                     reason="pinning to a CPU needs Linux")
 def test_bench_pinned_from_a_library_call_gives_the_cpus_back():
-    from pyfaas.bench import run_bench
+    from pyfaas.tools.bench import run_bench
     before = os.sched_getaffinity(0)
     cpu = max(before)
     with open(os.devnull, "w") as out:

@@ -21,8 +21,8 @@ import pytest
 
 from helpers import wait_until
 from pyfaas import Client
-from pyfaas import protocol as p
-from pyfaas.channel import IDLE_CHECK_S
+from pyfaas.wire import protocol as p
+from pyfaas.client.channel import IDLE_CHECK_S
 from pyfaas.errors import (PyFaaSError, PyFaaSFunctionRegistrationError,
                            PyFaaSNetworkError, PyFaaSParameterMismatchError,
                            PyFaaSTimeoutError)

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from helpers import wait_until
-from pyfaas import persistence
+from pyfaas.worker import persistence
 from pyfaas.errors import (PyFaaSCacheDumpingError,
                            PyFaaSFunctionExecutionError,
                            PyFaaSStatisticsRetrievalError,

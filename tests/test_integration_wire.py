@@ -1,7 +1,7 @@
 """Real processes: bytes that are not a well-behaved PyFaaS peer, sent to the Director.
 
 Each test opens a raw socket to the shared cluster's Director, misbehaves,
-checks what comes back (decoded with ``pyfaas.decoder.FrameDecoder``) and
+checks what comes back (decoded with ``pyfaas.wire.decoder.FrameDecoder``) and
 that the connection is closed, and then makes a normal call that must
 succeed: one bad peer never stops the Director.
 """
@@ -12,8 +12,8 @@ import pytest
 
 from helpers import (decode_frames, raw_connect, read_frame, read_until_eof,
                      wait_until)
-from pyfaas import protocol as p
-from pyfaas.decoder import FrameDecoder
+from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -26,7 +26,7 @@ import pytest
 from helpers import process_of, wait_until
 from pyfaas import (pyfaas_chain_exec, pyfaas_close, pyfaas_config,
                     pyfaas_load_workflow)
-from pyfaas import protocol as p
+from pyfaas.wire import protocol as p
 from pyfaas.errors import (PyFaaSChainedExecutionError, PyFaaSTimeoutError,
                            PyFaaSWorkflowValidationError)
 

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from pyfaas import persistence
-from pyfaas.persistence import HEADER, DumpError, load, save, set_aside
+from pyfaas.worker import persistence
+from pyfaas.worker.persistence import HEADER, DumpError, load, save, set_aside
 
 pytestmark = pytest.mark.timeout(30)
 

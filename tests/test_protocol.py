@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyfaas import protocol as p
-from pyfaas.decoder import FrameDecoder
+from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
 
 ALL_TYPES = sorted(p.TYPE_NAMES)
 MAX_ID = 2 ** 64 - 1
@@ -462,8 +462,3 @@ def test_a_body_buffer_is_reused_only_once_nothing_refers_to_its_frame():
     # Nothing refers to the second frame any more: its buffer serves again.
     assert got3 == third and id(got3.payload.obj) == buffer2
 
-
-def test_the_decoder_keeps_its_old_name_in_protocol():
-    assert p.FrameDecoder is FrameDecoder
-    with pytest.raises(AttributeError):
-        p.NoSuchThing

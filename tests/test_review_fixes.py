@@ -15,11 +15,11 @@ import pytest
 from helpers import HOST, decode_frames, wait_until
 from test_director_state import Sim, connect_client, connect_worker
 from pyfaas import Client
-from pyfaas import protocol as p
+from pyfaas.wire import protocol as p
 from pyfaas.errors import (PyFaaSError, PyFaaSSerializationError,
                            PyFaaSTimeoutError)
-from pyfaas.serialization import function_id
-from pyfaas.worker import Worker
+from pyfaas.ids import function_id
+from pyfaas.worker.service import Worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,7 +117,7 @@ def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
     # thread B sends a request and, finding the lock taken, leaves the
     # reading to whoever holds it. If A then sends nothing (its arguments
     # fail to encode, say), the reader thread must have been woken for B.
-    from pyfaas.channel import Channel, Link, Reply
+    from pyfaas.client.channel import Channel, Link, Reply
 
     class IdleConn:
         name = "127.0.0.1:1"
@@ -255,7 +255,7 @@ def test_malformed_call_many_closes_only_that_peer():
 
 
 def test_map_sends_few_frames(cluster, monkeypatch):
-    import pyfaas.transport as transport
+    import pyfaas.net.connection as transport
     frames = []
     original = transport.Connection.send
 
@@ -332,7 +332,7 @@ def test_a_paused_director_does_not_evict_its_workers(fresh_cluster):
 def test_two_workers_cannot_share_a_dump_file(fresh_cluster):
     cl = fresh_cluster(workers=1, persistence=True)
     name, path = cl.worker_config("worker1", persistence=True)  # same dump
-    from pyfaas.local_cluster import Process
+    from pyfaas.tools.local_cluster import Process
     proc = cl.track(Process("second", ["worker", path], cl.workdir))
     assert proc.wait(20) == 2
     out = proc.output().decode(errors="replace")
@@ -349,7 +349,7 @@ def test_a_bad_tls_ca_file_is_a_one_line_config_error(fresh_cluster,
     cl.worker_extra = {"security": {"tls": True,
                                     "tls_ca_file": str(tmp_path / "no.pem")}}
     name, path = cl.worker_config("tlsbad")
-    from pyfaas.local_cluster import Process
+    from pyfaas.tools.local_cluster import Process
     proc = cl.track(Process(name, ["worker", path], cl.workdir))
     assert proc.wait(20) == 2
     out = proc.output().decode(errors="replace")

@@ -3,7 +3,7 @@ before they are authenticated (protected mode and TLS: test_security_modes.py).
 
 A module-scoped token cluster (``secure``, handshake deadline 1 s) serves the
 authentication tests; raw sockets drive the handshake by hand with
-``pyfaas.protocol`` and ``pyfaas.security``. A tripwire pickle (unpickling
+``pyfaas.wire.protocol`` and ``pyfaas.security``. A tripwire pickle (unpickling
 it creates a file) is sent where nothing may be unpickled: the file must
 never appear. Every test ends with a normal call that must succeed.
 """
@@ -19,12 +19,13 @@ from fault_helpers import director_says
 from helpers import (HOST, decode_frames, raw_connect, read_frame,
                      read_until_eof, succeeds, wait_until)
 from pyfaas import Client
-from pyfaas import protocol as p
-from pyfaas.decoder import FrameDecoder
+from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
 from pyfaas import security
+from pyfaas.wire import auth
 from pyfaas.errors import (PyFaaSAuthenticationError, PyFaaSNetworkError,
                            PyFaaSTokenMissingError, PyFaaSTokenRejectedError)
-from pyfaas.local_cluster import Process, worker_sections, write_toml
+from pyfaas.tools.local_cluster import Process, worker_sections, write_toml
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,8 +123,8 @@ def _hello(port, role=p.ROLE_CLIENT):
 def _auth_frame(token, hello_meta, role="client"):
     """The AUTH frame a peer holding ``token`` sends after that HELLO."""
     director_nonce = bytes.fromhex(hello_meta["nonce"])
-    nonce = security.new_nonce()
-    mac = security.peer_proof(token.encode(), role, director_nonce, nonce)
+    nonce = auth.new_nonce()
+    mac = auth.peer_proof(token.encode(), role, director_nonce, nonce)
     frame = p.encode_frame(p.AUTH, 0, {"nonce": nonce.hex(), "mac": mac.hex()})
     return frame, director_nonce, nonce
 
@@ -131,7 +132,7 @@ def _auth_frame(token, hello_meta, role="client"):
 def _authenticated(port, token=TOKEN):
     """A raw client socket past the whole handshake: (sock, decoder)."""
     sock, decoder, hello = _hello(port)
-    assert hello["auth"] == security.SCHEME, hello
+    assert hello["auth"] == auth.SCHEME, hello
     frame, _, _ = _auth_frame(token, hello)
     sock.sendall(frame)
     reply = read_frame(sock, decoder)
@@ -266,7 +267,7 @@ def test_replayed_handshake_is_rejected(secure):
     sock.sendall(recorded)
     reply = read_frame(sock, decoder)
     assert reply.type == p.AUTH
-    expected = security.director_proof(TOKEN.encode(), "client",
+    expected = auth.director_proof(TOKEN.encode(), "client",
                                        director_nonce, nonce)
     assert bytes.fromhex(reply.meta()["mac"]) == expected
     sock.sendall(p.encode_frame(p.PING, 7))
@@ -321,7 +322,7 @@ def test_silent_connection_is_closed_at_the_handshake_deadline(secure):
 
 def test_trickling_connection_is_closed_at_the_handshake_deadline(secure):
     """Slowloris: one byte every 0.3 s of a valid preamble and AUTH frame."""
-    frame, _, _ = _auth_frame(TOKEN, {"nonce": "00" * security.NONCE_BYTES})
+    frame, _, _ = _auth_frame(TOKEN, {"nonce": "00" * auth.NONCE_BYTES})
     stream = p.encode_preamble(p.ROLE_CLIENT) + frame
     sent = 0
     with raw_connect(secure.port) as sock:

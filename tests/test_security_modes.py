@@ -22,7 +22,7 @@ from helpers import HOST, raw_connect, read_until_eof
 from pyfaas import Client
 from pyfaas import security
 from pyfaas.errors import PyFaaSNetworkError, PyFaaSProtocolError
-from pyfaas.local_cluster import director_sections, write_toml
+from pyfaas.tools.local_cluster import director_sections, write_toml
 
 pytestmark = pytest.mark.timeout(60)
 

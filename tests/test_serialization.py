@@ -16,6 +16,7 @@ import cloudpickle
 import pytest
 
 from pyfaas import serialization as ser
+from pyfaas.ids import function_id
 from pyfaas.errors import PyFaaSError, PyFaaSSerializationError
 
 
@@ -42,9 +43,9 @@ def test_lambda_round_trips():
 
 def test_function_id_is_a_stable_digest_of_the_code():
     code = ser.dumps_function(lambda x: x + 1)
-    assert ser.function_id(code) == ser.function_id(bytes(code))
-    assert len(ser.function_id(code)) == 16
-    assert ser.function_id(code) != ser.function_id(code + b"!")
+    assert function_id(code) == function_id(bytes(code))
+    assert len(function_id(code)) == 16
+    assert function_id(code) != function_id(code + b"!")
 
 
 def _write_module(folder, name, body):

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyfaas import protocol as p
+from pyfaas.wire import protocol as p
 from pyfaas.errors import PyFaaSNetworkError, PyFaaSProtocolError
-from pyfaas.transport import Connection, block_with_send_timeout
+from pyfaas.net.connection import Connection, block_with_send_timeout
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,12 +8,12 @@ runs the same call both ways on two fresh cores and compares.
 
 import pytest
 
-from pyfaas import protocol as p
+from pyfaas.wire import protocol as p
 from pyfaas import serialization as ser
 from pyfaas.config import load_worker_config
-from pyfaas.local_cluster import worker_sections, write_toml
-from pyfaas.serialization import function_id
-from pyfaas.worker_core import WorkerCore
+from pyfaas.tools.local_cluster import worker_sections, write_toml
+from pyfaas.ids import function_id
+from pyfaas.worker.core import WorkerCore
 
 
 def double(x):

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from pyfaas.worker_pool import LeaderPool
+from pyfaas.worker.pool import LeaderPool
 
 from helpers import wait_until
 

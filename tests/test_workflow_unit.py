@@ -12,7 +12,7 @@ import pytest
 
 from pyfaas import serialization as ser
 from pyfaas import workflow as wfl
-from pyfaas.worker_core import WorkerCore
+from pyfaas.worker.core import WorkerCore
 
 
 # ----- the functions of the original example (signatures only) ----------------

@@ -1,0 +1,487 @@
+"""The client library: :class:`Client`, one connection to one Director.
+
+Owns the client's connection (opened lazily, reopened after a failure), the
+table of requests in flight on it (many at once, matched by request id), the
+reader thread that completes them, and the translation of replies into
+results or typed exceptions. Calls are blocking with a deadline; a timed-out
+call is abandoned (its late reply is dropped) and the Director is told to
+cancel it.
+
+The connection is read only by its reader thread, so a timeout never leaves
+a half-read frame behind: the "a timeout poisons the connection" rule of the
+house style protects blocking request/response sockets, and here no caller
+ever reads the socket.
+"""
+
+import logging
+import os
+import time
+
+from ..wire import protocol as p
+from .. import serialization as ser
+from ..config import DEFAULT_MAX_FRAME_BYTES, load_client_config
+from ..errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
+                     PyFaaSFunctionListingError,
+                     PyFaaSFunctionRegistrationError,
+                     PyFaaSFunctionUnregistrationError,
+                     PyFaaSParameterMismatchError,
+                     PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
+                     PyFaaSWorkerInfoError, PyFaaSWorkerKillError)
+from .channel import Channel
+from .workflows import WorkflowCalls
+from .futures import call_result, ordered_results, send_calls
+from ..logs import setup_client_logging
+from ..security import MIN_TOKEN_LENGTH, load_token
+from ..net.tls import client_context as tls_client_context
+from ..errors import error_from_meta
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 40000
+DEFAULT_TIMEOUT_S = 20.0
+EXEC_TIMEOUT_GRACE_S = 0.25
+META_BUDGET = 48 * 1024
+
+
+class Client(WorkflowCalls):
+    """A connection to one PyFaaS Director. Thread-safe; a context manager.
+
+    Args:
+        host: the Director's address (default 127.0.0.1).
+        port: the Director's port (default 40000).
+        timeout: seconds to wait for each answer (``receive_timeout_s``).
+        max_frame_size: the largest frame accepted from the Director.
+        config_path: the file the settings came from, named in messages.
+        token: the cluster token (str or bytes); default ``$PYFAAS_TOKEN``.
+        tls: connect with TLS; ``tls_ca_file`` verifies the Director's
+            certificate (default: the system's CAs).
+    """
+
+    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT,
+                 timeout=DEFAULT_TIMEOUT_S,
+                 max_frame_size=DEFAULT_MAX_FRAME_BYTES, config_path=None,
+                 token=None, tls=False, tls_ca_file=""):
+        self.host = host
+        self.port = port
+        self.timeout = float(timeout)
+        self.max_frame_size = max_frame_size
+        hint = " (receive_timeout_s in %s)" % (config_path or
+                                                "the client config")
+        if token is None:
+            token = load_token()
+        elif isinstance(token, str):
+            token = token.encode("utf-8")
+        if token is not None and len(token) < MIN_TOKEN_LENGTH:
+            raise PyFaaSConfigError(
+                "the cluster token must have at least %d characters (the "
+                "Director and Workers refuse shorter ones)" % MIN_TOKEN_LENGTH)
+        self._channel = Channel(host, port, self.timeout, max_frame_size, hint,
+                                token, tls_client_context(
+                                    tls, tls_ca_file, config_path or "client"))
+        self._signatures = {}     # name or func_id -> params description
+        # (name, n args, kw names) known to bind -> the encoded meta of an
+        # option-less call (see _call_parts)
+        self._fitting = {}
+        self._plain_meta = {}     # name -> that meta
+
+    @classmethod
+    def from_config(cls, path):
+        """A Client from a client TOML file (see README).
+
+        Also applies the file's ``[misc] log_level`` to the client's stdout
+        logging (``""``: no handler of its own).
+
+        Raises:
+            PyFaaSConfigError: the file is missing or invalid.
+        """
+        cfg = load_client_config(path)
+        setup_client_logging(cfg.log_level)
+        return cls(cfg.director_ip_addr, cfg.director_port,
+                   cfg.receive_timeout_s, cfg.max_frame_bytes, str(path),
+                   load_token(cfg.token_file, str(path)), cfg.tls,
+                   cfg.tls_ca_file)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return "<pyfaas.Client %s:%s>" % (self.host, self.port)
+
+    def close(self):
+        """Close the connection; pending calls fail. Idempotent."""
+        self._channel.close()
+
+    # ----- request plumbing ------------------------------------------------------
+
+    def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
+                 error_class=PyFaaSError):
+        self._channel.refuse_in_reader()
+        frame = self._channel.request(type_, meta, payload, flags, timeout)
+        if frame.type == p.ERROR:
+            raise error_from_meta(frame.meta(), error_class)
+        return frame
+
+    # ----- functions ---------------------------------------------------------
+
+    def register(self, fn, name=None, idempotent=False):
+        """Deploy ``fn`` to every Worker under ``name`` (default ``fn.__name__``).
+
+        Registering a name again with new code replaces the old version
+        everywhere (logged at INFO level). ``idempotent=True`` declares the
+        function safe to run twice: a call whose Worker is lost is then run
+        again on another Worker (as with ``retries``) instead of failing.
+
+        Returns:
+            str: the function id.
+
+        Raises:
+            PyFaaSFunctionRegistrationError: no Worker could load it, or bad name.
+            PyFaaSSerializationError: ``fn`` cannot be pickled.
+        """
+        return self.register_info(fn, name, idempotent)["func_id"]
+
+    def register_info(self, fn, name=None, idempotent=False):
+        """Like :meth:`register`, returning the Director's full answer.
+
+        Returns:
+            dict: ``func_id``, ``name``, ``replaced`` (old id or None),
+            ``workers`` (ids that loaded it), ``failed`` ({worker id: why}).
+        """
+        if not callable(fn):
+            raise PyFaaSFunctionRegistrationError(
+                "cannot register %r: it is not callable" % (fn,))
+        name = name or getattr(fn, "__name__", None)
+        if not isinstance(name, str) or not name or name == "<lambda>":
+            raise PyFaaSFunctionRegistrationError(
+                "cannot register %r without a name: pass register(fn, "
+                "name='...')" % (fn,))
+        return self._deploy(name, ser.dumps_function(fn),
+                            ser.describe_signature(fn),
+                            getattr(fn, "__doc__", None), idempotent,
+                            ser.source_info(fn))
+
+    def _deploy(self, name, code, params, doc=None, idempotent=False,
+                source=None):
+        meta = {"name": name, "params": params,
+                "doc": (doc or "").strip()[:500]}
+        if source:
+            meta["source"] = source
+        if idempotent:
+            meta["idempotent"] = True
+        # Frame meta is at most 64 KiB: the source and the docstring are
+        # only helpful extras, dropped when they would not fit.
+        for extra in ("source", "doc"):
+            if len(p.encode_meta(meta)) <= META_BUDGET:
+                break
+            meta.pop(extra, None)
+        if len(p.encode_meta(meta)) > META_BUDGET:
+            raise PyFaaSFunctionRegistrationError(
+                "cannot register %r: its name and signature take more than "
+                "%d bytes" % (name[:80], META_BUDGET))
+        frame = self._request(p.DEPLOY, meta, code,
+                              error_class=PyFaaSFunctionRegistrationError)
+        answer = frame.meta()
+        self._fitting.clear()
+        self._signatures[name] = params
+        self._signatures[answer["func_id"]] = params
+        if answer.get("replaced"):
+            self._signatures.pop(answer["replaced"], None)
+            log.info("function %r replaced: id %s -> %s", name,
+                     answer["replaced"], answer["func_id"])
+        for wid, why in (answer.get("failed") or {}).items():
+            log.warning("worker %s could not load %r: %s", wid, name, why)
+        return answer
+
+    def unregister(self, name_or_id):
+        """Remove a function from the Director and every Worker.
+
+        Returns:
+            str: the id of the removed function.
+
+        Raises:
+            PyFaaSFunctionUnregistrationError: it is not registered.
+        """
+        frame = self._request(p.UNDEPLOY, {"f": name_or_id},
+                              error_class=PyFaaSFunctionUnregistrationError)
+        answer = frame.meta()
+        self._fitting.clear()
+        self._signatures.pop(answer.get("name"), None)
+        self._signatures.pop(answer.get("func_id"), None)
+        return answer["func_id"]
+
+    def list(self):
+        """The registered functions.
+
+        Returns:
+            dict: ``{func_id: {"name", "signature", "params", "doc",
+            "registered_at", "workers"}}``.
+        """
+        frame = self._request(p.LIST, error_class=PyFaaSFunctionListingError)
+        listing = ser.from_json(frame.payload)
+        for fid, info in listing.items():
+            params = info.get("params")
+            info["signature"] = (ser.signature_text(params)
+                                 if params is not None else None)
+            self._signatures[fid] = params
+            self._signatures[info["name"]] = params
+        self._fitting.clear()
+        return listing
+
+    def _check_call(self, name, args, kwargs, shape):
+        """Raise if the arguments do not bind to ``name``'s signature;
+        remember ``shape`` when they do (see _call_parts)."""
+        if name not in self._signatures:
+            try:
+                self.list()
+            except PyFaaSError:
+                return
+        params = self._signatures.get(name)
+        why = ser.check_arguments(params, args, kwargs)
+        if why is None:
+            if params is not None and len(self._fitting) < 10000:
+                self._fitting[shape] = self._plain(name)
+            return
+        self.list()  # the cached signature may be stale: look again
+        params = self._signatures.get(name)
+        why = ser.check_arguments(params, args, kwargs)
+        if why is not None:
+            raise PyFaaSParameterMismatchError(
+                "arguments do not fit %s%s: %s"
+                % (name, ser.signature_text(params), why))
+
+    def _plain(self, name):
+        """The encoded meta of an option-less call of ``name`` (kept)."""
+        meta = self._plain_meta.get(name)
+        if meta is None:
+            meta = p.encode_meta({"f": name})
+            if len(self._plain_meta) < 10000:
+                self._plain_meta[name] = meta
+        return meta
+
+    def _call_parts(self, name, args, kwargs, options):
+        """Check and encode one call: ``(type, meta, payload, flags)``."""
+        # Whether arguments bind depends only on their count and keyword
+        # names: a shape that fitted is kept with its call's meta.
+        shape = (name, len(args), tuple(kwargs) if kwargs else ())
+        meta = self._fitting.get(shape)
+        if meta is None:
+            self._check_call(name, args, kwargs, shape)
+            meta = self._plain(name)
+        limit = self._channel.reply_limit()
+        if limit is not None:
+            options = dict(options or {}, max=limit)
+        if options:
+            meta = {"f": name}
+            meta.update(options)
+        payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
+        return p.CALL, meta, payload, p.FLAG_PICKLED
+
+    @staticmethod
+    def _options(save_in_cache=False, timeout=None, retries=0):
+        options = {}
+        if save_in_cache:
+            options["cache"] = True
+        if timeout is not None:
+            options["timeout"] = float(timeout)
+        if retries:
+            options["retries"] = int(retries)
+        return options
+
+    def exec_async(self, name_or_id, args=None, kwargs=None, save_in_cache=False,
+                   timeout=None, retries=0):
+        """Start a call; return a :class:`concurrent.futures.Future`.
+
+        ``future.result(timeout)`` returns the result or raises what
+        :meth:`exec` would; ``future.cancel()`` cancels a call that has not
+        started. ``timeout`` limits the run on the Worker; ``retries`` as in
+        :meth:`exec`. Raises PyFaaSParameterMismatchError at once for bad
+        arguments.
+        """
+        request = self._call_parts(name_or_id, *_checked(args, kwargs),
+                                   self._options(save_in_cache, timeout,
+                                                 retries))
+        return send_calls(self._channel, [request])[0][2]
+
+    def submit(self, name, /, *args, **kwargs):
+        """``exec_async`` with Python's calling syntax; returns a Future."""
+        return self.exec_async(name, args, kwargs)
+
+    def exec(self, name_or_id, args=None, kwargs=None, save_in_cache=False,
+             timeout=None, retries=0):
+        """Run a registered function on a Worker and return its result.
+
+        Args:
+            name_or_id: function name or id.
+            args: positional arguments (list or tuple).
+            kwargs: keyword arguments (dict).
+            save_in_cache: ask the Worker to cache the result.
+            timeout: seconds to wait (default: ``receive_timeout_s``); when
+                given, it also limits the run on the Worker, which answers
+                PyFaaSTimeoutError when it passes.
+            retries: if the Worker running the call is lost, run it again
+                on another Worker up to this many times (only for functions
+                safe to run twice; see ``register(idempotent=True)``).
+
+        Raises:
+            PyFaaSParameterMismatchError: the arguments do not fit (not sent).
+            PyFaaSFunctionNotRegisteredError: no such function.
+            PyFaaSFunctionExecutionError: the function raised; carries the
+                remote type, message and traceback.
+            PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
+            PyFaaSNetworkError: the call could not complete.
+        """
+        args, kwargs = _checked(args, kwargs)
+        options = self._options(save_in_cache, timeout, retries) if (
+            save_in_cache or timeout is not None or retries) else None
+        return self._exec(name_or_id, args, kwargs, options, timeout)
+
+    def call(self, name, /, *args, **kwargs):
+        """``exec`` with Python's own calling syntax: ``call("add", 1, b=2)``."""
+        return self._exec(name, args, kwargs, None, None)
+
+    def _exec(self, name_or_id, args, kwargs, options, timeout):
+        channel = self._channel
+        channel.refuse_in_reader()
+        type_, meta, payload, flags = self._call_parts(name_or_id, args,
+                                                       kwargs, options)
+        # With a timeout the Worker enforces it too; give its (more precise)
+        # answer a moment to arrive before answering for it here.
+        wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
+        return call_result(channel.request(type_, meta, payload, flags, wait))
+
+    def map(self, name_or_id, *iterables, timeout=None, max_in_flight=256,
+            batch=64):
+        """Call ``name_or_id`` on each item (zipped like ``map``); yield results in order.
+
+        Lazy: at most ``max_in_flight`` calls are outstanding, and new calls
+        go out ``batch`` at a time, in one CALL_MANY frame. ``timeout`` bounds the whole
+        iteration. The first failing call raises its error when its turn
+        comes; calls not consumed are cancelled.
+        """
+        return ordered_results(
+            self._channel, lambda args: self._call_parts(name_or_id, args, {}, {}),
+            zip(*iterables), timeout, max_in_flight, batch)
+
+    # ----- workers and cluster -------------------------------------------------
+
+    def workers(self):
+        """The live Workers as the Director sees them (list of dicts)."""
+        return ser.from_json(self._request(p.WORKERS).payload)
+
+    def worker_ids(self):
+        """Ids of the live Workers."""
+        return [w["worker_id"] for w in self.workers()]
+
+    def worker_info(self, worker_id):
+        """Details of one Worker: identity, system, config, functions, network.
+
+        Raises:
+            PyFaaSWorkerInfoError: no live Worker has this id.
+        """
+        frame = self._request(p.WORKER_INFO, {"worker_id": worker_id},
+                              error_class=PyFaaSWorkerInfoError)
+        return ser.from_json(frame.payload)
+
+    def kill_worker(self, worker_id):
+        """Stop a Worker gracefully (it finishes running calls first).
+
+        Raises:
+            PyFaaSWorkerKillError: no live Worker has this id.
+        """
+        try:
+            self._request(p.KILL_WORKER, {"worker_id": worker_id},
+                          error_class=PyFaaSWorkerKillError)
+        except PyFaaSWorkerInfoError as exc:
+            raise PyFaaSWorkerKillError(str(exc))
+
+    def get_stats(self, name_or_id=None):
+        """Cluster statistics, optionally for one function.
+
+        Returns:
+            dict: ``functions`` ({func_id: figures summed over Workers:
+            calls, errors, cache_hits, cache_misses, cache_hit_rate,
+            executions, total_s, mean_s, min_s, max_s, p50_s, p95_s,
+            last_call, workers}), ``per_worker`` ({worker_id: {func_id:
+            figures}}), ``workers_disabled``, ``workers_failed`` and
+            ``director`` (requests routed, errors, queue depth, per Worker).
+
+        Raises:
+            PyFaaSStatisticsRetrievalError: statistics are disabled, or the
+                function is not registered.
+        """
+        frame = self._request(p.STATS, {"f": name_or_id},
+                              error_class=PyFaaSStatisticsRetrievalError)
+        return ser.from_json(frame.payload)
+
+    def cache_dump(self, worker_id):
+        """A Worker's result cache, entries least recently used first.
+
+        Returns:
+            dict: ``policy``, ``max_size``, ``size``, ``worker_id`` and
+            ``entries`` (function, func_id, key, args and result reprs,
+            size_bytes, hits, created, last_use).
+
+        Raises:
+            PyFaaSCacheDumpingError: no live Worker has this id.
+        """
+        frame = self._request(p.CACHE_DUMP, {"worker_id": worker_id},
+                              error_class=PyFaaSCacheDumpingError)
+        return ser.from_json(frame.payload)
+
+    def ping(self):
+        """Round trip to the Director.
+
+        Returns:
+            dict: ``director``, ``protocol``, ``workers``, ``functions``,
+            ``uptime_s`` and ``rtt_s`` (this round trip, in seconds).
+        """
+        start = time.perf_counter()
+        meta = self._request(p.PING).meta()
+        meta["rtt_s"] = time.perf_counter() - start
+        return meta
+
+    def wait_for_workers(self, count=1, timeout=10.0):
+        """Block until at least ``count`` Workers are live; return their ids.
+
+        Raises:
+            PyFaaSTimeoutError: fewer Workers after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = self.worker_ids()
+            if len(ids) >= count:
+                return ids
+            if time.monotonic() >= deadline:
+                raise PyFaaSTimeoutError(
+                    "%d worker(s) live after %.1f s; %d wanted"
+                    % (len(ids), timeout, count))
+            time.sleep(0.02)
+
+
+def _checked(args, kwargs):
+    """``(args tuple, kwargs dict)`` of ``exec``, or a clear error."""
+    if args is None:
+        args = ()
+    elif not isinstance(args, (list, tuple)):
+        raise PyFaaSParameterMismatchError(
+            "args must be a list or a tuple of positional arguments, got %s "
+            "(wrap a single argument: [value])" % type(args).__name__)
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, dict):
+        raise PyFaaSParameterMismatchError(
+            "kwargs must be a dict of keyword arguments, got %s"
+            % type(kwargs).__name__)
+    return args, kwargs
+
+
+def default_client():
+    """A Client from ``$PYFAAS_CONFIG`` if set, else 127.0.0.1:40000, 20 s."""
+    path = os.environ.get("PYFAAS_CONFIG")
+    if path:
+        return Client.from_config(path)
+    return Client()

@@ -1,0 +1,412 @@
+"""The Director process: one ``selectors`` event loop that only moves bytes.
+
+Owns the listening socket, the accepted non-blocking sockets (TLS-wrapped
+when configured), one frame decoder and one output buffer per peer, the
+wake-up socketpair, the periodic checks (heartbeats, handshake deadlines)
+and the graceful stop. Every decision (who gets which frame, who is evicted,
+who is authenticated) is made by :class:`pyfaas.director.state.DirectorState`;
+this module feeds it events and writes what it returns. A peer that sends
+bad bytes, or whose handler fails, is logged with its address and dropped;
+everyone else goes on.
+"""
+
+import logging
+import selectors
+import socket
+import ssl
+import time
+
+from ..wire import protocol as p
+from ..wire.decoder import FrameDecoder, whole_frame
+from .output import _READ, _WOULD_BLOCK, _WRITE, Output
+from .state import DirectorState
+from ..net.tls import server_context
+
+log = logging.getLogger(__name__)
+
+RECV_CHUNK = 64 * 1024          # under malloc's mmap threshold (no mmap
+LARGE_RECV_CHUNK = 256 * 1024   # per receive) except inside large frames
+HANDSHAKE_CHECK_S = 0.25
+CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
+PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused
+
+
+class _Conn:
+    __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
+                 "closing", "events", "trusted", "tls", "tls_handshake",
+                 "last_rx", "closing_since", "held")
+
+    def __init__(self, peer_id, sock, addr, decoder, tls):
+        self.id = peer_id
+        self.sock = sock
+        self.addr = addr
+        self.decoder = decoder
+        self.out = []             # bytes-like pieces not yet written
+        self.out_bytes = 0
+        self.closing = None       # reason, once the state asked to close
+        self.events = _READ
+        self.trusted = False      # handshake done: full frame size allowed
+        self.tls = tls            # an SSLSocket once the handshake starts
+        self.tls_handshake = tls  # a TLS handshake is still running
+        self.last_rx = time.monotonic()
+        self.closing_since = 0.0
+        self.held = False         # the decoder holds bytes of a frame
+
+
+class Director(Output):
+    """A Director bound to its address, ready for :meth:`serve_forever`.
+
+    Args:
+        config: a :class:`pyfaas.config.DirectorConfig`.
+        token: the cluster token (bytes) or None for no authentication.
+    """
+
+    def __init__(self, config, token=None):
+        self.config = config
+        self._tls = server_context(config.tls_cert_file, config.tls_key_file,
+                                   config.path)
+        self._sel = selectors.DefaultSelector()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((config.director_ip_addr, config.director_port))
+        self._listener.listen(128)
+        self._listener.setblocking(False)
+        self.address = self._listener.getsockname()[:2]
+        self._sel.register(self._listener, _READ, "accept")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, _READ, "wake")
+        self.state = DirectorState(
+            name="%s:%s" % self.address,
+            strategy=config.worker_selection_strategy,
+            expected_heartbeat_ms=config.expected_heartbeat_interval_ms,
+            statistics_enabled=config.statistics_enabled,
+            max_pending=config.max_pending_calls, token=token,
+            handshake_timeout=config.handshake_timeout_s)
+        self.state.max_frame = config.max_frame_bytes
+        self._max_output = 4 * config.max_frame_bytes + 64 * 1024 * 1024
+        self._conns = {}
+        self._next_id = 1
+        self._stopping = False
+        # True while the loop handles the only event of its turn, that event
+        # is one whole frame, and nothing was output yet: the state's hot
+        # path may then write a frame at once (_emit).
+        self._single = False
+        self.state.emit = self._emit
+
+    # ----- lifecycle ---------------------------------------------------------
+
+    def serve_forever(self):
+        """Run the loop until :meth:`shutdown`, then drain and close."""
+        interval = self.config.heartbeat_check_interval_ms / 1000.0
+        now = time.monotonic()
+        next_check = now + interval
+        next_handshakes = now + HANDSHAKE_CHECK_S
+        due = min(next_check, next_handshakes)  # the next periodic check
+        drain_until = None
+        select = self._sel.select
+        monotonic = time.monotonic
+        state = self.state
+        try:
+            while True:
+                if self._stopping:
+                    if drain_until is None:
+                        drain_until = self._begin_drain()
+                    if (not state.client_work() and not self._client_output()) \
+                            or monotonic() >= drain_until:
+                        break
+                before = monotonic()
+                timeout = due - before if due > before else 0.0
+                ready = select(timeout)
+                self._single = len(ready) == 1
+                now = monotonic()
+                if now - before > timeout + PAUSE_SLACK_S:
+                    # This process was stopped or starved: the heartbeats
+                    # that came meanwhile are unread, not missing.
+                    log.warning("the director's loop stalled for %.1f s",
+                                now - before)
+                    state.forgive_pause()
+                for key, mask in ready:
+                    conn = key.data
+                    if conn.__class__ is not _Conn:
+                        if conn == "accept":
+                            self._accept()
+                        else:
+                            self._drain_wake()
+                    elif conn.tls_handshake:
+                        self._tls_step(conn)
+                    else:
+                        if mask & _READ:
+                            self._read(conn)
+                        if mask & _WRITE and conn.sock:
+                            self._flush(conn)
+                if now >= due:
+                    now = monotonic()
+                    if now >= next_check:
+                        state.tick()
+                        next_check = now + interval
+                    if now >= next_handshakes:
+                        state.expire_handshakes()
+                        self._expire_stalled_frames(now)
+                        next_handshakes = now + HANDSHAKE_CHECK_S
+                    due = min(next_check, next_handshakes)
+                if state.outbox or state.closing:
+                    self._apply_output()
+        finally:
+            self._close_all()
+
+    def shutdown(self):
+        """Ask the loop to stop. Safe from a signal handler or another thread."""
+        self._stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _client_output(self):
+        """True while a ready client still has replies to be written."""
+        peers = self.state.peers
+        for conn in self._conns.values():
+            peer = peers.get(conn.id)
+            if conn.out and conn.closing is None and peer is not None \
+                    and peer.ready and peer.role == p.ROLE_CLIENT:
+                return True
+        return False
+
+    def _begin_drain(self):
+        """Stop accepting; give running calls the grace period to finish."""
+        try:
+            self._sel.unregister(self._listener)
+        except (KeyError, ValueError):
+            pass
+        self._listener.close()
+        self.state.draining = True
+        work = self.state.client_work()
+        grace = self.config.shutdown_grace_s
+        log.info("stopping: no new connections or calls; waiting up to %.1f s"
+                 " for %d request(s) in flight", grace, work)
+        return time.monotonic() + grace
+
+    def _expire_stalled_frames(self, now):
+        """Close connections that stopped sending in the middle of a frame,
+        and those whose last frames their peer does not read."""
+        limit = self.config.frame_timeout_s
+        for conn in list(self._conns.values()):
+            if conn.closing is not None and conn.sock is not None and \
+                    now - conn.closing_since > CLOSING_LINGER_S:
+                self._drop(conn, "%s (its peer did not read the last frames "
+                                 "within %.0f s)" % (conn.closing,
+                                                     CLOSING_LINGER_S))
+                continue
+            if conn.trusted and conn.sock is not None and \
+                    conn.decoder.in_frame and now - conn.last_rx > limit:
+                log.warning("peer %s:%s sent part of a frame, then nothing "
+                            "for %.0f s (frame_timeout_s); closing it",
+                            conn.addr[0], conn.addr[1], now - conn.last_rx)
+                self._drop(conn, "frame timeout")
+
+    def _drain_wake(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _close_all(self):
+        for conn in list(self._conns.values()):
+            self._drop(conn, "director stopping", notify=False)
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            try:
+                self._sel.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        self._sel.close()
+
+    # ----- sockets -------------------------------------------------------------
+
+    def _accept(self):
+        while True:
+            try:
+                sock, addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: keep serving the others
+                log.error("accept failed: %s", exc)
+                return
+            if len(self._conns) >= self.config.max_connections:
+                log.warning("refused %s:%s: %d connections open "
+                            "(max_connections)", addr[0], addr[1],
+                            len(self._conns))
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer_id = self._next_id
+            self._next_id += 1
+            decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
+                                     expect_preamble=True)
+            conn = _Conn(peer_id, sock, addr, decoder, self._tls is not None)
+            self._conns[peer_id] = conn
+            self._sel.register(sock, _READ, conn)
+            self.state.connected(peer_id, addr)
+            log.debug("connection %d from %s:%s", peer_id, addr[0], addr[1])
+
+    def _tls_step(self, conn):
+        if not isinstance(conn.sock, ssl.SSLSocket):
+            # Look at the first byte before wrapping: a PyFaaS preamble in
+            # clear text gets a clear answer instead of a reset.
+            try:
+                first = conn.sock.recv(1, socket.MSG_PEEK)
+            except _WOULD_BLOCK:
+                return
+            except OSError as exc:
+                self._drop(conn, "receive failed: %s" % exc)
+                return
+            if first == p.MAGIC[:1]:
+                log.warning("peer %s:%s speaks plain TCP to a TLS director",
+                            conn.addr[0], conn.addr[1])
+                try:  # read what it sent, so closing does not reset
+                    conn.sock.recv(p.PREAMBLE.size)
+                except OSError:
+                    pass
+                self.state.error(conn.id, 0, "tls_required",
+                                 "director %s requires TLS: set [security] "
+                                 "tls = true (and tls_ca_file) on this peer"
+                                 % self.state.name)
+                self.state.close(conn.id, "plain TCP on a TLS port")
+                conn.tls = conn.tls_handshake = False
+                conn.closing = None
+                self._apply_output()
+                return
+            if not first:
+                self._drop(conn, "connection closed")
+                return
+            self._sel.unregister(conn.sock)
+            conn.sock = self._tls.wrap_socket(conn.sock, server_side=True,
+                                              do_handshake_on_connect=False)
+            self._sel.register(conn.sock, conn.events, conn)
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(conn, _READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._want(conn, _WRITE)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("TLS handshake with %s:%s failed: %s", conn.addr[0],
+                        conn.addr[1], exc)
+            self._drop(conn, "TLS handshake failed")
+            return
+        conn.tls_handshake = False
+        self._want(conn, _READ)
+        self._read(conn)  # application bytes may already be decrypted
+
+    def _want(self, conn, events):
+        if events != conn.events:
+            conn.events = events
+            self._sel.modify(conn.sock, events, conn)
+
+    def _read(self, conn):
+        """Receive what ``conn`` sent and hand its frames to the state."""
+        decoder = conn.decoder
+        state = self.state
+        while conn.sock is not None and conn.closing is None:
+            try:
+                data = conn.sock.recv(LARGE_RECV_CHUNK if conn.held and
+                                      decoder.gathering else RECV_CHUNK)
+            except _WOULD_BLOCK:
+                return
+            except OSError as exc:
+                self._drop(conn, "receive failed: %s" % exc)
+                return
+            if not data:
+                reason = "connection closed"
+                if decoder.in_frame:
+                    reason = "connection closed inside a frame"
+                self._drop(conn, reason)
+                return
+            try:
+                frame = whole_frame(data, decoder.max_frame_size) \
+                    if conn.trusted and not conn.held else None
+                if frame is not None:  # the usual: one whole frame
+                    state.received(conn.id, frame)
+                    holding = False
+                elif conn.trusted:
+                    holding = self._frames(conn, data)
+                else:
+                    decoder.feed(data)
+                    holding = True
+                if holding:
+                    self._single = False
+                    self._decode(conn)
+                    conn.held = held = decoder.in_frame
+                    if held:
+                        # Part of a frame is held: it must not stall
+                        # (frame_timeout_s), and a Worker sending it is alive.
+                        conn.last_rx = time.monotonic()
+                        state.touch(conn.id)
+            except p.ProtocolError as exc:
+                log.warning("peer %s:%s sent bad bytes: %s; closing it",
+                            conn.addr[0], conn.addr[1], exc)
+                code = "frame_too_large" if isinstance(exc, p.FrameTooLarge) \
+                    else "protocol"
+                state.error(conn.id, 0, code,
+                            "director %s: %s" % (state.name, exc))
+                state.close(conn.id, str(exc))
+                return
+            except Exception:
+                log.exception("error while handling peer %s:%s; dropping it",
+                              conn.addr[0], conn.addr[1])
+                self._drop(conn, "internal error")
+                return
+            # A TLS socket may hold more decrypted bytes than select sees.
+            if not (conn.tls and conn.sock is not None
+                    and conn.sock.pending()):
+                return
+
+    def _frames(self, conn, data):
+        """Hand the whole frames ``data`` starts with to the state; return
+        True if the decoder holds bytes after them (see _decode)."""
+        # Several frames: their output waits for the end of the loop's turn,
+        # where the frames for each peer go out together.
+        self._single = False
+        frames, holding = conn.decoder.frames(data)
+        received = self.state.received
+        for frame in frames:
+            received(conn.id, frame)
+        return holding
+
+    def _decode(self, conn):
+        """Hand every event the decoder holds to the state (the general
+        path: handshakes, frames split across receives)."""
+        decoder = conn.decoder
+        state = self.state
+        while conn.closing is None:
+            event = decoder.next_event()
+            if event is p.NEED_DATA:
+                return
+            state.received(conn.id, event)
+            if not conn.trusted:
+                peer = state.peers.get(conn.id)
+                if peer is not None and peer.ready:
+                    conn.trusted = True
+                    decoder.max_frame_size = self.config.max_frame_bytes
+
+    def _drop(self, conn, reason, notify=True):
+        if conn.sock is None:
+            return
+        log.debug("connection %d (%s:%s) closed: %s", conn.id, conn.addr[0],
+                  conn.addr[1], reason)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        conn.sock = None
+        conn.out = []
+        self._conns.pop(conn.id, None)
+        if notify:
+            self.state.disconnected(conn.id, reason)

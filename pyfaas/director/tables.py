@@ -1,0 +1,131 @@
+"""Records the Director keeps: peers, Workers, functions, pending requests.
+
+Plain data holders shared by :mod:`pyfaas.director.state` and
+:mod:`pyfaas.director.requests`; no behaviour beyond construction.
+"""
+
+import json
+import time
+
+
+def _json(obj):
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+class Peer:
+    """One connection. ``role`` is None until the preamble arrives."""
+
+    __slots__ = ("id", "addr", "role", "ready", "worker_id", "pending",
+                 "nonce", "deadline", "closing", "handlers")
+
+    def __init__(self, peer_id, addr):
+        self.id = peer_id
+        self.addr = addr
+        self.role = None
+        self.ready = False        # handshake done: full frame size allowed
+        self.worker_id = None
+        self.pending = set()      # director request ids this client awaits
+        self.nonce = None         # our challenge, while authentication runs
+        self.deadline = 0.0       # the handshake must finish before this
+        self.closing = False      # asked to be closed
+        self.handlers = None      # message type -> handler, once all is set
+
+
+class Worker:
+    """A registered Worker."""
+
+    __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
+                 "last_seen", "functions", "inflight", "routed", "errors",
+                 "info", "cache_keys", "held_keys", "draining", "max_frame")
+
+    def __init__(self, worker_id, peer_id, addr, meta, now):
+        self.id = worker_id
+        self.peer_id = peer_id
+        self.addr = addr
+        self.pid = meta.get("pid")
+        self.max_threads = meta.get("max_threads")
+        self.joined_at = time.time()
+        self.last_seen = now
+        self.functions = {}       # func_id -> "sent" | "ok" | "failed: why"
+        self.inflight = set()     # director request ids
+        self.routed = 0
+        self.errors = 0
+        self.info = meta
+        self.cache_keys = set()   # keys of results it cached (as it told us)
+        self.held_keys = {}       # func_id -> restored keys, until announced
+        self.draining = False     # stopping: no new calls
+        max_frame = meta.get("max_frame")
+        self.max_frame = max_frame if isinstance(max_frame, int) and \
+            not isinstance(max_frame, bool) else 2 ** 32 - 1
+
+
+class Function:
+    """A registered function: its code stays opaque bytes."""
+
+    __slots__ = ("id", "name", "label", "params", "code", "registered_at",
+                 "deploy_meta", "call_meta", "extra")
+
+    def __init__(self, func_id, name, params, code, extra=None):
+        self.id = func_id
+        self.name = name
+        self.label = repr(name)   # how messages name it
+        self.params = params
+        self.code = code
+        self.registered_at = time.time()
+        self.extra = extra or {}
+        self.deploy_meta = _json(dict(self.extra, func_id=func_id, name=name,
+                                      params=params))
+        self.call_meta = _json({"f": func_id})
+
+
+class Pending:
+    """A request forwarded to a Worker, waiting for its reply."""
+
+    __slots__ = ("rid", "client_peer", "client_rid", "worker_id", "kind",
+                 "label", "gather", "started", "retries", "resend")
+
+    def __init__(self, rid, client_peer, client_rid, worker_id, kind, label,
+                 gather=None, started=0.0):
+        self.rid = rid
+        self.client_peer = client_peer   # None: the Director itself asked
+        self.client_rid = client_rid
+        self.worker_id = worker_id
+        self.kind = kind
+        self.label = label
+        self.gather = gather
+        self.started = started
+        self.retries = 0          # re-runs allowed if its Worker is lost
+        self.resend = None        # (func_id, meta, payload, flags) to re-run
+
+
+class Route:
+    """Where calls with one CALL meta may go.
+
+    Kept per meta bytes so that the next call with the same meta skips
+    resolving the function and listing its Workers; dropped as soon as
+    anything a route depends on changes (``DirectorState._reroute``).
+    """
+
+    __slots__ = ("func", "candidates", "min_frame", "call_meta", "retries")
+
+    def __init__(self, func, candidates, call_meta, retries):
+        self.func = func
+        self.candidates = candidates   # eligible Workers, non-empty
+        self.min_frame = min(w.max_frame for w in candidates)
+        self.call_meta = call_meta     # what the Worker gets (bytes or dict)
+        self.retries = retries         # re-runs allowed if a Worker is lost
+
+
+class Gather:
+    """A client request fanned out to several Workers."""
+
+    __slots__ = ("client_peer", "client_rid", "kind", "waiting", "results",
+                 "context")
+
+    def __init__(self, client_peer, client_rid, kind, context):
+        self.client_peer = client_peer
+        self.client_rid = client_rid
+        self.kind = kind
+        self.waiting = set()
+        self.results = {}         # worker_id -> (frame type, meta dict, payload)
+        self.context = context

@@ -1,0 +1,465 @@
+"""What a Worker knows and does, apart from its connection.
+
+Owns the table of loaded functions, running one call (arguments unpickled,
+function run, result pickled, cache consulted and filled, statistics
+counted), the Worker's description for ``pyfaas_get_worker_info``, and its
+persistent state (what goes into the dump file and comes back from it). It
+never touches a socket: :mod:`pyfaas.worker.service` reads frames, hands CALLs to
+:meth:`WorkerCore.run_call` in pool threads and sends back what it returns.
+"""
+
+import logging
+import os
+import platform
+import socket
+import threading
+import time
+
+from . import persistence
+from ..wire import protocol as p
+from .. import serialization as ser
+from .. import workflow as wfl
+from ..ids import cache_key
+from .cache import Entry, LRUCache
+from ..errors import PyFaaSError
+from ..stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+REPR_LIMIT = 120
+
+
+class LoadedFunction:
+    """A function this Worker can run; its pickled code is kept for re-announcing."""
+
+    __slots__ = ("id", "name", "fn", "code", "params", "extra")
+
+    def __init__(self, func_id, name, fn, code, params, extra=None):
+        self.id = func_id
+        self.name = name
+        self.fn = fn
+        self.code = code
+        self.params = params
+        self.extra = extra or {}  # source, doc, idempotent: kept to re-announce
+
+
+def result_limit(max_frame):
+    """Largest pickled result that fits a reply frame of ``max_frame`` bytes
+    (room is kept for the header and the reply's small meta)."""
+    return max_frame - min(4096, max_frame // 8)
+
+
+def _short(value):
+    return ser.short_repr(value, REPR_LIMIT)
+
+
+class WorkerCore:
+    """Functions, cache and statistics of one Worker. Thread-safe.
+
+    Args:
+        config: a :class:`pyfaas.config.WorkerConfig`.
+        worker_id: this Worker's id.
+    """
+
+    def __init__(self, config, worker_id):
+        self.config = config
+        self.worker_id = worker_id
+        self.functions = {}
+        self._lock = threading.Lock()
+        self.cache = LRUCache(config.cache_max_size, config.cache_policy)
+        self.stats = WorkerStats(config.statistics_enabled)
+        self.started_at = time.time()
+        self.requests = 0
+        self.last_request_at = None
+        self.inflight = 0
+        self.stuck = 0            # calls that outlived their timeout
+        self.max_result = result_limit(config.max_frame_bytes)
+        self.pool = None          # child processes with isolation = "process"
+
+    # ----- functions ---------------------------------------------------------
+
+    def load_function(self, func_id, name, params, code, replaces=None,
+                      extra=None):
+        """Unpickle and install a function (replacing older code of that name).
+
+        Raises:
+            Exception: whatever unpickling raised, or TypeError if the object
+                is not callable.
+        """
+        extra = {k: v for k, v in (extra or {}).items()
+                 if k in ("source", "doc", "idempotent")}
+        code = bytes(code)  # kept for re-announcing and the dump file
+        fn = ser.loads(code)
+        if not callable(fn):
+            raise TypeError("%s object is not callable" % type(fn).__name__)
+        ser.restore_source(fn, extra.get("source"))
+        with self._lock:
+            stale = [f.id for f in self.functions.values()
+                     if f.id != func_id and (f.name == name or f.id == replaces)]
+            for old in stale:
+                self._unload_locked(old)
+            self.functions[func_id] = LoadedFunction(func_id, name, fn, code,
+                                                     params, extra)
+        log.info("function %s (%s) loaded", name, func_id)
+
+    def unload_function(self, func_id):
+        """Remove a function, its cached results and its figures."""
+        with self._lock:
+            func = self._unload_locked(func_id)
+        if func is not None:
+            log.info("function %s (%s) unloaded", func.name, func_id)
+
+    def _unload_locked(self, func_id):
+        func = self.functions.pop(func_id, None)
+        self.cache.drop_function(func_id)
+        self.stats.forget(func_id)
+        return func
+
+    def held(self):
+        """``[[func_id, name], ...]`` for registration."""
+        with self._lock:
+            return [[f.id, f.name] for f in self.functions.values()]
+
+    # ----- calls ---------------------------------------------------------------
+
+    def run_call(self, frame, meta=None, limit=0.0):
+        """Run one CALL frame; return the reply as ``(type, meta, payload, flags)``.
+
+        ``limit`` (seconds, 0 = none) is enforced here only with process
+        isolation (the child is killed); threads are watched by the Worker.
+        """
+        if meta is None:
+            meta = frame.meta()
+        func = self.functions.get(meta.get("f"))
+        if func is None:
+            return self._error("not_registered",
+                               "function %r is not loaded on worker %s"
+                               % (meta.get("f"), self.worker_id))
+        key = hit = None
+        cache = self.cache
+        want_cache = bool(meta.get("cache")) and cache.enabled
+        if cache.enabled:
+            hit = False
+            if want_cache or len(cache):
+                key = cache_key(func.id, frame.payload)
+                entry = cache.get(key)
+                hit = entry is not None
+            if hit:
+                self.stats.record(func.id, func.name, None, hit=True)
+                most = self.result_limit_for(meta)
+                if len(entry.result) > most:
+                    return self._too_large(func, entry.result, "cached", most)
+                return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
+        if self.pool is not None:
+            return self._run_isolated(func, meta, frame.payload, key, hit,
+                                      want_cache, limit)
+        try:
+            args, kwargs = self._arguments(meta, frame.payload)
+        except Exception as exc:
+            return self._bad_arguments(func, exc, hit)
+        return self._execute(func, args, kwargs,
+                             self.result_limit_for(meta), hit, want_cache, key)
+
+    def plain(self, meta):
+        """True if calls with this (decoded CALL) meta may take
+        :meth:`run_plain` while :meth:`cache_idle`: no cache asked for,
+        not a workflow step, no process isolation."""
+        return not meta.get("cache") and "refs" not in meta and \
+            self.pool is None
+
+    def cache_idle(self):
+        """True while no call needs a cache lookup (none is stored)."""
+        cache = self.cache
+        return not cache.enabled or not len(cache)
+
+    def run_plain(self, frame, func_id, most):
+        """:meth:`run_call` for a call :meth:`plain` admits, while
+        :meth:`cache_idle`: the same reply, with none of the checks that
+        cannot apply. ``most``: the call's result limit."""
+        func = self.functions.get(func_id)
+        if func is None:
+            return self._error("not_registered",
+                               "function %r is not loaded on worker %s"
+                               % (func_id, self.worker_id))
+        hit = False if self.cache.enabled else None  # a miss, as run_call
+        try:
+            args, kwargs = ser.loads(frame.payload)
+        except Exception as exc:
+            return self._bad_arguments(func, exc, hit)
+        return self._execute(func, args, kwargs, most, hit, False, None)
+
+    def _bad_arguments(self, func, exc, hit):
+        self.stats.record(func.id, func.name, None, error=True, hit=hit)
+        return self._error("serialization",
+                           "arguments for %r cannot be deserialized on "
+                           "worker %s: %s: %s" % (func.name, self.worker_id,
+                                                  type(exc).__name__, exc))
+
+    def _execute(self, func, args, kwargs, most, hit, want_cache, key):
+        """Call ``func``; the reply as run_call returns it."""
+        start = time.perf_counter()
+        try:
+            result = func.fn(*args, **kwargs)
+        except BaseException as exc:  # user code: SystemExit too
+            self.stats.record(func.id, func.name, time.perf_counter() - start,
+                              error=True, hit=hit)
+            return self._exception_reply(func, exc, args, kwargs)
+        duration = time.perf_counter() - start
+        try:
+            payload = ser.dumps(result, "result", func.name)
+        except PyFaaSError as exc:
+            self.stats.record(func.id, func.name, duration, error=True, hit=hit)
+            return self._error("serialization", str(exc))
+        if len(payload) > most:
+            self.stats.record(func.id, func.name, duration, error=True, hit=hit)
+            return self._too_large(func, payload, type(result).__name__, most)
+        self.stats.record(func.id, func.name, duration, False, hit)
+        reply_meta = None
+        if want_cache:
+            reply_meta = self._store(want_cache, key, func, payload,
+                                     _short((args, kwargs)), _short(result))
+        return p.OK, reply_meta, payload, p.FLAG_PICKLED
+
+    def _store(self, want_cache, key, func, payload, args_repr, result_repr):
+        """Cache a pickled result if asked; return the reply meta."""
+        if not want_cache or self.functions.get(func.id) is not func:
+            return None  # not asked, or unloaded while it ran
+        evicted = self.cache.put(key, Entry(func.id, func.name, payload,
+                                            args_repr, result_repr))
+        reply_meta = {"cached": key, "func_id": func.id}
+        if evicted:
+            reply_meta["evicted"] = evicted
+        return reply_meta
+
+    def result_limit_for(self, meta):
+        """Largest result for this call: ours, or the caller's if smaller
+        (a client announces its own ``max_frame_bytes`` in ``max``)."""
+        theirs = meta.get("max")
+        if isinstance(theirs, int) and not isinstance(theirs, bool) \
+                and theirs > 0:
+            return min(self.max_result, result_limit(theirs))
+        return self.max_result
+
+    def _too_large(self, func, payload, type_name, limit):
+        return self._error("serialization",
+                           "result of %r (type %s) is %d bytes pickled; "
+                           "frames are limited to %d bytes (max_frame_bytes "
+                           "of this worker, the director or the caller)"
+                           % (func.name, type_name, len(payload), limit))
+
+    def _run_isolated(self, func, meta, payload, key, hit, want_cache, limit):
+        start = time.perf_counter()
+        outcome = self.pool.run(func, meta, payload, limit)
+        duration = time.perf_counter() - start
+        kind = outcome[0]
+        if kind == "ok":
+            result = outcome[1]
+            most = self.result_limit_for(meta)
+            if len(result) > most:
+                self.stats.record(func.id, func.name, duration, error=True,
+                                  hit=hit)
+                return self._too_large(func, result, outcome[4], most)
+            self.stats.record(func.id, func.name, duration, hit=hit)
+            reply_meta = self._store(want_cache, key, func, result,
+                                     outcome[2], outcome[3])
+            return p.OK, reply_meta, result, p.FLAG_PICKLED
+        self.stats.record(func.id, func.name, duration, error=True, hit=hit)
+        if kind == "raised":
+            info = outcome[1]
+            if info.get("memory") and self.config.memory_limit_mb:
+                return self._crash(func, "memory limit of %d MiB exceeded "
+                                   "(MemoryError)" % self.config.memory_limit_mb,
+                                   replaced=False)
+            return self._error("execution",
+                               "function %r raised %s: %s (on worker %s)" % (
+                                   func.name, info["type"], info["message"],
+                                   self.worker_id),
+                               type=info["type"],
+                               remote_message=info["message"],
+                               traceback=info["traceback"], function=func.name)
+        if kind == "bad_function":
+            return self._error("registration",
+                               "function %r cannot be loaded in a child "
+                               "process of worker %s: %s: %s" % (
+                                   func.name, self.worker_id,
+                                   outcome[1]["type"], outcome[1]["message"]))
+        if kind == "bad_args":
+            return self._error("serialization",
+                               "arguments for %r cannot be deserialized on "
+                               "worker %s: %s: %s" % (
+                                   func.name, self.worker_id,
+                                   outcome[1]["type"], outcome[1]["message"]))
+        if kind == "unpicklable":
+            return self._error("serialization", "function %r: %s" % (
+                func.name, outcome[1]))
+        if kind == "timeout":
+            self.stats.record_timeout(func.id, func.name)
+            return self._error("timeout",
+                               "function %r did not finish within %.1f s on "
+                               "worker %s; its process was killed"
+                               % (func.name, outcome[1], self.worker_id))
+        how = outcome[1]
+        if (how.startswith("signal 24") or how.startswith("signal 9")) and \
+                self.config.cpu_time_limit_s:
+            how += "; cpu_time_limit_s is %d" % self.config.cpu_time_limit_s
+        return self._crash(func, how)
+
+    def _crash(self, func, how, replaced=True):
+        log.warning("function %s crashed its process: %s", func.name, how)
+        return self._error("crashed", "function %r crashed: %s (on worker %s%s)"
+                           % (func.name, how, self.worker_id,
+                              "; its process was replaced" if replaced else ""),
+                           type="ProcessCrash", remote_message=how,
+                           function=func.name)
+
+    @staticmethod
+    def _arguments(meta, payload):
+        if "refs" not in meta:
+            return ser.loads(payload)
+        # A workflow step: JSON arguments plus earlier steps' outputs.
+        head, blobs = wfl.split_step_payload(meta, payload)
+        outputs = {name: ser.loads(blob) for name, blob in blobs.items()}
+        return (wfl.substitute(head.get("args", []), outputs),
+                wfl.substitute(head.get("kwargs", {}), outputs))
+
+    def _error(self, code, message, **extra):
+        extra.update(code=code, message=message, worker_id=self.worker_id)
+        return p.ERROR, extra, b"", 0
+
+    def _exception_reply(self, func, exc, args, kwargs):
+        if isinstance(exc, TypeError):
+            why = ser.check_arguments(func.params, args, kwargs)
+            if why is not None:
+                return self._error("parameter_mismatch",
+                                   "arguments do not fit %s%s: %s" % (
+                                       func.name,
+                                       ser.signature_text(func.params), why))
+        info = ser.exception_info(exc, skip_frames=1)
+        log.info("function %s raised %s: %s", func.name, info["type"],
+                 info["message"])
+        return self._error("execution",
+                           "function %r raised %s: %s (on worker %s)" % (
+                               func.name, info["type"], info["message"],
+                               self.worker_id),
+                           type=info["type"], remote_message=info["message"],
+                           traceback=info["traceback"], function=func.name)
+
+    # ----- inspection ------------------------------------------------------------
+
+    def stats_reply(self, func_id=None):
+        """Statistics payload for the Director (JSON-ready)."""
+        return {"worker_id": self.worker_id, "enabled": self.stats.enabled,
+                "functions": self.stats.snapshot(func_id)}
+
+    def info(self, address=""):
+        """This Worker's description, as returned by ``pyfaas_get_worker_info``."""
+        now = time.time()
+        cfg = self.config
+        figures = self.stats.snapshot()
+        with self._lock:
+            funcs = {}
+            for f in self.functions.values():
+                fig = dict(figures.get(f.id, {}))
+                fig.pop("recent_s", None)
+                funcs[f.id] = {"name": f.name,
+                               "signature": ser.signature_text(f.params)
+                               if f.params is not None else None,
+                               "stats": fig or None}
+        return {
+            "identity": {"worker_id": self.worker_id, "address": address,
+                         "pid": os.getpid(), "host": socket.gethostname(),
+                         "start_time": self.started_at,
+                         "uptime_s": round(now - self.started_at, 3)},
+            "system": {"python_version": platform.python_version(),
+                       "implementation": platform.python_implementation(),
+                       "os": platform.platform(), "cpu": platform.machine(),
+                       "processor": platform.processor(),
+                       "cores": os.cpu_count()},
+            "config": {"statistics_enabled": cfg.statistics_enabled,
+                       "log_level": cfg.log_level,
+                       "cache_policy": cfg.cache_policy,
+                       "cache_max_size": cfg.cache_max_size,
+                       "pool_size": cfg.max_threads,
+                       "shutdown_persistence": cfg.shutdown_persistence,
+                       "dump_file": cfg.dump_file},
+            "functions": funcs,
+            "network": {"director": "%s:%s" % (cfg.director_ip_addr,
+                                               cfg.director_port),
+                        "requests": self.requests,
+                        "inflight": self.inflight,
+                        "stuck_calls": self.stuck,
+                        "last_request_time": self.last_request_at},
+        }
+
+    # ----- persistence -------------------------------------------------------------
+
+    def state(self):
+        """Everything the dump file keeps."""
+        with self._lock:
+            funcs = [(f.id, f.name, f.params, f.code, f.extra)
+                     for f in self.functions.values()]
+        return {"worker_id": self.worker_id, "saved_at": time.time(),
+                "functions": funcs, "cache": self.cache.state(),
+                "stats": self.stats.snapshot()}
+
+    def save(self):
+        """Write the dump file (atomically); return its size in bytes."""
+        size = persistence.save(self.config.dump_file, self.state())
+        log.info("state saved to %s (%d functions, %d cached results, %d "
+                 "bytes)", self.config.dump_file, len(self.functions),
+                 len(self.cache), size)
+        return size
+
+    def restore(self):
+        """Load the dump file if there is one; a bad one is set aside.
+
+        Returns:
+            bool: True if a state was restored.
+        """
+        path = self.config.dump_file
+        try:
+            state = persistence.load(path)
+        except persistence.DumpError as exc:
+            aside = persistence.set_aside(path)
+            log.warning("dump file %s is unusable (%s); moved to %s; starting "
+                        "fresh", path, exc, aside or "(could not move it)")
+            return False
+        if state is None:
+            log.info("no dump file at %s; starting fresh", path)
+            return False
+        try:
+            self._apply_state(state)
+        except Exception as exc:  # a valid checksum over a foreign layout
+            aside = persistence.set_aside(path)
+            log.warning("dump file %s has an unexpected layout (%s: %s); "
+                        "moved to %s; starting fresh", path,
+                        type(exc).__name__, exc, aside)
+            with self._lock:
+                self.functions.clear()
+            self.cache = LRUCache(self.config.cache_max_size,
+                                  self.config.cache_policy)
+            self.stats = WorkerStats(self.config.statistics_enabled)
+            return False
+        log.info("state restored from %s: %d functions, %d cached results",
+                 path, len(self.functions), len(self.cache))
+        return True
+
+    def _apply_state(self, state):
+        self.worker_id = state.get("worker_id") or self.worker_id
+        for fid, name, params, code, *rest in state.get("functions", []):
+            try:
+                self.load_function(fid, name, params, code,
+                                   extra=rest[0] if rest else None)
+            except Exception as exc:
+                log.warning("restored function %s cannot be loaded: %s: %s",
+                            name, type(exc).__name__, exc)
+        self.cache.restore(item for item in state.get("cache", [])
+                           if item[1]["func_id"] in self.functions)
+        if self.stats.enabled:
+            self.stats.restore({fid: figures for fid, figures
+                                in state.get("stats", {}).items()
+                                if fid in self.functions})
+
+    def cached_keys(self):
+        """``[[key, func_id], ...]`` of the cached results, for the Director."""
+        return [[key, state["func_id"]] for key, state in self.cache.state()]
