@@ -135,6 +135,11 @@ def read_frame(sock, decoder, timeout=5.0):
         decoder.feed(data)
 
 
+def encode_frame(type_, request_id=0, meta=None, payload=b"", flags=0):
+    """One frame as one bytes object, for raw sockets."""
+    return b"".join(p.frame_parts(type_, request_id, meta, payload, flags))
+
+
 def decode_frames(data):
     """Every whole frame in ``data`` (bytes sent by the Director)."""
     decoder = FrameDecoder()

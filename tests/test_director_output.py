@@ -1,10 +1,8 @@
 """The Director loop's output to one peer over a real socket pair.
 
-``Director._emit`` writes the hot path's frames at once when nothing could
-be coalesced with them; these tests check that it never lets a frame
-overtake one queued before it, that it leaves later output of the same turn
-to ``_apply_output`` (one write), and that a write the socket cannot take
-whole is finished by ``_flush`` in order.
+Frames the state queues go out per peer in order; a write the socket cannot
+take whole is finished by ``_flush`` in order; a closing peer gets its last
+frames before it is closed; a failed write drops the peer.
 """
 
 import selectors
@@ -53,9 +51,8 @@ def peer(director):
     ours.close()
 
 
-def _frame(rid, payload=b"x"):
-    head, body = p.frame_parts(p.OK, rid, None, payload)
-    return head, body
+def _queue(director, rid, payload=b"x"):
+    director.state.send(PEER, p.OK, rid, None, payload)
 
 
 def _received(sock, count):
@@ -74,37 +71,12 @@ def _received(sock, count):
     return rids
 
 
-def test_the_first_frame_of_a_single_event_turn_goes_out_at_once(director,
-                                                                   peer):
-    conn, ours = peer
-    director._single = True
-    director._emit(PEER, *_frame(1))
-    assert _received(ours, 1) == [1]
-    assert not director.state.outbox and not conn.out
-    # What follows in the same turn is queued, to go out in one write.
-    director._emit(PEER, *_frame(2))
-    director._emit(PEER, *_frame(3))
-    assert director.state.outbox[PEER]
-    director._apply_output()
-    assert _received(ours, 2) == [2, 3]
-
-
 def test_a_frame_does_not_overtake_one_queued_before_it(director, peer):
     conn, ours = peer
     director.state.send(PEER, p.DEPLOY, 5, {"func_id": "f"})
-    director._single = True
-    director._emit(PEER, *_frame(6))
+    _queue(director, 6)
     director._apply_output()
     assert _received(ours, 2) == [5, 6]
-
-
-def test_a_turn_with_several_events_queues_everything(director, peer):
-    conn, ours = peer
-    director._single = False
-    director._emit(PEER, *_frame(7))
-    assert director.state.outbox[PEER]
-    director._apply_output()
-    assert _received(ours, 1) == [7]
 
 
 def test_a_write_the_socket_cannot_take_is_finished_in_order(director, peer):
@@ -117,10 +89,10 @@ def test_a_write_the_socket_cannot_take_is_finished_in_order(director, peer):
             stuffed += conn.sock.send(filler)
         except BlockingIOError:
             break
-    director._single = True
-    director._emit(PEER, *_frame(8, b"y" * 1000))
+    _queue(director, 8, b"y" * 1000)
+    director._apply_output()
     assert conn.out and conn.events & selectors.EVENT_WRITE
-    director._emit(PEER, *_frame(9))
+    _queue(director, 9)
     director._apply_output()  # queued behind the unfinished write
     # Read the filler, then let the loop finish its writes.
     got = 0
@@ -137,24 +109,19 @@ def test_a_write_the_socket_cannot_take_is_finished_in_order(director, peer):
 def test_a_closing_peer_gets_its_frame_through_the_queue(director, peer):
     conn, ours = peer
     conn.closing = "closed by the test"
-    director._single = True
-    director._emit(PEER, *_frame(10))
-    # Queued: a direct write's leftover would make the loop watch reads
-    # again on a connection it no longer reads.
-    assert director.state.outbox[PEER] and not conn.out
+    _queue(director, 10)
     director._apply_output()
     assert _received(ours, 1) == [10]
     assert conn.sock is None  # closed once its last frame was written
 
 
-def test_a_failed_direct_write_drops_the_peer_and_tells_the_state(director,
-                                                                  peer):
+def test_a_failed_write_drops_the_peer_and_tells_the_state(director,
+                                                           peer):
     conn, ours = peer
     ours.close()
     # The peer's reset shows on the next send (the first may still succeed).
     for rid in range(20, 40):
-        director._single = True
-        director._emit(PEER, *_frame(rid))
+        _queue(director, rid)
         director._apply_output()
         if conn.sock is None:
             break

@@ -55,8 +55,8 @@ class Sim:
         for peer, parts in out.items():
             decoder = FrameDecoder()
             decoder.feed(b"".join(bytes(part) for part in parts))
-            frames[peer] = list(iter(decoder.next_event, p.NEED_DATA))
-            decoder.check_eof()
+            decoder.feed(b"")  # whole frames only, or next_event raises
+            frames[peer] = list(iter(decoder.next_event, p.CLOSED))
         return frames
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from fault_helpers import director_says, env_without_token
 from helpers import (HOST, process_of, raw_connect, read_until_eof,
-                     reserve_port, wait_until)
+                     reserve_port, wait_until, encode_frame)
 from pyfaas import Client, security
 from pyfaas.client import api
 from pyfaas.wire import protocol as p
@@ -222,7 +222,7 @@ def test_half_sent_frame_then_silence_is_closed(fresh_cluster):
     sock = raw_connect(cl.port)
     try:
         sock.sendall(p.encode_preamble(p.ROLE_CLIENT))
-        frame = p.encode_frame(p.PING, 1)
+        frame = encode_frame(p.PING, 1)
         sock.sendall(frame[:7])  # part of a frame, then nothing
         start = time.monotonic()
         read_until_eof(sock, timeout=10)

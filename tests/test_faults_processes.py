@@ -14,7 +14,7 @@ import time
 import pytest
 
 from fault_helpers import director_says
-from helpers import HOST, process_of, raw_connect, read_frame, wait_until
+from helpers import HOST, process_of, raw_connect, read_frame, wait_until, encode_frame
 from pyfaas import Client
 from pyfaas.wire import protocol as p
 from pyfaas.wire.decoder import FrameDecoder
@@ -78,7 +78,7 @@ def _raw_client(port):
 
 
 def _raw_call(sock, rid, name, *args):
-    sock.sendall(p.encode_frame(p.CALL, rid, {"f": name},
+    sock.sendall(encode_frame(p.CALL, rid, {"f": name},
                                 ser.dumps((args, {}), "arguments"),
                                 p.FLAG_PICKLED))
 
@@ -121,7 +121,7 @@ def test_frozen_worker_mid_call_is_lost_and_its_late_result_dropped(
         wait_until(lambda: client.worker_info(wid2)["network"]["inflight"]
                    == 0, 10, "the old call never finished")
         # Frames arrive in order: anything for request 1 would come first.
-        sock.sendall(p.encode_frame(p.PING, 2))
+        sock.sendall(encode_frame(p.PING, 2))
         later = read_frame(sock, decoder)
         assert later.request_id == 2, "a second outcome arrived: %r" % later
     assert client.workers()[0]["inflight"] == 0

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from helpers import (decode_frames, raw_connect, read_frame, read_until_eof,
-                     wait_until)
+                     wait_until, encode_frame)
 from pyfaas.wire import protocol as p
 from pyfaas.wire.decoder import FrameDecoder
 
@@ -112,14 +112,14 @@ def test_large_frame_before_the_handshake_is_refused(cluster, healthy):
 
 def test_truncated_frame_then_close(cluster, healthy):
     sock = _handshake(cluster)
-    frame = p.encode_frame(p.PING, 1, {"x": "y" * 100})
+    frame = encode_frame(p.PING, 1, {"x": "y" * 100})
     sock.sendall(frame[:len(frame) // 2])
     sock.close()
 
 
 def test_truncated_frame_then_half_close(cluster, healthy):
     with _handshake(cluster) as sock:
-        frame = p.encode_frame(p.PING, 1)
+        frame = encode_frame(p.PING, 1)
         sock.sendall(frame[:5])
         sock.shutdown(socket.SHUT_WR)
         read_until_eof(sock)   # the Director closes its side too
@@ -127,14 +127,14 @@ def test_truncated_frame_then_half_close(cluster, healthy):
 
 def test_frame_of_an_unknown_type(cluster, healthy):
     with _handshake(cluster) as sock:
-        sock.sendall(p.encode_frame(0x7F, 5, {}))
+        sock.sendall(encode_frame(0x7F, 5, {}))
         meta = _error_then_eof(sock, "protocol")
         assert "client" in meta["message"]
 
 
 def test_meta_that_is_not_json(cluster, healthy):
     with _handshake(cluster) as sock:
-        sock.sendall(p.encode_frame(p.CALL, 5, b"{not json", b"x",
+        sock.sendall(encode_frame(p.CALL, 5, b"{not json", b"x",
                                     p.FLAG_PICKLED))
         _error_then_eof(sock, "protocol")
 
@@ -144,7 +144,7 @@ def test_worker_role_must_register_first(cluster, healthy):
         sock.sendall(p.encode_preamble(p.ROLE_WORKER))
         decoder = FrameDecoder()
         assert read_frame(sock, decoder).type == p.HELLO
-        sock.sendall(p.encode_frame(p.HEARTBEAT, 0, {"inflight": 0}))
+        sock.sendall(encode_frame(p.HEARTBEAT, 0, {"inflight": 0}))
         _error_then_eof(sock, "protocol")
 
 

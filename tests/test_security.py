@@ -17,7 +17,7 @@ import pytest
 
 from fault_helpers import director_says
 from helpers import (HOST, decode_frames, raw_connect, read_frame,
-                     read_until_eof, succeeds, wait_until)
+                     read_until_eof, succeeds, wait_until, encode_frame)
 from pyfaas import Client
 from pyfaas.wire import protocol as p
 from pyfaas.wire.decoder import FrameDecoder
@@ -125,7 +125,7 @@ def _auth_frame(token, hello_meta, role="client"):
     director_nonce = bytes.fromhex(hello_meta["nonce"])
     nonce = auth.new_nonce()
     mac = auth.peer_proof(token.encode(), role, director_nonce, nonce)
-    frame = p.encode_frame(p.AUTH, 0, {"nonce": nonce.hex(), "mac": mac.hex()})
+    frame = encode_frame(p.AUTH, 0, {"nonce": nonce.hex(), "mac": mac.hex()})
     return frame, director_nonce, nonce
 
 
@@ -270,7 +270,7 @@ def test_replayed_handshake_is_rejected(secure):
     expected = auth.director_proof(TOKEN.encode(), "client",
                                        director_nonce, nonce)
     assert bytes.fromhex(reply.meta()["mac"]) == expected
-    sock.sendall(p.encode_frame(p.PING, 7))
+    sock.sendall(encode_frame(p.PING, 7))
     assert read_frame(sock, decoder).type == p.OK
     sock.close()
 
@@ -303,7 +303,7 @@ def test_only_tiny_frames_before_authentication(secure):
     sock, decoder = _authenticated(secure.port)
     with sock:
         big_meta = {"pad": "x" * (p.HANDSHAKE_MAX_FRAME_SIZE + 100)}
-        sock.sendall(p.encode_frame(p.PING, 3, big_meta))
+        sock.sendall(encode_frame(p.PING, 3, big_meta))
         reply = read_frame(sock, decoder)
         assert (reply.type, reply.request_id) == (p.OK, 3)
     _still_serves(secure)
@@ -394,7 +394,7 @@ def test_max_connections_caps_open_connections(fresh_cluster):
 def test_unknown_message_type_after_authentication(secure):
     sock, decoder = _authenticated(secure.port)
     with sock:
-        sock.sendall(p.encode_frame(0x7F, 9, {}))
+        sock.sendall(encode_frame(0x7F, 9, {}))
         meta = _error_then_eof(sock, "protocol")
     assert "client" in meta["message"]
     _still_serves(secure)
@@ -419,7 +419,7 @@ def test_tripwire_in_a_frame_before_authentication(secure, tripwire, role,
     path, payload = tripwire
     sock, decoder, hello = _hello(secure.port, role)
     with sock:
-        sock.sendall(p.encode_frame(type_, 1, {"f": "who", "name": "x"},
+        sock.sendall(encode_frame(type_, 1, {"f": "who", "name": "x"},
                                     payload, p.FLAG_PICKLED))
         meta = _error_then_eof(sock, "protocol")
     assert p.TYPE_NAMES[type_] in meta["message"], meta
@@ -431,13 +431,13 @@ def test_tripwire_called_on_an_unregistered_function(secure, tripwire):
     path, payload = tripwire
     sock, decoder = _authenticated(secure.port)
     with sock:
-        sock.sendall(p.encode_frame(p.CALL, 5, {"f": "no_such_function"},
+        sock.sendall(encode_frame(p.CALL, 5, {"f": "no_such_function"},
                                     payload, p.FLAG_PICKLED))
         reply = read_frame(sock, decoder)
         assert (reply.type, reply.request_id) == (p.ERROR, 5)
         assert reply.meta()["code"] == "not_registered"
         # The connection stays usable.
-        sock.sendall(p.encode_frame(p.PING, 6))
+        sock.sendall(encode_frame(p.PING, 6))
         assert read_frame(sock, decoder).type == p.OK
     _still_serves(secure)
     assert not path.exists(), "the director unpickled call arguments"

@@ -18,6 +18,8 @@ from pyfaas.wire import protocol as p
 from pyfaas.errors import PyFaaSNetworkError, PyFaaSProtocolError
 from pyfaas.net.connection import Connection, block_with_send_timeout
 
+from helpers import encode_frame
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -43,7 +45,7 @@ def _pair():
 
 
 def _wire(frames):
-    return b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
+    return b"".join(encode_frame(f.type, f.request_id, f.meta_raw,
                                    f.payload, f.flags) for f in frames)
 
 

@@ -35,7 +35,6 @@ from ..errors import error_from_meta
 from ..net.connection import Connection
 
 IDLE_CHECK_S = 0.02  # a connection unused this long is checked before use
-SMALL_FRAME = 16384  # a request under this goes out as one joined piece
 
 
 class ReplyFuture(Future):
@@ -309,7 +308,7 @@ class Channel:
         except ValueError as exc:  # meta over 64 KiB
             return None, str(exc)
         limit = link.limit
-        size = len(frame[0]) - 4 + len(payload)
+        size = sum(map(len, frame)) - 4
         if size > limit:
             return None, ("request of %d bytes is over the director's frame "
                           "limit of %d bytes (max_frame_bytes)"
@@ -394,18 +393,9 @@ class Channel:
             link = self._open(sending=True)  # (the checks, inlined: see it)
         conn, pending = link.conn, link.pending
         rid = next(self._rids)
-        if meta.__class__ is bytes and len(meta) <= p.MAX_META_SIZE and \
-                len(meta) + len(payload) + p.BODY_FIXED <= link.limit:
-            # A call's meta comes encoded: _encode(), inlined. A small frame
-            # is joined into one piece here (one copy, one send).
-            head = p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload),
-                                 type_, flags, len(meta), rid) + meta
-            frame = [head + payload] if len(payload) < SMALL_FRAME \
-                else [head, payload]
-        else:
-            frame, why = self._encode(link, type_, rid, meta, payload, flags)
-            if why is not None:
-                raise PyFaaSSerializationError(why + "; nothing was sent")
+        frame, why = self._encode(link, type_, rid, meta, payload, flags)
+        if why is not None:
+            raise PyFaaSSerializationError(why + "; nothing was sent")
         reply = pending[rid] = Reply()
         try:
             conn.send(frame)

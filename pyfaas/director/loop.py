@@ -17,7 +17,7 @@ import ssl
 import time
 
 from ..wire import protocol as p
-from ..wire.decoder import FrameDecoder, whole_frame
+from ..wire.decoder import FrameDecoder
 from .output import _READ, _WOULD_BLOCK, _WRITE, Output
 from .state import DirectorState
 from ..net.tls import server_context
@@ -34,7 +34,7 @@ PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused
 class _Conn:
     __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
                  "closing", "events", "trusted", "tls", "tls_handshake",
-                 "last_rx", "closing_since", "held")
+                 "last_rx", "closing_since")
 
     def __init__(self, peer_id, sock, addr, decoder, tls):
         self.id = peer_id
@@ -50,7 +50,6 @@ class _Conn:
         self.tls_handshake = tls  # a TLS handshake is still running
         self.last_rx = time.monotonic()
         self.closing_since = 0.0
-        self.held = False         # the decoder holds bytes of a frame
 
 
 class Director(Output):
@@ -89,11 +88,6 @@ class Director(Output):
         self._conns = {}
         self._next_id = 1
         self._stopping = False
-        # True while the loop handles the only event of its turn, that event
-        # is one whole frame, and nothing was output yet: the state's hot
-        # path may then write a frame at once (_emit).
-        self._single = False
-        self.state.emit = self._emit
 
     # ----- lifecycle ---------------------------------------------------------
 
@@ -119,7 +113,6 @@ class Director(Output):
                 before = monotonic()
                 timeout = due - before if due > before else 0.0
                 ready = select(timeout)
-                self._single = len(ready) == 1
                 now = monotonic()
                 if now - before > timeout + PAUSE_SLACK_S:
                     # This process was stopped or starved: the heartbeats
@@ -310,90 +303,67 @@ class Director(Output):
             self._sel.modify(conn.sock, events, conn)
 
     def _read(self, conn):
-        """Receive what ``conn`` sent and hand its frames to the state."""
+        """Receive what ``conn`` sent and hand its events to the state."""
         decoder = conn.decoder
-        state = self.state
         while conn.sock is not None and conn.closing is None:
             try:
-                data = conn.sock.recv(LARGE_RECV_CHUNK if conn.held and
-                                      decoder.gathering else RECV_CHUNK)
+                data = conn.sock.recv(LARGE_RECV_CHUNK if decoder.gathering
+                                      else RECV_CHUNK)
             except _WOULD_BLOCK:
                 return
             except OSError as exc:
                 self._drop(conn, "receive failed: %s" % exc)
                 return
-            if not data:
-                reason = "connection closed"
-                if decoder.in_frame:
-                    reason = "connection closed inside a frame"
-                self._drop(conn, reason)
+            decoder.feed(data)  # b"": the end of the stream
+            if not self._decode(conn):
                 return
-            try:
-                frame = whole_frame(data, decoder.max_frame_size) \
-                    if conn.trusted and not conn.held else None
-                if frame is not None:  # the usual: one whole frame
-                    state.received(conn.id, frame)
-                    holding = False
-                elif conn.trusted:
-                    holding = self._frames(conn, data)
-                else:
-                    decoder.feed(data)
-                    holding = True
-                if holding:
-                    self._single = False
-                    self._decode(conn)
-                    conn.held = held = decoder.in_frame
-                    if held:
-                        # Part of a frame is held: it must not stall
-                        # (frame_timeout_s), and a Worker sending it is alive.
-                        conn.last_rx = time.monotonic()
-                        state.touch(conn.id)
-            except p.ProtocolError as exc:
-                log.warning("peer %s:%s sent bad bytes: %s; closing it",
-                            conn.addr[0], conn.addr[1], exc)
-                code = "frame_too_large" if isinstance(exc, p.FrameTooLarge) \
-                    else "protocol"
-                state.error(conn.id, 0, code,
-                            "director %s: %s" % (state.name, exc))
-                state.close(conn.id, str(exc))
-                return
-            except Exception:
-                log.exception("error while handling peer %s:%s; dropping it",
-                              conn.addr[0], conn.addr[1])
-                self._drop(conn, "internal error")
-                return
+            if decoder.in_frame:
+                # Part of a frame is held: it must not stall
+                # (frame_timeout_s), and a Worker sending it is alive.
+                conn.last_rx = time.monotonic()
+                self.state.touch(conn.id)
             # A TLS socket may hold more decrypted bytes than select sees.
             if not (conn.tls and conn.sock is not None
                     and conn.sock.pending()):
                 return
 
-    def _frames(self, conn, data):
-        """Hand the whole frames ``data`` starts with to the state; return
-        True if the decoder holds bytes after them (see _decode)."""
-        # Several frames: their output waits for the end of the loop's turn,
-        # where the frames for each peer go out together.
-        self._single = False
-        frames, holding = conn.decoder.frames(data)
-        received = self.state.received
-        for frame in frames:
-            received(conn.id, frame)
-        return holding
-
     def _decode(self, conn):
-        """Hand every event the decoder holds to the state (the general
-        path: handshakes, frames split across receives)."""
+        """Hand every event the decoder holds to the state; False once the
+        connection is dropped or closing."""
         decoder = conn.decoder
         state = self.state
-        while conn.closing is None:
-            event = decoder.next_event()
-            if event is p.NEED_DATA:
-                return
-            state.received(conn.id, event)
-            if not conn.trusted:
-                peer = state.peers.get(conn.id)
-                if peer is not None and peer.ready:
-                    conn.trusted = True
-                    decoder.max_frame_size = self.config.max_frame_bytes
+        try:
+            while conn.closing is None:
+                event = decoder.next_event()
+                if event is p.NEED_DATA:
+                    return True
+                if event is p.CLOSED:
+                    self._drop(conn, "connection closed")
+                    return False
+                state.received(conn.id, event)
+                if not conn.trusted:
+                    peer = state.peers.get(conn.id)
+                    if peer is not None and peer.ready:
+                        conn.trusted = True
+                        decoder.max_frame_size = self.config.max_frame_bytes
+            return False
+        except p.ProtocolError as exc:
+            log.warning("peer %s:%s sent bad bytes: %s; closing it",
+                        conn.addr[0], conn.addr[1], exc)
+            if decoder.ended:  # it closed inside a frame: nobody to tell
+                self._drop(conn, str(exc))
+                return False
+            code = "frame_too_large" if isinstance(exc, p.FrameTooLarge) \
+                else "protocol"
+            state.error(conn.id, 0, code,
+                        "director %s: %s" % (state.name, exc))
+            state.close(conn.id, str(exc))
+            return False
+        except Exception:
+            log.exception("error while handling peer %s:%s; dropping it",
+                          conn.addr[0], conn.addr[1])
+            self._drop(conn, "internal error")
+            return False
 
     def _drop(self, conn, reason, notify=True):
         if conn.sock is None:

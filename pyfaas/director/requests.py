@@ -202,18 +202,8 @@ class ClientRequests:
         if self.statistics_enabled:
             self.requests += 1
             worker.routed += 1
-        # _forward(), unrolled: this is the hot path of every call.
-        rid = self._next_rid
-        self._next_rid = rid + 1
-        pend = self.pending[rid] = Pending(rid, peer.id, frame.request_id,
-                                           worker.id, "call", func.label,
-                                           None, self.clock())
-        worker.inflight.add(rid)
-        peer.pending.add(rid)
-        meta = route.call_meta
-        head = p.HEADER.pack(p.BODY_FIXED + len(meta) + len(payload), p.CALL,
-                             frame.flags, len(meta), rid) + meta
-        self.emit(worker.peer_id, head, payload)
+        pend = self._forward(peer, frame, worker, "call", func.label,
+                             route.call_meta, p.CALL)
         if route.retries:
             pend.retries = route.retries
             pend.resend = (func.id, route.call_meta, payload, frame.flags)

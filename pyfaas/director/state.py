@@ -90,20 +90,6 @@ class DirectorState(Handshake, WorkerEvents, ClientRequests,
 
     # ----- output -------------------------------------------------------
 
-    def queue(self, peer_id, head, payload):
-        """Queue one encoded frame (``head`` and ``payload``) for a peer that
-        is known to be connected: the hot path's :meth:`send`."""
-        out = self.outbox.get(peer_id)
-        if out is None:
-            self.outbox[peer_id] = [head, payload]
-        else:
-            out += (head, payload)
-
-    # What the hot path's two frames go through. The Director's loop
-    # replaces it with one that writes a frame at once when nothing could
-    # be coalesced with it, and calls queue() otherwise (Director._emit).
-    emit = queue
-
     def send(self, peer_id, type_, rid=0, meta=None, payload=b"", flags=0):
         """Queue one frame for ``peer_id``."""
         if peer_id in self.peers:

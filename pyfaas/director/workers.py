@@ -113,16 +113,6 @@ class WorkerEvents:
         del self.pending[frame.request_id]
         worker.inflight.discard(pend.rid)
         kind = pend.kind
-        if kind == "call" and frame.type == p.OK and not frame.meta_raw:
-            # The usual case: a result to pass on as it is.
-            client = self.peers.get(pend.client_peer)
-            if client is not None:
-                client.pending.discard(pend.rid)
-                payload = frame.payload
-                head = p.HEADER.pack(p.BODY_FIXED + len(payload), p.OK,
-                                     frame.flags, 0, pend.client_rid)
-                self.emit(client.id, head, payload)
-            return
         if frame.type == p.ERROR:
             if self.statistics_enabled:
                 worker.errors += 1
@@ -147,9 +137,8 @@ class WorkerEvents:
             client.pending.discard(pend.rid)
             if frame.type == p.ERROR and self.statistics_enabled:
                 self.request_errors += 1
-            self.outbox.setdefault(client.id, []).extend(p.frame_parts(
-                frame.type, pend.client_rid, frame.meta_raw, frame.payload,
-                frame.flags))
+            self.send(client.id, frame.type, pend.client_rid, frame.meta_raw,
+                      frame.payload, frame.flags)
 
     def _deploy_result(self, worker, func_id, type_, meta):
         if func_id not in worker.functions:

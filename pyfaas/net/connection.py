@@ -6,7 +6,6 @@ PyFaaS errors: this is the one place where raw socket errors are caught.
 It knows nothing about what frames mean beyond the handshake.
 """
 
-import collections
 import select
 import socket
 import ssl
@@ -17,7 +16,7 @@ import time
 
 from ..wire import protocol as p
 from ..wire import auth
-from ..wire.decoder import FrameDecoder, whole_frame
+from ..wire.decoder import FrameDecoder
 from .tls import LockedTLSSocket
 from ..errors import (PyFaaSAuthenticationError, PyFaaSError, error_from_meta,
                      PyFaaSNetworkError, PyFaaSProtocolError,
@@ -33,27 +32,34 @@ RECV_SLICE_S = 1.0  # SO_RCVTIMEO of a blocking socket: see recv_frame
 def send_parts(sock, parts, send_timeout=None):
     """Send every byte of ``parts`` (bytes-like pieces) on a blocking socket.
 
-    Small sends are one ``sendall``. ``send_timeout``: the socket is in
-    blocking mode with SO_SNDTIMEO set to it, which counts per system call;
-    a large send must end within it as a whole, so SO_SNDTIMEO is lowered
-    to the time left as it goes (only one thread sends at a time), and
-    restored after.
+    Pieces under SMALL_WRITE bytes in a row are joined and sent with one
+    ``sendall`` (a batch of small frames is one write); a larger piece (a
+    large payload) is sent from where it is. ``send_timeout``: the socket
+    is in blocking mode with SO_SNDTIMEO set to it, which counts per system
+    call; a large send must end within it as a whole, so SO_SNDTIMEO is
+    lowered to the time left as it goes (only one thread sends at a time),
+    and restored after.
     """
-    if len(parts) == 1:
-        if len(parts[0]) < 65536:
-            sock.sendall(parts[0])
-            return
-    elif sum(map(len, parts)) < 65536:
-        sock.sendall(b"".join(parts))
+    if len(parts) == 1 and len(parts[0]) < p.SMALL_WRITE:
+        sock.sendall(parts[0])  # the usual: one small frame
         return
-    if send_timeout is None:
-        for part in parts:
-            sock.sendall(part)
-        return
-    deadline = time.monotonic() + send_timeout
+    deadline = None if send_timeout is None \
+        else time.monotonic() + send_timeout
     lowered = False
+    small = []
     try:
-        for part in parts:
+        for part in parts + [b""]:
+            if 0 < len(part) < p.SMALL_WRITE:
+                small.append(part)
+                continue
+            if small:
+                sock.sendall(small[0] if len(small) == 1 else b"".join(small))
+                small = []
+            if not part:
+                continue
+            if deadline is None:
+                sock.sendall(part)
+                continue
             view = memoryview(part).cast("B")
             while len(view):
                 left = deadline - time.monotonic()
@@ -139,11 +145,6 @@ class Connection:
         self.send_timeout = send_timeout or max(timeout, MIN_SEND_TIMEOUT_S)
         self._blocking = False     # plain socket in blocking mode
         self._decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)
-        # Whole frames received but not returned yet (recv_frame parses all
-        # those a chunk holds at once), and whether the decoder holds bytes
-        # after them (then it is asked before receiving more).
-        self._ready = collections.deque()
-        self._holding = False
         self._send_lock = threading.Lock()
         self._sock = None
         self.closed = False
@@ -275,13 +276,8 @@ class Connection:
                 raise PyFaaSNetworkError("connection to director %s is closed"
                                          % self.name)
             try:
-                if len(parts) == 1 and len(parts[0]) < 16384:
-                    sock.sendall(parts[0])  # a small frame, already joined
-                elif len(parts) == 2 and len(parts[1]) < 16384:
-                    sock.sendall(parts[0] + parts[1])  # a small frame
-                else:
-                    send_parts(sock, parts,
-                               self.send_timeout if self._blocking else None)
+                send_parts(sock, parts,
+                           self.send_timeout if self._blocking else None)
             except (socket.timeout, BlockingIOError):
                 self.close()
                 raise PyFaaSTimeoutError(
@@ -309,54 +305,25 @@ class Connection:
             PyFaaSNetworkError: the connection closed or broke.
             PyFaaSProtocolError: the Director sent bytes that are not frames.
         """
-        ready = self._ready
-        if ready:
-            return ready.popleft()
-        data = None
-        if self._blocking and not self._holding and (
-                deadline is None or deadline - time.monotonic() > RECV_SLICE_S):
-            # The usual: nothing held, a blocking socket (its SO_RCVTIMEO
-            # bounds the wait) and one whole frame arrives.
-            sock = self._sock
-            if sock is not None:
-                try:
-                    data = sock.recv(RECV_CHUNK)
-                except (socket.timeout, BlockingIOError):
-                    data = None  # a slice passed: the loop below goes on
-                except (OSError, ValueError) as exc:  # ValueError: fd closed
-                    raise self._broken(exc)
-                if data:
-                    frame = whole_frame(data, self._decoder.max_frame_size)
-                    if frame is not None:
-                        return frame
         decoder = self._decoder
         while True:
-            if data is not None:  # received above, not one whole frame
-                if not data:
+            try:
+                event = decoder.next_event()
+            except p.ProtocolError as exc:
+                self.close()
+                raise PyFaaSProtocolError("director %s sent an invalid "
+                                          "frame: %s" % (self.name, exc))
+            if event is not p.NEED_DATA:
+                if event is p.CLOSED:
                     self.close()
                     raise PyFaaSNetworkError("director %s closed the "
                                              "connection" % self.name)
-                frames, self._holding = decoder.frames(data)
-                data = None
-                if frames:
-                    if len(frames) > 1:
-                        ready.extend(frames[1:])
-                    return frames[0]
-            if self._holding:  # bytes after the frames returned so far
-                try:
-                    event = decoder.next_event()
-                except p.ProtocolError as exc:
-                    self.close()
-                    raise PyFaaSProtocolError("director %s sent an invalid "
-                                              "frame: %s" % (self.name, exc))
-                if event is not p.NEED_DATA:
-                    return event
+                return event
             sock = self._sock
             if sock is None or self.closed:
                 raise PyFaaSNetworkError("connection to director %s is closed"
                                          % self.name)
-            target = decoder.recv_target() if self._holding and \
-                self.tls is None else None
+            target = decoder.recv_target() if self.tls is None else None
             try:
                 if deadline is not None and self.tls is None and not (
                         self._blocking and
@@ -372,8 +339,8 @@ class Connection:
                         continue
                     data = b""
                 else:
-                    size = LARGE_RECV_CHUNK if self._holding and \
-                        decoder.gathering else RECV_CHUNK
+                    size = LARGE_RECV_CHUNK if decoder.gathering \
+                        else RECV_CHUNK
                     if deadline is not None and self.tls is not None:
                         data = sock.recv(size, deadline)
                     else:
@@ -390,6 +357,7 @@ class Connection:
                                                        self.hint))
             except (OSError, ValueError) as exc:  # ValueError: fd closed
                 raise self._broken(exc)
+            decoder.feed(data)  # b"": the end of the stream
 
     def _broken(self, exc):
         """Close after a failed receive; the error to raise."""

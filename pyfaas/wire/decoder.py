@@ -1,13 +1,15 @@
 """The incremental frame decoder: chunks of bytes in, whole frames out.
 
 Owns :class:`FrameDecoder`, which turns bytes received in chunks split
-anywhere into the Preamble and Frames of :mod:`pyfaas.wire.protocol`, checking
-each frame's announced size before buffering its body. Pure like the
-protocol module: no I/O, no ``socket``, ``selectors`` or ``threading``, and
-nothing is unpickled.
+anywhere into the Preamble and Frames of :mod:`pyfaas.wire.protocol`,
+checking each frame's announced size before buffering its body. End of
+stream is fed in too (``feed(b"")``), as in h11's ``receive_data(b"")``:
+between frames it is a clean close (:data:`~pyfaas.wire.protocol.CLOSED`),
+inside one it is an error. Pure like the protocol module: no I/O, no
+``socket``, ``selectors`` or ``threading``, and nothing is unpickled.
 """
 
-from .protocol import (BODY_FIXED, DEFAULT_MAX_FRAME_SIZE, HEADER,
+from .protocol import (BODY_FIXED, CLOSED, DEFAULT_MAX_FRAME_SIZE, HEADER,
                        HEADER_SIZE, LARGE_BODY, MAGIC, NEED_DATA, PREAMBLE,
                        SPARE_MAX, Frame, FrameTooLarge, Preamble,
                        ProtocolError)
@@ -28,26 +30,16 @@ def _unviewed(buf):
     return True
 
 
-def whole_frame(data, max_frame_size):
-    """The Frame ``data`` (bytes) is, when it is exactly one whole, valid
-    frame; else None (it is then for :class:`FrameDecoder`).
-
-    The usual receive holds one small frame: clients, Workers and the
-    Director try this first when their decoder holds nothing.
-    """
-    size = len(data)
-    if size < HEADER_SIZE:
-        return None
-    body_len, type_, flags, meta_len, request_id = HEADER.unpack_from(data)
-    if body_len + 4 != size or body_len > max_frame_size or \
-            meta_len > body_len - BODY_FIXED:
-        return None
-    end = HEADER_SIZE + meta_len
-    return Frame(type_, request_id, data[HEADER_SIZE:end], data[end:], flags)
-
-
 class FrameDecoder:
     """Incremental decoder: ``feed(data)``, then ``next_event()`` until NEED_DATA.
+
+    ``feed(b"")`` says the stream ended; ``next_event()`` then returns
+    CLOSED once every whole frame before it has been returned, or raises
+    ProtocolError if the stream ended inside a frame.
+
+    Received bytes are parsed where they are: a chunk fed while nothing is
+    held is kept as it is (no copy), and only the unfinished end of a chunk
+    is copied into a buffer to wait for the rest.
 
     A frame whose body is at least ``LARGE_BODY`` bytes is gathered as the
     list of chunks that arrive (memory grows with what was received, never
@@ -65,7 +57,8 @@ class FrameDecoder:
     page.
 
     Args:
-        max_frame_size: largest body length accepted (see module docstring).
+        max_frame_size: largest body length accepted (see
+            :mod:`pyfaas.wire.protocol`).
         expect_preamble: the stream starts with an 8-byte preamble (the
             Director's side of a connection).
         preallocate: see above.
@@ -75,33 +68,33 @@ class FrameDecoder:
                  expect_preamble=False, preallocate=False):
         self.max_frame_size = max_frame_size
         self.preallocate = preallocate
-        self._spare = None        # the last preallocated body, for reuse
-        self._buf = bytearray()
+        # Bytes not parsed yet are self._data[self._pos:]: the chunk as it
+        # was fed (bytes), or a bytearray once a chunk ended mid-frame.
+        self._data = b""
         self._pos = 0
-        # A chunk fed while nothing was held is parsed in place (no copy into
-        # _buf); what is left of it moves to _buf when it ends mid-frame.
-        self._chunk = None
-        self._cpos = 0
+        self._eof = False
         self._want_preamble = expect_preamble
-        self._large = None        # chunks of a large frame's body so far
+        self._spare = None        # the last preallocated body, for reuse
+        self._large = None        # a large body: its chunks, or its buffer
         self._large_got = 0
         self._large_need = 0
         self._large_head = None   # (type, flags, meta_len, request_id)
 
     def feed(self, data):
-        """Append received bytes (any chunking)."""
-        if self._chunk is not None:
-            self._hold_chunk()
-        elif not self._buf and self._large is None and \
-                isinstance(data, bytes):
-            self._chunk = data
-            self._cpos = 0
+        """Add received bytes (any chunking); ``b""`` means end of stream.
+
+        Raises:
+            ProtocolError: bytes fed after the end of stream.
+        """
+        if not data:
+            self._eof = True
             return
+        if self._eof:
+            raise ProtocolError("bytes fed after the end of the stream")
         large = self._large
         if large is not None:
-            room = self._large_need - self._large_got
-            if room:
-                n = min(room, len(data))
+            n = min(self._large_need - self._large_got, len(data))
+            if n:
                 if large.__class__ is bytearray:
                     got = self._large_got
                     large[got:got + n] = memoryview(data)[:n]
@@ -112,14 +105,22 @@ class FrameDecoder:
                 if n == len(data):
                     return
                 data = memoryview(data)[n:]
-        self._buf += data
+        held = self._data
+        if self._pos == len(held):  # nothing held: parse the chunk in place
+            self._data = data if data.__class__ is bytes else bytes(data)
+            self._pos = 0
+        elif held.__class__ is bytes:  # the unparsed end of a chunk
+            self._data = bytearray(memoryview(held)[self._pos:])
+            self._data += data
+            self._pos = 0
+        else:
+            held += data
 
     def recv_target(self):
         """Where the next bytes of a preallocated large body go (a
         ``memoryview`` to receive into, then call :meth:`wrote`), or None."""
         large = self._large
-        if large.__class__ is bytearray and self._chunk is None \
-                and not self._buf:
+        if large.__class__ is bytearray and self._pos == len(self._data):
             return memoryview(large)[self._large_got:self._large_need]
         return None
 
@@ -130,74 +131,15 @@ class FrameDecoder:
     @property
     def buffered(self):
         """Bytes received but not yet returned as an event."""
-        held = 0 if self._chunk is None else len(self._chunk) - self._cpos
-        return held + len(self._buf) - self._pos + self._large_got + (
-            HEADER_SIZE if self._large is not None else 0)
+        held = len(self._data) - self._pos
+        if self._large is not None:
+            held += HEADER_SIZE + self._large_got
+        return held
 
-    def _hold_chunk(self):
-        """Move the unparsed rest of the in-place chunk to _buf."""
-        chunk, pos = self._chunk, self._cpos
-        self._chunk = None
-        if pos < len(chunk):
-            self._buf += memoryview(chunk)[pos:]
-
-    def _chunk_frame(self):
-        """The next whole frame of the in-place chunk, or None."""
-        chunk, pos = self._chunk, self._cpos
-        if len(chunk) - pos < HEADER_SIZE:
-            return None
-        body_len, type_, flags, meta_len, request_id = \
-            HEADER.unpack_from(chunk, pos)
-        end = pos + 4 + body_len
-        if end > len(chunk) or body_len > self.max_frame_size or \
-                meta_len > body_len - BODY_FIXED:
-            return None  # incomplete or bad: the general path decides
-        start = pos + HEADER_SIZE
-        if end == len(chunk):
-            self._chunk = None
-        else:
-            self._cpos = end
-        return Frame(type_, request_id, chunk[start:start + meta_len],
-                     chunk[start + meta_len:end], flags)
-
-    def frames(self, data):
-        """Feed ``data``; return ``(frames, holding)``.
-
-        When nothing was held before and ``data`` is ``bytes``, the whole
-        frames it starts with are parsed in place and returned as a list
-        (the quickest way through the decoder). Otherwise, or from the first
-        frame that is not whole or looks wrong, the bytes are kept for
-        :meth:`next_event`, and ``holding`` is True: call it until
-        NEED_DATA. No frame is skipped or reordered either way.
-        """
-        if self._chunk is not None or self._buf or self._large is not None \
-                or self._want_preamble or data.__class__ is not bytes:
-            self.feed(data)
-            return [], True
-        limit = self.max_frame_size
-        frame = whole_frame(data, limit)  # first: exactly one, the usual
-        if frame is not None:
-            return [frame], False
-        end_of_data = len(data)
-        frames = []
-        pos = 0
-        while end_of_data - pos >= HEADER_SIZE:
-            body_len, type_, flags, meta_len, request_id = \
-                HEADER.unpack_from(data, pos)
-            end = pos + 4 + body_len
-            if end > end_of_data or body_len > limit or \
-                    meta_len > body_len - BODY_FIXED:
-                break  # incomplete or bad: next_event() decides
-            start = pos + HEADER_SIZE
-            frames.append(Frame(type_, request_id,
-                                data[start:start + meta_len],
-                                data[start + meta_len:end], flags))
-            pos = end
-        if pos == end_of_data:
-            return frames, False
-        self._chunk = data
-        self._cpos = pos
-        return frames, True
+    @property
+    def ended(self):
+        """True once the end of the stream was fed."""
+        return self._eof
 
     @property
     def gathering(self):
@@ -210,83 +152,110 @@ class FrameDecoder:
         return self.buffered > 0
 
     def next_event(self):
-        """Return the next Preamble or Frame, or NEED_DATA.
+        """Return the next Preamble or Frame, NEED_DATA, or CLOSED.
 
         Raises:
-            ProtocolError: bad magic, a body length under 12, bad meta length.
+            ProtocolError: bad magic, a body length under 12, a bad meta
+                length, or the end of the stream inside a frame.
             FrameTooLarge: a body length over ``max_frame_size``.
         """
-        if self._chunk is not None:
-            if not self._want_preamble:
-                frame = self._chunk_frame()
-                if frame is not None:
-                    return frame
-            self._hold_chunk()
         if self._large is not None:
             return self._large_frame()
-        buf, pos = self._buf, self._pos
-        avail = len(buf) - pos
+        data, pos = self._data, self._pos
+        avail = len(data) - pos
         if self._want_preamble:
-            if avail < PREAMBLE.size:
-                # Check the magic early so garbage fails fast, not at byte 8.
-                head = bytes(buf[pos:pos + min(avail, len(MAGIC))])
-                if head != MAGIC[:len(head)]:
-                    raise ProtocolError("not a PyFaaS peer: bad magic %r"
-                                        % head)
-                return NEED_DATA
-            magic, version, role, _ = PREAMBLE.unpack_from(buf, pos)
-            if magic != MAGIC:
-                raise ProtocolError("not a PyFaaS peer: bad magic %r" % magic)
-            self._want_preamble = False
-            self._consume(PREAMBLE.size)
-            return Preamble(version, role)
-        if avail < 4:
-            return NEED_DATA
-        body_len = int.from_bytes(buf[pos:pos + 4], "big")
+            return self._preamble(data, pos, avail)
+        if avail < HEADER_SIZE:
+            if avail >= 4:  # refuse a bad length before the rest comes
+                self._check(int.from_bytes(data[pos:pos + 4], "big"), 0)
+            return self._ended(avail)
+        body_len, type_, flags, meta_len, request_id = HEADER.unpack_from(
+            data, pos)
+        self._check(body_len, meta_len)
+        end = pos + 4 + body_len
+        if end > len(data):
+            if body_len >= LARGE_BODY:
+                self._start_large(body_len, type_, flags, meta_len,
+                                  request_id)
+                return self._large_frame()
+            return self._ended(avail)
+        start = pos + HEADER_SIZE
+        if data.__class__ is bytes:
+            meta_raw = data[start:start + meta_len]
+            payload = data[start + meta_len:end]
+        else:
+            # Copy out through a memoryview: slicing the bytearray itself
+            # makes an extra copy.
+            with memoryview(data) as view:
+                meta_raw = bytes(view[start:start + meta_len])
+                payload = bytes(view[start + meta_len:end])
+        self._consume(end)
+        return Frame(type_, request_id, meta_raw, payload, flags)
+
+    def _check(self, body_len, meta_len):
         if body_len > self.max_frame_size:
             raise FrameTooLarge("frame of %d bytes announced; the limit is %d"
                                 % (body_len, self.max_frame_size))
         if body_len < BODY_FIXED:
             raise ProtocolError("frame body length %d is under the minimum %d"
                                 % (body_len, BODY_FIXED))
-        if avail < 4 + body_len:
-            if body_len >= LARGE_BODY and avail >= HEADER_SIZE:
-                self._start_large(body_len)
-                return self._large_frame()
-            return NEED_DATA
-        _, type_, flags, meta_len, request_id = HEADER.unpack_from(buf, pos)
         if meta_len > body_len - BODY_FIXED:
             raise ProtocolError("meta length %d exceeds the frame body"
                                 % meta_len)
-        start = pos + HEADER_SIZE
-        end = pos + 4 + body_len
-        # Copy out through a memoryview: slicing the bytearray itself makes
-        # an extra copy.
-        with memoryview(buf) as view:
-            meta_raw = bytes(view[start:start + meta_len])
-            payload = bytes(view[start + meta_len:end])
-        self._consume(4 + body_len)
-        return Frame(type_, request_id, meta_raw, payload, flags)
 
-    def _start_large(self, body_len):
-        buf, pos = self._buf, self._pos
-        _, type_, flags, meta_len, request_id = HEADER.unpack_from(buf, pos)
-        if meta_len > body_len - BODY_FIXED:
-            raise ProtocolError("meta length %d exceeds the frame body"
-                                % meta_len)
+    def _ended(self, avail):
+        """NEED_DATA; at the end of the stream CLOSED, or an error when
+        ``avail`` bytes of a frame are held."""
+        if not self._eof:
+            return NEED_DATA
+        if avail:
+            raise ProtocolError("connection closed inside a frame (%d bytes "
+                                "of it received)" % avail)
+        return CLOSED
+
+    def _preamble(self, data, pos, avail):
+        if avail < PREAMBLE.size:
+            # Check the magic early so garbage fails fast, not at byte 8.
+            head = bytes(data[pos:pos + min(avail, len(MAGIC))])
+            if head != MAGIC[:len(head)]:
+                raise ProtocolError("not a PyFaaS peer: bad magic %r" % head)
+            return self._ended(avail)
+        magic, version, role, _ = PREAMBLE.unpack_from(data, pos)
+        if magic != MAGIC:
+            raise ProtocolError("not a PyFaaS peer: bad magic %r" % magic)
+        self._want_preamble = False
+        self._consume(pos + PREAMBLE.size)
+        return Preamble(version, role)
+
+    def _consume(self, end):
+        """The bytes before ``end`` are parsed."""
+        data = self._data
+        if end == len(data):
+            self._data = b""
+            self._pos = 0
+        elif data.__class__ is bytearray and end > 65536 and \
+                end * 2 > len(data):
+            # Compact once the parsed prefix dominates, so the buffer stays
+            # small without shifting bytes on every frame.
+            del data[:end]
+            self._pos = 0
+        else:
+            self._pos = end
+
+    def _start_large(self, body_len, type_, flags, meta_len, request_id):
         self._large_head = (type_, flags, meta_len, request_id)
         self._large_need = body_len - BODY_FIXED
-        with memoryview(buf) as view:
+        data, pos = self._data, self._pos
+        with memoryview(data) as view:
+            first = view[pos + HEADER_SIZE:]
             if self.preallocate:
-                first = view[pos + HEADER_SIZE:]
                 self._large = self._body_buffer(self._large_need)
                 self._large[:len(first)] = first
             else:
-                first = bytes(view[pos + HEADER_SIZE:])
-                self._large = [first]
+                self._large = [bytes(first)]
             self._large_got = len(first)
             del first
-        self._buf.clear()
+        self._data = b""
         self._pos = 0
 
     def _body_buffer(self, need):
@@ -299,6 +268,10 @@ class FrameDecoder:
 
     def _large_frame(self):
         if self._large_got < self._large_need:
+            if self._eof:
+                raise ProtocolError(
+                    "connection closed inside a frame (%d bytes of it "
+                    "received)" % self.buffered)
             return NEED_DATA
         chunks, need = self._large, self._large_need
         type_, flags, meta_len, request_id = self._large_head
@@ -310,20 +283,3 @@ class FrameDecoder:
                               else b"".join(chunks))
         return Frame(type_, request_id, bytes(view[:meta_len]),
                      view[meta_len:], flags)
-
-    def _consume(self, n):
-        self._pos += n
-        # Compact once the consumed prefix dominates, so the buffer stays
-        # small without shifting bytes on every frame.
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[:self._pos]
-            self._pos = 0
-
-    def check_eof(self):
-        """Call at end of stream. Raises ProtocolError if it ended mid-frame."""
-        if self.in_frame:
-            raise ProtocolError("connection closed inside a frame (%d bytes "
-                                "of it received)" % self.buffered)

@@ -1,11 +1,12 @@
 """The PyFaaS wire format: a pure, incremental codec.
 
 Owns the byte layout of the connection preamble and of frames, the message
-type numbers, and their encoding; the incremental decoder that turns chunks
-of bytes, split anywhere, into whole frames is :mod:`pyfaas.wire.decoder`.
-Neither does any I/O or imports ``socket``,
-``selectors`` or ``threading``; it never unpickles anything (payloads are
-opaque bytes). ``docs/protocol.md`` is the long form of this docstring.
+type numbers, and their encoding (:func:`frame_parts`, the one way to put
+a frame into bytes); the incremental decoder that turns chunks of bytes,
+split anywhere, into whole frames is :mod:`pyfaas.wire.decoder`. Neither
+does any I/O or imports ``socket``, ``selectors`` or ``threading``; they
+never unpickle anything (payloads are opaque bytes). ``docs/protocol.md``
+is the long form of this docstring.
 
 Preamble, sent once by the connecting peer (client or Worker), 8 bytes::
 
@@ -56,6 +57,12 @@ FLAG_PICKLED = 0x01
 
 # Bodies this large are gathered in a buffer of their own (see FrameDecoder).
 LARGE_BODY = 64 * 1024
+# Pieces that make less than this together are joined into one before they
+# are written (one system call, and cheaper than a scatter list: measured
+# 3-4 us a send); a larger payload is written from where it is, never
+# copied. frame_parts applies it to one frame; the Director's output and
+# net.connection to what they write at once.
+SMALL_WRITE = 16 * 1024
 SPARE_MAX = 16 * 1024 * 1024     # largest body buffer a decoder keeps
 
 # Message types. Requests and replies share one numbering; a reply is OK or
@@ -87,7 +94,8 @@ TYPE_NAMES = {
     if name.isupper() and isinstance(value, int) and name not in (
         "PROTOCOL_VERSION", "ROLE_CLIENT", "ROLE_WORKER", "HEADER_SIZE",
         "DEFAULT_MAX_FRAME_SIZE", "HANDSHAKE_MAX_FRAME_SIZE", "MAX_META_SIZE",
-        "FLAG_PICKLED", "BODY_FIXED", "LARGE_BODY", "SPARE_MAX")
+        "FLAG_PICKLED", "BODY_FIXED", "LARGE_BODY", "SPARE_MAX",
+        "SMALL_WRITE")
 }
 
 
@@ -107,6 +115,16 @@ class NeedData:
 
 
 NEED_DATA = NeedData()
+
+
+class Closed:
+    """Sentinel type: the stream ended cleanly, between two frames."""
+
+    def __repr__(self):
+        return "CLOSED"
+
+
+CLOSED = Closed()
 
 
 class Preamble:
@@ -183,10 +201,18 @@ def encode_preamble(role, version=PROTOCOL_VERSION):
 
 
 def frame_parts(type, request_id=0, meta=None, payload=b"", flags=0):
-    """Encode a frame as ``[header_and_meta, payload]`` without copying payload.
+    """Encode a frame as a list of byte pieces to write in order.
 
-    Suits scatter writes (``socket.sendmsg``) and output buffers that take
-    several pieces. ``payload`` may be bytes, bytearray or memoryview.
+    A frame with a payload under SMALL_WRITE bytes is one piece; a larger
+    payload stays a piece of its own, not copied (``[head, payload]``),
+    for scatter writes and output buffers that take several pieces.
+
+    Args:
+        type: the message type.
+        request_id: the request id (0: not tied to a request).
+        meta: a dict, None, or meta already encoded (bytes).
+        payload: bytes, bytearray or memoryview.
+        flags: FLAG_PICKLED or 0.
 
     Raises:
         ValueError: the meta is longer than 65535 bytes.
@@ -197,12 +223,9 @@ def frame_parts(type, request_id=0, meta=None, payload=b"", flags=0):
                          % (len(meta_raw), MAX_META_SIZE))
     head = HEADER.pack(BODY_FIXED + len(meta_raw) + len(payload), type, flags,
                        len(meta_raw), request_id) + meta_raw
-    if payload:
-        return [head, payload]
-    return [head]
-
-
-def encode_frame(type, request_id=0, meta=None, payload=b"", flags=0):
-    """Encode a frame to one bytes object. See :func:`frame_parts`."""
-    return b"".join(frame_parts(type, request_id, meta, payload, flags))
+    if not payload:
+        return [head]
+    if len(payload) < SMALL_WRITE:
+        return [head + payload]
+    return [head, payload]
 

@@ -428,15 +428,7 @@ class Worker(Watchdog):
                                  "dropped (ran %.1f s)", rid,
                                  time.monotonic() - slot.start)
                         return
-            if meta is None and payload:  # a plain result: frame_parts, inlined
-                parts = [p.HEADER.pack(p.BODY_FIXED + len(payload), type_,
-                                       flags, 0, rid), payload]
-                if self._writing:  # another thread writes: it takes ours too
-                    self._reply(conn, parts)
-                else:
-                    self._deliver(conn, parts)
-            else:
-                self._send(conn, type_, rid, meta, payload, flags)
+            self._send(conn, type_, rid, meta, payload, flags)
             known.quick = time.perf_counter() - start < QUICK_CALL_S
         except BaseException:  # a bug here must not kill the pool thread
             log.exception("internal error while running request %d", rid)

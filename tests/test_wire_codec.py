@@ -1,8 +1,11 @@
-"""Pure tests of the wire codec (pyfaas/protocol.py): bytes in, frames out.
+"""The wire codec (pyfaas/wire/): frames become bytes and bytes, split
+anywhere, become the same frames again.
 
 No sockets. The decoder is fed in every chunking we can think of: one byte at
 a time, split at every offset of a stream, everything in one chunk, random
-chunk sizes, and (with hypothesis) arbitrary bytes in arbitrary chunks.
+chunk sizes, and (with hypothesis) arbitrary bytes in arbitrary chunks. End
+of stream is fed in too (``feed(b"")``): clean between frames, an error
+inside one.
 """
 
 import json
@@ -19,18 +22,37 @@ ALL_TYPES = sorted(p.TYPE_NAMES)
 MAX_ID = 2 ** 64 - 1
 
 
+def encode(type_, request_id=0, meta=None, payload=b"", flags=0):
+    """One frame as one bytes object."""
+    return b"".join(p.frame_parts(type_, request_id, meta, payload, flags))
+
+
+def wire(frames):
+    return b"".join(encode(f.type, f.request_id, f.meta_raw, f.payload,
+                           f.flags) for f in frames)
+
+
+def drain(decoder):
+    """Every event the decoder can return now (up to NEED_DATA or CLOSED)."""
+    events = []
+    while True:
+        event = decoder.next_event()
+        if event is p.NEED_DATA or event is p.CLOSED:
+            return events
+        events.append(event)
+
+
 def decode_all(chunks, decoder=None, **kwargs):
-    """Feed ``chunks`` one by one, draining events after each; return them."""
+    """Feed ``chunks`` one by one, draining events after each, then the end
+    of the stream, which must come between frames; return the events."""
     decoder = decoder or FrameDecoder(**kwargs)
     events = []
     for chunk in chunks:
-        decoder.feed(chunk)
-        while True:
-            event = decoder.next_event()
-            if event is p.NEED_DATA:
-                break
-            events.append(event)
-    decoder.check_eof()
+        if chunk:  # (an empty chunk would say the stream ended)
+            decoder.feed(chunk)
+            events.extend(drain(decoder))
+    decoder.feed(b"")
+    assert decoder.next_event() is p.CLOSED
     return events
 
 
@@ -61,32 +83,39 @@ SAMPLE_FRAMES = [
     p.Frame(p.OK, MAX_ID, b"", b"result bytes"),
     p.Frame(p.PING, 1, b"", b""),
 ]
-SAMPLE_STREAM = b"".join(
-    p.encode_frame(f.type, f.request_id, f.meta_raw, f.payload, f.flags)
-    for f in SAMPLE_FRAMES)
+SAMPLE_STREAM = wire(SAMPLE_FRAMES)
 PREAMBLE = p.encode_preamble(p.ROLE_WORKER)
+
+metas = st.one_of(st.none(), st.dictionaries(
+    st.text(max_size=8), st.one_of(st.none(), st.booleans(), st.integers(),
+                                   st.text(max_size=20)), max_size=4))
+frame_strategy = st.builds(
+    p.Frame,
+    type=st.sampled_from(ALL_TYPES),
+    request_id=st.integers(min_value=0, max_value=MAX_ID),
+    meta_raw=metas.map(p.encode_meta),
+    payload=st.binary(max_size=300),
+    flags=st.sampled_from([0, p.FLAG_PICKLED]))
 
 
 # ----- encoding --------------------------------------------------------------
 
-@pytest.mark.parametrize("type_", ALL_TYPES, ids=lambda t: p.TYPE_NAMES[t])
-@pytest.mark.parametrize("meta", [None, {}, {"f": "x", "n": [1], "u": "é"}],
-                         ids=["no-meta", "empty-dict", "meta"])
-@pytest.mark.parametrize("payload", [b"", b"\x00payload\xff"],
-                         ids=["no-payload", "payload"])
-@pytest.mark.parametrize("rid", [0, MAX_ID], ids=["rid0", "rid-max"])
-def test_every_type_round_trips(type_, meta, payload, rid):
-    flags = p.FLAG_PICKLED if payload else 0
-    data = p.encode_frame(type_, rid, meta, payload, flags)
-    [frame] = decode_all([data])
+@settings(max_examples=200, deadline=None)
+@given(type_=st.sampled_from(ALL_TYPES), meta=metas,
+       payload=st.one_of(st.binary(max_size=300),
+                         st.binary(min_size=p.SMALL_WRITE,
+                                   max_size=p.SMALL_WRITE + 10)),
+       rid=st.integers(min_value=0, max_value=MAX_ID),
+       flags=st.sampled_from([0, p.FLAG_PICKLED]))
+def test_any_frame_round_trips(type_, meta, payload, rid, flags):
+    [frame] = decode_all([encode(type_, rid, meta, payload, flags)])
     assert frame == p.Frame(type_, rid, p.encode_meta(meta), payload, flags)
     assert frame.meta() == (meta or {})
-    assert b"".join(p.frame_parts(type_, rid, meta, payload, flags)) == data
 
 
 def test_header_layout_matches_the_documented_offsets():
-    data = p.encode_frame(p.CALL, 0x0102030405060708, {"a": 1}, b"xyz",
-                          p.FLAG_PICKLED)
+    data = encode(p.CALL, 0x0102030405060708, {"a": 1}, b"xyz",
+                  p.FLAG_PICKLED)
     meta = b'{"a":1}'
     assert data[0:4] == (12 + len(meta) + 3).to_bytes(4, "big")
     assert data[4] == p.CALL and data[5] == p.FLAG_PICKLED
@@ -95,10 +124,12 @@ def test_header_layout_matches_the_documented_offsets():
     assert data[16:16 + len(meta)] == meta and data[16 + len(meta):] == b"xyz"
 
 
-def test_frame_parts_keeps_the_payload_object_uncopied():
-    payload = memoryview(b"x" * 1000)
+def test_a_large_payload_is_not_copied_and_a_small_frame_is_one_piece():
+    payload = memoryview(b"x" * p.SMALL_WRITE)
     parts = p.frame_parts(p.CALL, 1, None, payload)
     assert len(parts) == 2 and parts[1] is payload
+    small = p.frame_parts(p.CALL, 1, None, b"x" * (p.SMALL_WRITE - 1))
+    assert len(small) == 1
     assert len(p.frame_parts(p.PING, 1)) == 1
 
 
@@ -112,7 +143,7 @@ def test_preamble_layout():
 def test_meta_over_65535_bytes_is_refused_at_encode_time():
     big = {"k": "x" * 0xFFFF}
     with pytest.raises(ValueError, match="65535"):
-        p.encode_frame(p.CALL, 1, big)
+        p.frame_parts(p.CALL, 1, big)
     exact = b"x" * 0xFFFF  # already-encoded meta at the limit is fine
     assert len(p.frame_parts(p.CALL, 1, exact)[0]) == 16 + 0xFFFF
 
@@ -169,17 +200,15 @@ def test_preamble_one_byte_at_a_time():
 def test_many_frames_in_one_chunk():
     frames = [p.Frame(p.CALL, i, b'{"f":"%d"}' % i, bytes([i % 256]) * i)
               for i in range(500)]
-    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
-                                   f.payload) for f in frames)
     decoder = FrameDecoder()
-    assert decode_all([data], decoder) == frames
+    assert decode_all([wire(frames)], decoder) == frames
     assert decoder.buffered == 0
 
 
 def test_large_payload_in_random_chunks():
     rng = random.Random(1234)
     payload = rng.getrandbits(8 << 20).to_bytes(1 << 20, "big")
-    data = p.encode_frame(p.OK, 99, {"t": 1}, payload) + p.encode_frame(p.PING)
+    data = encode(p.OK, 99, {"t": 1}, payload) + encode(p.PING)
     for max_chunk in (1000, 65536, 300000):
         events = decode_all(random_chunks(data, rng, max_chunk))
         assert [e.type for e in events] == [p.OK, p.PING]
@@ -202,10 +231,10 @@ def test_oversized_frame_is_refused_before_its_body_arrives(announced):
 
 def test_frame_at_the_limit_is_accepted():
     decoder = FrameDecoder(max_frame_size=12 + 100)
-    [frame] = decode_all([p.encode_frame(p.OK, 1, None, b"x" * 100)], decoder)
+    [frame] = decode_all([encode(p.OK, 1, None, b"x" * 100)], decoder)
     assert frame.payload == b"x" * 100
     with pytest.raises(p.FrameTooLarge):
-        decode_all([p.encode_frame(p.OK, 1, None, b"x" * 101)],
+        decode_all([encode(p.OK, 1, None, b"x" * 101)],
                    FrameDecoder(max_frame_size=112))
 
 
@@ -222,7 +251,7 @@ def test_body_shorter_than_the_fixed_header_is_an_error(body_len):
 
 
 def test_meta_length_larger_than_the_body_is_an_error():
-    data = bytearray(p.encode_frame(p.CALL, 1, None, b"abc"))
+    data = bytearray(encode(p.CALL, 1, None, b"abc"))
     data[6:8] = (4).to_bytes(2, "big")  # meta of 4 bytes in a 3-byte remainder
     with pytest.raises(p.ProtocolError, match="meta length"):
         decode_all([bytes(data)])
@@ -243,30 +272,55 @@ def test_preamble_with_another_version_is_returned_for_the_state_to_judge():
     assert (pre.version, pre.role) == (9, p.ROLE_CLIENT)
 
 
-def test_check_eof_is_clean_between_frames():
+# ----- end of stream ---------------------------------------------------------
+
+def test_end_of_stream_between_frames_is_a_clean_close():
     decoder = FrameDecoder(expect_preamble=True)
-    decoder.check_eof()  # nothing received at all
-    decode_all([PREAMBLE, SAMPLE_STREAM], decoder)
-    decoder.check_eof()
+    decoder.feed(b"")  # nothing received at all
+    assert decoder.next_event() is p.CLOSED
+    decoder = FrameDecoder(expect_preamble=True)
+    decoder.feed(PREAMBLE + SAMPLE_STREAM)
+    decoder.feed(b"")  # what came before the end still comes out first
+    assert [as_tuple(e) for e in drain(decoder)] == EXPECTED_WITH_PREAMBLE
+    assert decoder.next_event() is p.CLOSED
+    assert decoder.next_event() is p.CLOSED  # and it stays closed
 
 
 @pytest.mark.parametrize("cut", [1, 4, 10, 16, len(SAMPLE_STREAM) - 1])
-def test_check_eof_inside_a_frame_is_an_error(cut):
+def test_end_of_stream_inside_a_frame_is_an_error(cut):
     decoder = FrameDecoder()
     decoder.feed(SAMPLE_STREAM[:cut])
-    while decoder.next_event() is not p.NEED_DATA:
-        pass
+    drain(decoder)
     assert decoder.in_frame
+    decoder.feed(b"")
     with pytest.raises(p.ProtocolError, match="inside a frame"):
-        decoder.check_eof()
+        decoder.next_event()
 
 
-def test_check_eof_inside_the_preamble_is_an_error():
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_end_of_stream_inside_a_large_body_is_an_error(preallocate):
+    decoder = FrameDecoder(preallocate=preallocate)
+    decoder.feed(encode(p.OK, 1, None, b"x" * 200000)[:100000])
+    assert decoder.next_event() is p.NEED_DATA and decoder.gathering
+    decoder.feed(b"")
+    with pytest.raises(p.ProtocolError, match="inside a frame"):
+        decoder.next_event()
+
+
+def test_end_of_stream_inside_the_preamble_is_an_error():
     decoder = FrameDecoder(expect_preamble=True)
     decoder.feed(b"PY")
     assert decoder.next_event() is p.NEED_DATA
-    with pytest.raises(p.ProtocolError):
-        decoder.check_eof()
+    decoder.feed(b"")
+    with pytest.raises(p.ProtocolError, match="inside a frame"):
+        decoder.next_event()
+
+
+def test_bytes_after_the_end_of_stream_are_refused():
+    decoder = FrameDecoder()
+    decoder.feed(b"")
+    with pytest.raises(p.ProtocolError, match="after the end"):
+        decoder.feed(b"x")
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"[1, 2]", b'"s"',
@@ -305,10 +359,7 @@ def test_arbitrary_bytes_yield_events_or_protocol_errors(
     try:
         for chunk in _chunk(data, sizes):
             decoder.feed(chunk)
-            while True:
-                event = decoder.next_event()
-                if event is p.NEED_DATA:
-                    break
+            for event in drain(decoder):
                 assert isinstance(event, (p.Preamble, p.Frame))
                 if isinstance(event, p.Frame):
                     assert len(event.meta_raw) + len(event.payload) <= \
@@ -320,68 +371,28 @@ def test_arbitrary_bytes_yield_events_or_protocol_errors(
         pass
 
 
-frame_strategy = st.builds(
-    p.Frame,
-    type=st.sampled_from(ALL_TYPES),
-    request_id=st.integers(min_value=0, max_value=MAX_ID),
-    meta_raw=st.dictionaries(
-        st.text(max_size=8),
-        st.one_of(st.none(), st.booleans(), st.integers(),
-                  st.text(max_size=20)),
-        max_size=4).map(p.encode_meta),
-    payload=st.binary(max_size=300),
-    flags=st.sampled_from([0, p.FLAG_PICKLED]))
-
-
 @settings(max_examples=200, deadline=None)
 @given(frames=st.lists(frame_strategy, max_size=8), sizes=chunkings)
 def test_any_frames_round_trip_in_any_chunking(frames, sizes):
-    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
-                                   f.payload, f.flags) for f in frames)
-    decoded = decode_all(_chunk(data, sizes))
+    decoded = decode_all(_chunk(wire(frames), sizes))
     assert decoded == frames
     assert [f.meta() for f in decoded] == [json.loads(f.meta_raw or b"{}")
                                           for f in frames]
 
 
-@settings(max_examples=300, deadline=None)
-@given(sizes=chunkings, feeds_per_drain=st.integers(min_value=1, max_value=4),
-       kinds=st.lists(st.sampled_from(["bytes", "bytearray", "memoryview"]),
-                      min_size=1))
-def test_any_mix_of_chunk_types_and_feeds_per_drain_decodes_the_same(
-        sizes, feeds_per_drain, kinds):
-    # Whole frames inside one bytes chunk are parsed in place; everything
-    # else goes through the buffer. Both must give the same frames.
-    chunks = _chunk(SAMPLE_STREAM, sizes)
-    convert = {"bytes": bytes, "bytearray": bytearray,
-               "memoryview": lambda b: memoryview(bytearray(b))}
-    decoder = FrameDecoder()
-    events = []
-    for i, chunk in enumerate(chunks):
-        decoder.feed(convert[kinds[i % len(kinds)]](chunk))
-        if (i + 1) % feeds_per_drain and i + 1 < len(chunks):
-            continue
-        events.extend(iter(decoder.next_event, p.NEED_DATA))
-    decoder.check_eof()
-    assert events == decode_all([SAMPLE_STREAM])
-
-
-def _events(chunks, max_frame_size, quick):
-    """Events (and the class of the error that ended them, if any), either
-    through ``frames()`` (``quick``) or ``feed()``, then ``next_event()``."""
+def _outcome(chunks, max_frame_size):
+    """The events of a stream fed in ``chunks``, then its end, and the class
+    of the error that stopped them, if any."""
     decoder = FrameDecoder(max_frame_size)
     events = []
     try:
-        for chunk in chunks:
-            if quick:
-                frames, holding = decoder.frames(chunk)
-                events.extend(frames)
-                if not holding:
-                    assert decoder.buffered == 0
-                    continue
-            else:
-                decoder.feed(chunk)
-            events.extend(iter(decoder.next_event, p.NEED_DATA))
+        for chunk in [*chunks, b""]:
+            decoder.feed(chunk)
+            event = decoder.next_event()
+            while event is not p.NEED_DATA and event is not p.CLOSED:
+                events.append(event)
+                event = decoder.next_event()
+        events.append(event)
     except p.ProtocolError as exc:
         events.append(type(exc))
     return events
@@ -391,14 +402,21 @@ def _events(chunks, max_frame_size, quick):
 @given(frames=st.lists(frame_strategy, max_size=6),
        garbage=st.binary(max_size=40),
        sizes=st.lists(st.integers(min_value=1, max_value=700), min_size=1),
-       max_frame_size=st.sampled_from([12, 100, 1000, 65536]))
-def test_frames_gives_what_feed_and_next_event_give(frames, garbage, sizes,
-                                                    max_frame_size):
-    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
-                                   f.payload, f.flags) for f in frames)
-    chunks = _chunk(data + garbage, sizes)
-    assert _events(chunks, max_frame_size, True) == \
-        _events(chunks, max_frame_size, False)
+       max_frame_size=st.sampled_from([12, 100, 1000, 65536]),
+       kinds=st.lists(st.sampled_from(["bytes", "bytearray", "memoryview"]),
+                      min_size=1))
+def test_any_chunking_gives_what_one_chunk_gives(frames, garbage, sizes,
+                                                 max_frame_size, kinds):
+    # Whole frames of a chunk are parsed where they are, a frame's unfinished
+    # end waits in a buffer: the frames, the error and the close must not
+    # depend on how the bytes arrived, nor on the type of the chunks.
+    data = wire(frames) + garbage
+    convert = {"bytes": bytes, "bytearray": bytearray,
+               "memoryview": lambda b: memoryview(bytearray(b))}
+    chunks = [convert[kinds[i % len(kinds)]](chunk)
+              for i, chunk in enumerate(_chunk(data, sizes))]
+    assert _outcome(chunks, max_frame_size) == _outcome([data],
+                                                        max_frame_size)
 
 
 # ----- preallocated large bodies (client and Worker side) ----------------------
@@ -434,31 +452,26 @@ def _receive(decoder, data, step):
        step=st.sampled_from([1000, 65536, 262144, 1 << 20]))
 def test_preallocated_bodies_decode_the_same_as_gathered_ones(sizes, step):
     frames = _large_frames(sizes)
-    data = b"".join(p.encode_frame(f.type, f.request_id, f.meta_raw,
-                                   f.payload, f.flags) for f in frames)
     decoder = FrameDecoder(preallocate=True)
-    assert _receive(decoder, data, step) == frames
-    decoder.check_eof()
+    assert _receive(decoder, wire(frames), step) == frames
+    decoder.feed(b"")
+    assert decoder.next_event() is p.CLOSED
 
 
 def test_a_body_buffer_is_reused_only_once_nothing_refers_to_its_frame():
     decoder = FrameDecoder(preallocate=True)
     first, second, third = _large_frames([300000, 200000, 150000])
 
-    def wire(f):
-        return p.encode_frame(f.type, f.request_id, f.meta_raw, f.payload,
-                              f.flags)
-
-    [got1] = _receive(decoder, wire(first), 65536)
+    [got1] = _receive(decoder, wire([first]), 65536)
     kept = got1.payload[1000:2000]  # a slice of the payload, alive
     del got1
-    [got2] = _receive(decoder, wire(second), 65536)
+    [got2] = _receive(decoder, wire([second]), 65536)
     # A view of the first body is still alive: its buffer was not reused.
     assert bytes(kept) == first.payload[1000:2000]
     assert got2 == second and kept.obj is not got2.payload.obj
     buffer2 = id(got2.payload.obj)  # the decoder keeps it alive
     del kept, got2
-    [got3] = _receive(decoder, wire(third), 65536)
+    [got3] = _receive(decoder, wire([third]), 65536)
     # Nothing refers to the second frame any more: its buffer serves again.
     assert got3 == third and id(got3.payload.obj) == buffer2
 
