@@ -31,6 +31,7 @@ from .channel import Channel
 from .workflows import WorkflowCalls
 from .futures import call_result, ordered_results, send_calls
 from ..logs import setup_client_logging
+from ..memo import Memo
 from ..security import MIN_TOKEN_LENGTH, load_token
 from ..net.tls import client_context as tls_client_context
 from ..errors import error_from_meta
@@ -82,8 +83,7 @@ class Client(WorkflowCalls):
         self._signatures = {}     # name or func_id -> params description
         # (name, n args, kw names) known to bind -> the encoded meta of an
         # option-less call (see _call_parts)
-        self._fitting = {}
-        self._plain_meta = {}     # name -> that meta
+        self._fitting = Memo()
 
     @classmethod
     def from_config(cls, path):
@@ -242,8 +242,8 @@ class Client(WorkflowCalls):
         params = self._signatures.get(name)
         why = ser.check_arguments(params, args, kwargs)
         if why is None:
-            if params is not None and len(self._fitting) < 10000:
-                self._fitting[shape] = self._plain(name)
+            if params is not None:
+                self._fitting.keep(shape, p.encode_meta({"f": name}))
             return
         self.list()  # the cached signature may be stale: look again
         params = self._signatures.get(name)
@@ -253,15 +253,6 @@ class Client(WorkflowCalls):
                 "arguments do not fit %s%s: %s"
                 % (name, ser.signature_text(params), why))
 
-    def _plain(self, name):
-        """The encoded meta of an option-less call of ``name`` (kept)."""
-        meta = self._plain_meta.get(name)
-        if meta is None:
-            meta = p.encode_meta({"f": name})
-            if len(self._plain_meta) < 10000:
-                self._plain_meta[name] = meta
-        return meta
-
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
         # Whether arguments bind depends only on their count and keyword
@@ -270,7 +261,7 @@ class Client(WorkflowCalls):
         meta = self._fitting.get(shape)
         if meta is None:
             self._check_call(name, args, kwargs, shape)
-            meta = self._plain(name)
+            meta = {"f": name}
         limit = self._channel.reply_limit()
         if limit is not None:
             options = dict(options or {}, max=limit)

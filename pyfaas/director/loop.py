@@ -305,6 +305,7 @@ class Director(Output):
     def _read(self, conn):
         """Receive what ``conn`` sent and hand its events to the state."""
         decoder = conn.decoder
+        state = self.state
         while conn.sock is not None and conn.closing is None:
             try:
                 data = conn.sock.recv(LARGE_RECV_CHUNK if decoder.gathering
@@ -315,55 +316,55 @@ class Director(Output):
                 self._drop(conn, "receive failed: %s" % exc)
                 return
             decoder.feed(data)  # b"": the end of the stream
-            if not self._decode(conn):
+            try:
+                while conn.closing is None:
+                    event = decoder.next_event()
+                    if event is p.NEED_DATA:
+                        break
+                    if event is p.CLOSED:
+                        self._drop(conn, "connection closed")
+                        return
+                    state.received(conn.id, event)
+                    if not conn.trusted:
+                        self._trust(conn)
+            except p.ProtocolError as exc:
+                self._refuse(conn, exc)
+                return
+            except Exception:
+                log.exception("error while handling peer %s:%s; dropping it",
+                              conn.addr[0], conn.addr[1])
+                self._drop(conn, "internal error")
                 return
             if decoder.in_frame:
                 # Part of a frame is held: it must not stall
                 # (frame_timeout_s), and a Worker sending it is alive.
                 conn.last_rx = time.monotonic()
-                self.state.touch(conn.id)
+                state.touch(conn.id)
             # A TLS socket may hold more decrypted bytes than select sees.
             if not (conn.tls and conn.sock is not None
                     and conn.sock.pending()):
                 return
 
-    def _decode(self, conn):
-        """Hand every event the decoder holds to the state; False once the
-        connection is dropped or closing."""
-        decoder = conn.decoder
-        state = self.state
-        try:
-            while conn.closing is None:
-                event = decoder.next_event()
-                if event is p.NEED_DATA:
-                    return True
-                if event is p.CLOSED:
-                    self._drop(conn, "connection closed")
-                    return False
-                state.received(conn.id, event)
-                if not conn.trusted:
-                    peer = state.peers.get(conn.id)
-                    if peer is not None and peer.ready:
-                        conn.trusted = True
-                        decoder.max_frame_size = self.config.max_frame_bytes
-            return False
-        except p.ProtocolError as exc:
-            log.warning("peer %s:%s sent bad bytes: %s; closing it",
-                        conn.addr[0], conn.addr[1], exc)
-            if decoder.ended:  # it closed inside a frame: nobody to tell
-                self._drop(conn, str(exc))
-                return False
-            code = "frame_too_large" if isinstance(exc, p.FrameTooLarge) \
-                else "protocol"
-            state.error(conn.id, 0, code,
-                        "director %s: %s" % (state.name, exc))
-            state.close(conn.id, str(exc))
-            return False
-        except Exception:
-            log.exception("error while handling peer %s:%s; dropping it",
-                          conn.addr[0], conn.addr[1])
-            self._drop(conn, "internal error")
-            return False
+    def _trust(self, conn):
+        """Once the state says the handshake is done, the peer may send
+        frames up to max_frame_bytes."""
+        peer = self.state.peers.get(conn.id)
+        if peer is not None and peer.ready:
+            conn.trusted = True
+            conn.decoder.max_frame_size = self.config.max_frame_bytes
+
+    def _refuse(self, conn, exc):
+        """``conn`` sent bytes that are not PyFaaS: tell it why and close it."""
+        log.warning("peer %s:%s sent bad bytes: %s; closing it",
+                    conn.addr[0], conn.addr[1], exc)
+        if conn.decoder.ended:  # it closed inside a frame: nobody to tell
+            self._drop(conn, str(exc))
+            return
+        code = "frame_too_large" if isinstance(exc, p.FrameTooLarge) \
+            else "protocol"
+        self.state.error(conn.id, 0, code,
+                         "director %s: %s" % (self.state.name, exc))
+        self.state.close(conn.id, str(exc))
 
     def _drop(self, conn, reason, notify=True):
         if conn.sock is None:

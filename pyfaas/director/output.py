@@ -24,6 +24,7 @@ class Output:
     ``_tls``, ``_max_output``, ``_want`` and ``_drop``)."""
 
     def _apply_output(self):
+        """Write what the state queued: each peer's frames in one write."""
         state = self.state
         conns = self._conns
         while state.outbox or state.closing:
@@ -32,13 +33,15 @@ class Output:
                 conn = conns.get(peer_id)
                 if conn is None or conn.sock is None:
                     continue
-                conn.out.extend(parts)
+                if conn.out:
+                    conn.out.extend(parts)
+                else:
+                    conn.out = parts  # the state hands the list over
                 conn.out_bytes += sum(map(len, parts))
                 if conn.out_bytes > self._max_output:
                     self._drop(conn, "output buffer over %d bytes (peer not "
                                      "reading)" % self._max_output)
-                    continue
-                if not conn.tls_handshake:
+                elif not conn.tls_handshake:
                     self._flush(conn)
             for peer_id, reason in closing.items():
                 conn = conns.get(peer_id)
@@ -53,16 +56,16 @@ class Output:
                     self._flush(conn)
 
     def _flush(self, conn):
+        """Write as much of ``conn``'s output as its socket takes now; watch
+        for writability while some is left."""
         out = conn.out
         sock = conn.sock
-        tls = self._tls is not None
         while out:
             try:
-                if tls:  # SSLSocket has no sendmsg: write joined pieces
-                    sent = sock.send(b"".join(out[:64]))
-                elif conn.out_bytes < SMALL_WRITE:
-                    sent = sock.send(b"".join(out) if len(out) > 1
-                                     else out[0])
+                if conn.out_bytes < SMALL_WRITE or conn.tls:
+                    # (an SSLSocket has no sendmsg: pieces are joined)
+                    sent = sock.send(out[0] if len(out) == 1
+                                     else b"".join(out[:64]))
                 else:
                     sent = sock.sendmsg(out[:IOV_MAX])
             except _WOULD_BLOCK:
@@ -83,10 +86,14 @@ class Output:
             del out[:i]
             if sent:
                 out[0] = memoryview(out[0])[sent:]
-        if not out and conn.closing is not None:
-            self._drop(conn, conn.closing)
-            return
-        # A connection being closed is not read any more: watching it for
-        # reads would wake the loop for bytes nobody takes.
-        self._want(conn, (_READ if conn.closing is None else 0)
-                   | (_WRITE if out else 0))
+        if conn.closing is not None:
+            if not out:
+                self._drop(conn, conn.closing)
+                return
+            # A connection being closed is not read any more: watching it
+            # for reads would wake the loop for bytes nobody takes.
+            self._want(conn, _WRITE)
+        elif out:
+            self._want(conn, _READ | _WRITE)
+        elif conn.events != _READ:
+            self._want(conn, _READ)

@@ -177,10 +177,7 @@ class ClientRequests:
                 route = self._route(peer, frame, frame.meta())
                 if route is None:
                     return
-                if len(frame.meta_raw) <= 512:
-                    if len(self._routes) >= 4096:
-                        self._routes.clear()
-                    self._routes[frame.meta_raw] = route
+                self._routes.keep(frame.meta_raw, route)
         if len(self.pending) >= self.max_pending:
             self.error(peer.id, frame.request_id, "overloaded",
                        "director %s has %d requests in flight (max_pending_"

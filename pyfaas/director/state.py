@@ -22,6 +22,7 @@ import logging
 import random
 import time
 
+from ..memo import Memo
 from ..wire import protocol as p
 from .handshake import Handshake
 from .requests import ClientRequests
@@ -86,15 +87,19 @@ class DirectorState(Handshake, WorkerEvents, ClientRequests,
         # CALL meta bytes -> Route; cleared by every change a Route depends
         # on (Workers joining, leaving or draining; functions added,
         # removed, deployed or failing to load): see _reroute.
-        self._routes = {}
+        self._routes = Memo()
 
     # ----- output -------------------------------------------------------
 
     def send(self, peer_id, type_, rid=0, meta=None, payload=b"", flags=0):
         """Queue one frame for ``peer_id``."""
         if peer_id in self.peers:
-            self.outbox.setdefault(peer_id, []).extend(
-                p.frame_parts(type_, rid, meta, payload, flags))
+            parts = p.frame_parts(type_, rid, meta, payload, flags)
+            out = self.outbox.get(peer_id)
+            if out is None:
+                self.outbox[peer_id] = parts
+            else:
+                out += parts
 
     def error(self, peer_id, rid, code, message, **extra):
         """Queue an ERROR frame."""
@@ -112,9 +117,13 @@ class DirectorState(Handshake, WorkerEvents, ClientRequests,
             self.closing[peer_id] = reason
 
     def take_output(self):
-        """Return ``(outbox, closing)`` and start empty ones."""
+        """Return ``(outbox, closing)`` and start empty ones: the frames to
+        send (peer id -> list of byte pieces, theirs to keep) and the peers
+        to close once their frames are written (peer id -> reason)."""
         out, closing = self.outbox, self.closing
-        self.outbox, self.closing = {}, {}
+        self.outbox = {}
+        if closing:
+            self.closing = {}
         return out, closing
 
     # ----- connection events ---------------------------------------------

@@ -86,6 +86,12 @@ class FrameDecoder:
         Raises:
             ProtocolError: bytes fed after the end of stream.
         """
+        held = self._data
+        if self._pos == len(held) and self._large is None and data and \
+                not self._eof:  # nothing held: parse the chunk in place
+            self._data = data if data.__class__ is bytes else bytes(data)
+            self._pos = 0
+            return
         if not data:
             self._eof = True
             return
@@ -105,7 +111,6 @@ class FrameDecoder:
                 if n == len(data):
                     return
                 data = memoryview(data)[n:]
-        held = self._data
         if self._pos == len(held):  # nothing held: parse the chunk in place
             self._data = data if data.__class__ is bytes else bytes(data)
             self._pos = 0
@@ -149,7 +154,7 @@ class FrameDecoder:
     @property
     def in_frame(self):
         """True when some bytes of an unfinished preamble or frame are held."""
-        return self.buffered > 0
+        return self._pos != len(self._data) or self._large is not None
 
     def next_event(self):
         """Return the next Preamble or Frame, NEED_DATA, or CLOSED.
@@ -159,26 +164,17 @@ class FrameDecoder:
                 length, or the end of the stream inside a frame.
             FrameTooLarge: a body length over ``max_frame_size``.
         """
-        if self._large is not None:
-            return self._large_frame()
-        data, pos = self._data, self._pos
-        avail = len(data) - pos
-        if self._want_preamble:
-            return self._preamble(data, pos, avail)
-        if avail < HEADER_SIZE:
-            if avail >= 4:  # refuse a bad length before the rest comes
-                self._check(int.from_bytes(data[pos:pos + 4], "big"), 0)
-            return self._ended(avail)
+        data = self._data
+        pos = self._pos
+        if len(data) - pos < HEADER_SIZE or self._large is not None or \
+                self._want_preamble:
+            return self._partial()
         body_len, type_, flags, meta_len, request_id = HEADER.unpack_from(
             data, pos)
-        self._check(body_len, meta_len)
         end = pos + 4 + body_len
-        if end > len(data):
-            if body_len >= LARGE_BODY:
-                self._start_large(body_len, type_, flags, meta_len,
-                                  request_id)
-                return self._large_frame()
-            return self._ended(avail)
+        if end > len(data) or not \
+                BODY_FIXED + meta_len <= body_len <= self.max_frame_size:
+            return self._partial()
         start = pos + HEADER_SIZE
         if data.__class__ is bytes:
             meta_raw = data[start:start + meta_len]
@@ -189,8 +185,36 @@ class FrameDecoder:
             with memoryview(data) as view:
                 meta_raw = bytes(view[start:start + meta_len])
                 payload = bytes(view[start + meta_len:end])
-        self._consume(end)
+        if end == len(data):
+            self._data = b""
+            self._pos = 0
+        else:
+            self._consume(end)
         return Frame(type_, request_id, meta_raw, payload, flags)
+
+    def _partial(self):
+        """next_event() for all but a whole, valid frame in the held bytes:
+        a preamble, a large body, a bad header, too few bytes, the end."""
+        data, pos = self._data, self._pos
+        avail = len(data) - pos
+        if not avail and self._large is None and not self._eof:
+            return NEED_DATA  # the usual: every frame received was taken
+        if self._large is not None:
+            return self._large_frame()
+        if self._want_preamble:
+            return self._preamble(data, pos, avail)
+        if avail >= 4:  # refuse a bad length before the rest comes
+            body_len = int.from_bytes(data[pos:pos + 4], "big")
+            meta_len = 0
+            if avail >= HEADER_SIZE:
+                meta_len = int.from_bytes(data[pos + 6:pos + 8], "big")
+            self._check(body_len, meta_len)
+            if avail >= HEADER_SIZE and body_len >= LARGE_BODY:
+                _, type_, flags, _, request_id = HEADER.unpack_from(data, pos)
+                self._start_large(body_len, type_, flags, meta_len,
+                                  request_id)
+                return self._large_frame()
+        return self._ended(avail)
 
     def _check(self, body_len, meta_len):
         if body_len > self.max_frame_size:

@@ -217,15 +217,16 @@ def frame_parts(type, request_id=0, meta=None, payload=b"", flags=0):
     Raises:
         ValueError: the meta is longer than 65535 bytes.
     """
-    meta_raw = meta if meta.__class__ is bytes else encode_meta(meta)
-    if len(meta_raw) > MAX_META_SIZE:
+    if meta.__class__ is not bytes:
+        meta = encode_meta(meta)
+    meta_len = len(meta)
+    if meta_len > MAX_META_SIZE:
         raise ValueError("frame meta is %d bytes; the limit is %d"
-                         % (len(meta_raw), MAX_META_SIZE))
-    head = HEADER.pack(BODY_FIXED + len(meta_raw) + len(payload), type, flags,
-                       len(meta_raw), request_id) + meta_raw
-    if not payload:
-        return [head]
-    if len(payload) < SMALL_WRITE:
-        return [head + payload]
-    return [head, payload]
+                         % (meta_len, MAX_META_SIZE))
+    size = len(payload)
+    head = HEADER.pack(BODY_FIXED + meta_len + size, type, flags, meta_len,
+                       request_id)
+    if size < SMALL_WRITE:
+        return [head + meta + payload]
+    return [head + meta, payload]
 

@@ -28,6 +28,7 @@ from ..errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
                      PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError)
 from ..net.tls import client_context as tls_client_context
 from ..net.connection import Connection
+from ..memo import Memo
 from .isolation import ProcessPool
 from .core import WorkerCore, result_limit
 from .pool import LeaderPool, Slot
@@ -103,9 +104,8 @@ class Worker(Watchdog):
         self._queued = set()      # calls not started yet
         self._cancelled = set()
         self._count_lock = threading.Lock()
-        # CALL meta bytes (function and options) -> [decoded meta (shared,
-        # read-only), time limit, its last run was quick]
-        self._calls = {}
+        # CALL meta bytes (function and options) -> _Known
+        self._calls = Memo()
         self.pool = LeaderPool(config.max_threads, self._next_call)
 
     @property
@@ -379,13 +379,9 @@ class Worker(Watchdog):
         """The :class:`_Known` of calls with this frame's meta bytes, kept."""
         meta = frame.meta()
         limit = self._limit(meta)
-        known = _Known(meta, limit, not limit and self.core.plain(meta),
-                       self.core.result_limit_for(meta))
-        if len(frame.meta_raw) <= 512:
-            if len(self._calls) >= 4096:
-                self._calls.clear()
-            self._calls[frame.meta_raw] = known
-        return known
+        return self._calls.keep(frame.meta_raw, _Known(
+            meta, limit, not limit and self.core.plain(meta),
+            self.core.result_limit_for(meta)))
 
     def _run(self, conn, frame, known=None):
         """Run one CALL; ``known``: its entry in self._calls, if any."""
