@@ -118,6 +118,7 @@ def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
     # reading to whoever holds it. If A then sends nothing (its arguments
     # fail to encode, say), the reader thread must have been woken for B.
     from pyfaas.client.channel import Channel, Link, Reply
+    from pyfaas.config import ClientConfig
 
     class IdleConn:
         name = "127.0.0.1:1"
@@ -127,7 +128,9 @@ def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
         def recv_frame(self, deadline, close_on_timeout=True):
             return None  # nothing buffered
 
-    channel = Channel("127.0.0.1", 1, 1.0, 1024)
+    channel = Channel(ClientConfig(path="test", director_ip_addr="127.0.0.1",
+                                   director_port=1, receive_timeout_s=1.0,
+                                   max_frame_bytes=1024, log_level=""))
     link = Link(IdleConn(), 1024)
     link.pending[5] = Reply()  # B's request, sent during the idle read
     channel._read_idle(link)

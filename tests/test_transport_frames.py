@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyfaas.config import ClientConfig
 from pyfaas.wire import protocol as p
 from pyfaas.errors import PyFaaSNetworkError, PyFaaSProtocolError
 from pyfaas.net.connection import Connection, block_with_send_timeout
@@ -34,8 +35,10 @@ def _pair():
     srv.close()
     for s in (ours, theirs):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn = Connection("127.0.0.1", 1, p.ROLE_CLIENT, timeout=10.0,
-                      max_frame_size=1 << 20)
+    config = ClientConfig(path="test", director_ip_addr="127.0.0.1",
+                          director_port=1, receive_timeout_s=10.0,
+                          max_frame_bytes=1 << 20, log_level="")
+    conn = Connection(config, p.ROLE_CLIENT, 10.0)
     conn._sock = ours
     conn._blocking = block_with_send_timeout(ours, 10.0)
     assert conn._blocking

@@ -109,19 +109,20 @@ class Channel:
     """Requests and replies over one connection, from many threads.
 
     Args:
-        host, port: the Director.
-        timeout: default seconds to wait for a reply (and to connect).
-        max_frame_size: the largest frame accepted from the Director.
-        hint: where the user can change ``timeout``, for messages.
+        config: the client's :class:`~pyfaas.config.ClientConfig` (the
+            Director's address, ``receive_timeout_s``: the default wait for
+            a reply and for connecting, ``max_frame_bytes``).
+        token: the cluster token (bytes) or None.
+        tls: an ``ssl.SSLContext`` to connect with, or None.
     """
 
-    def __init__(self, host, port, timeout, max_frame_size, hint="",
-                 token=None, tls=None):
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self.max_frame_size = max_frame_size
-        self.hint = hint
+    def __init__(self, config, token=None, tls=None):
+        self.config = config
+        self.host = config.director_ip_addr
+        self.port = config.director_port
+        self.timeout = config.receive_timeout_s
+        self.max_frame_size = config.max_frame_bytes
+        self.hint = " (receive_timeout_s in %s)" % config.path
         self.token = token
         self.tls = tls
         self.link = None          # the Link of the open connection, if any
@@ -179,8 +180,7 @@ class Channel:
                 return link
             if link is not None:  # closed by a failed send: its reader
                 self._lost(link, None)  # may be parked; let it end
-            conn = Connection(self.host, self.port, p.ROLE_CLIENT,
-                              self.timeout, self.max_frame_size, self.hint,
+            conn = Connection(self.config, p.ROLE_CLIENT, self.timeout,
                               self.token, self.tls)
             conn.connect()
             link = self.link = Link(conn, self.max_frame_size)

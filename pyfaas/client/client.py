@@ -19,7 +19,8 @@ import time
 
 from ..wire import protocol as p
 from .. import serialization as ser
-from ..config import DEFAULT_MAX_FRAME_BYTES, load_client_config
+from ..config import (DEFAULT_MAX_FRAME_BYTES, ClientConfig,
+                      load_client_config)
 from ..errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
                      PyFaaSFunctionListingError,
                      PyFaaSFunctionRegistrationError,
@@ -57,18 +58,26 @@ class Client(WorkflowCalls):
         token: the cluster token (str or bytes); default ``$PYFAAS_TOKEN``.
         tls: connect with TLS; ``tls_ca_file`` verifies the Director's
             certificate (default: the system's CAs).
+        config: a :class:`~pyfaas.config.ClientConfig` to take all of
+            these from instead (``token`` still applies).
     """
 
     def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT,
                  timeout=DEFAULT_TIMEOUT_S,
                  max_frame_size=DEFAULT_MAX_FRAME_BYTES, config_path=None,
-                 token=None, tls=False, tls_ca_file=""):
-        self.host = host
-        self.port = port
-        self.timeout = float(timeout)
-        self.max_frame_size = max_frame_size
-        hint = " (receive_timeout_s in %s)" % (config_path or
-                                                "the client config")
+                 token=None, tls=False, tls_ca_file="", *, config=None):
+        if config is None:
+            config = ClientConfig(
+                path=config_path or "the client config",
+                director_ip_addr=host, director_port=port,
+                receive_timeout_s=float(timeout),
+                max_frame_bytes=max_frame_size, log_level="", tls=tls,
+                tls_ca_file=tls_ca_file)
+        self.config = config
+        self.host = config.director_ip_addr
+        self.port = config.director_port
+        self.timeout = config.receive_timeout_s
+        self.max_frame_size = config.max_frame_bytes
         if token is None:
             token = load_token()
         elif isinstance(token, str):
@@ -77,9 +86,8 @@ class Client(WorkflowCalls):
             raise PyFaaSConfigError(
                 "the cluster token must have at least %d characters (the "
                 "Director and Workers refuse shorter ones)" % MIN_TOKEN_LENGTH)
-        self._channel = Channel(host, port, self.timeout, max_frame_size, hint,
-                                token, tls_client_context(
-                                    tls, tls_ca_file, config_path or "client"))
+        self._channel = Channel(config, token, tls_client_context(
+            config.tls, config.tls_ca_file, config.path))
         self._signatures = {}     # name or func_id -> params description
         # (name, n args, kw names) known to bind -> the encoded meta of an
         # option-less call (see _call_parts)
@@ -97,10 +105,7 @@ class Client(WorkflowCalls):
         """
         cfg = load_client_config(path)
         setup_client_logging(cfg.log_level)
-        return cls(cfg.director_ip_addr, cfg.director_port,
-                   cfg.receive_timeout_s, cfg.max_frame_bytes, str(path),
-                   load_token(cfg.token_file, str(path)), cfg.tls,
-                   cfg.tls_ca_file)
+        return cls(token=load_token(cfg.token_file, cfg.path), config=cfg)
 
     def __enter__(self):
         return self
@@ -233,25 +238,27 @@ class Client(WorkflowCalls):
 
     def _check_call(self, name, args, kwargs, shape):
         """Raise if the arguments do not bind to ``name``'s signature;
-        remember ``shape`` when they do (see _call_parts)."""
+        return the encoded meta of an option-less call, kept for ``shape``
+        when they do bind (see _call_parts)."""
+        meta = p.encode_meta({"f": name})
         if name not in self._signatures:
             try:
                 self.list()
             except PyFaaSError:
-                return
-        params = self._signatures.get(name)
-        why = ser.check_arguments(params, args, kwargs)
-        if why is None:
-            if params is not None:
-                self._fitting.keep(shape, p.encode_meta({"f": name}))
-            return
-        self.list()  # the cached signature may be stale: look again
+                return meta
         params = self._signatures.get(name)
         why = ser.check_arguments(params, args, kwargs)
         if why is not None:
-            raise PyFaaSParameterMismatchError(
-                "arguments do not fit %s%s: %s"
-                % (name, ser.signature_text(params), why))
+            self.list()  # the cached signature may be stale: look again
+            params = self._signatures.get(name)
+            why = ser.check_arguments(params, args, kwargs)
+            if why is not None:
+                raise PyFaaSParameterMismatchError(
+                    "arguments do not fit %s%s: %s"
+                    % (name, ser.signature_text(params), why))
+        if params is not None:
+            self._fitting.keep(shape, meta)
+        return meta
 
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
@@ -260,8 +267,7 @@ class Client(WorkflowCalls):
         shape = (name, len(args), tuple(kwargs) if kwargs else ())
         meta = self._fitting.get(shape)
         if meta is None:
-            self._check_call(name, args, kwargs, shape)
-            meta = {"f": name}
+            meta = self._check_call(name, args, kwargs, shape)
         limit = self._channel.reply_limit()
         if limit is not None:
             options = dict(options or {}, max=limit)

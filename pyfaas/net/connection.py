@@ -119,29 +119,35 @@ class Connection:
     Sends are thread-safe (one lock); receives must come from one thread.
 
     Args:
-        host, port: the Director's address.
+        config: the :class:`~pyfaas.config.ClientConfig` or
+            :class:`~pyfaas.config.WorkerConfig` of this side: the
+            Director's address (``director_ip_addr``, ``director_port``),
+            the largest frame accepted from it (``max_frame_bytes``), and
+            the file they came from (``path``), named in messages.
         role: ``protocol.ROLE_CLIENT`` or ``protocol.ROLE_WORKER``.
-        timeout: seconds allowed for connecting and for the handshake.
-        max_frame_size: the largest frame accepted from the Director.
-        hint: where the user can change ``timeout`` (used in messages).
+        timeout: seconds allowed for connecting and for the handshake (for
+            a client, also what a reply is waited for: messages then point
+            at ``receive_timeout_s``).
+        token: the cluster token (bytes), or None.
+        tls: an ``ssl.SSLContext`` to connect with, or None.
         send_timeout: seconds a send may take once connected (default: the
             larger of ``timeout`` and MIN_SEND_TIMEOUT_S).
     """
 
-    def __init__(self, host, port, role, timeout=20.0,
-                 max_frame_size=p.DEFAULT_MAX_FRAME_SIZE, hint="", token=None,
-                 tls=None, token_hint="$PYFAAS_TOKEN or [security] token_file",
+    def __init__(self, config, role, timeout, token=None, tls=None,
                  send_timeout=None):
-        self.host = host
-        self.port = port
+        self.host = config.director_ip_addr
+        self.port = config.director_port
         self.role = role
         self.timeout = timeout
-        self.hint = hint
+        self.hint = " (receive_timeout_s in %s)" % config.path \
+            if role == p.ROLE_CLIENT else ""
         self.token = token
         self.tls = tls
-        self.token_hint = token_hint
-        self.name = "%s:%s" % (host, port)
-        self.max_frame_size = max_frame_size
+        self.token_hint = "$PYFAAS_TOKEN or [security] token_file in %s" \
+            % config.path
+        self.name = "%s:%s" % (self.host, self.port)
+        self.max_frame_size = config.max_frame_bytes
         self.send_timeout = send_timeout or max(timeout, MIN_SEND_TIMEOUT_S)
         self._blocking = False     # plain socket in blocking mode
         self._decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE)

@@ -37,6 +37,7 @@ from .watchdog import DRAIN_RID, Watchdog
 log = logging.getLogger(__name__)
 
 QUICK_CALL_S = 0.001      # a call this short is run by the reading thread
+CONNECT_TIMEOUT_S = 5.0   # connecting and the handshake
 WORKER_SEND_TIMEOUT_S = 60.0  # a large result to a busy Director
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
@@ -125,14 +126,9 @@ class Worker(Watchdog):
         delay = BACKOFF_FIRST_S
         try:
             while not self._stop.is_set():
-                conn = Connection(self.config.director_ip_addr,
-                                  self.config.director_port, p.ROLE_WORKER,
-                                  timeout=5.0,
-                                  max_frame_size=self.config.max_frame_bytes,
-                                  token=self.token, tls=self._tls,
-                                  send_timeout=WORKER_SEND_TIMEOUT_S,
-                                  token_hint="$PYFAAS_TOKEN or [security] "
-                                  "token_file in %s" % self.config.path)
+                conn = Connection(self.config, p.ROLE_WORKER, CONNECT_TIMEOUT_S,
+                                  self.token, self._tls,
+                                  send_timeout=WORKER_SEND_TIMEOUT_S)
                 try:
                     conn.connect()
                     self._register(conn)
