@@ -26,10 +26,10 @@ def _targets(sim, client, n=4):
 def test_a_route_is_kept_between_calls():
     sim, client, (w1, w2) = make_cluster()
     assert set(_targets(sim, client)) == {w1, w2}
-    routes = dict(sim.state._routes)
+    routes = dict(sim.state.cluster.routes)
     assert len(routes) == 1
     _targets(sim, client)
-    assert sim.state._routes == routes  # the same Route objects, reused
+    assert sim.state.cluster.routes == routes  # the same Route objects, reused
 
 
 def test_a_lost_worker_is_not_chosen_any_more():
@@ -73,11 +73,11 @@ def test_an_unregistered_function_is_not_routed_nor_kept():
     sim.send(client, p.UNDEPLOY, {"f": "square"})
     sim.output()
     # No stale route keeps the function (and its code) alive.
-    assert sim.state._routes == {}
+    assert sim.state.cluster.routes == {}
     call(sim, client)
     [err] = sim.output()[client]
     assert error_code(err) == "not_registered"
-    assert sim.state._routes == {}
+    assert sim.state.cluster.routes == {}
 
 
 def test_a_replaced_function_is_routed_by_its_new_id():

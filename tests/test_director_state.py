@@ -5,6 +5,7 @@ come out of ``take_output`` as encoded parts, which we decode again. Time is
 a fake clock the tests move by hand; the Random strategy gets a seeded rng.
 """
 
+import dataclasses
 import itertools
 import json
 import random
@@ -14,6 +15,7 @@ import pytest
 
 from pyfaas.wire import protocol as p
 from pyfaas.wire.decoder import FrameDecoder
+from pyfaas.config import DEFAULT_MAX_FRAME_BYTES, DirectorConfig
 from pyfaas.director.state import DirectorState
 from pyfaas.ids import function_id
 
@@ -22,14 +24,32 @@ CODE_V2 = b"pickled code of square, v2"
 FID_V1, FID_V2 = function_id(CODE_V1, "square"), function_id(CODE_V2, "square")
 
 
-class Sim:
-    """A DirectorState with a fake clock and the peers connected to it."""
+def director_config(**settings):
+    """A DirectorConfig as a director.toml would give, with ``settings``
+    (attribute names of DirectorConfig) changed."""
+    return dataclasses.replace(DirectorConfig(
+        path="director.toml", director_ip_addr="127.0.0.1",
+        director_port=40000, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
+        max_pending_calls=10000, log_level="info", log_directory="",
+        log_filename="director.log", statistics_enabled=True,
+        heartbeat_check_interval_ms=100,
+        expected_heartbeat_interval_ms=2000,
+        worker_selection_strategy="Round-Robin", greeting_msg=""),
+        **settings)
 
-    def __init__(self, **kwargs):
+
+class Sim:
+    """A DirectorState with a fake clock and the peers connected to it.
+
+    ``token`` and ``rng`` go to DirectorState; any other keyword is a
+    DirectorConfig setting."""
+
+    def __init__(self, token=None, rng=None, **settings):
         self.now = [1000.0]
-        kwargs.setdefault("rng", random.Random(42))
-        self.state = DirectorState(name="127.0.0.1:40000",
-                                   clock=lambda: self.now[0], **kwargs)
+        self.state = DirectorState(director_config(**settings),
+                                   "127.0.0.1:40000", token,
+                                   rng or random.Random(42),
+                                   lambda: self.now[0])
         self._ids = itertools.count(1)
         self._rids = itertools.count(100)
         self.closed = {}
@@ -170,7 +190,7 @@ def test_worker_must_register_before_anything_else():
     sim.send(peer, p.HEARTBEAT, {"inflight": 0})
     [err] = sim.output()[peer]
     assert error_code(err) == "protocol"
-    assert peer in sim.closed and sim.state.workers == {}
+    assert peer in sim.closed and sim.state.cluster.workers == {}
 
 
 # ----- deploy ----------------------------------------------------------------
@@ -298,11 +318,11 @@ def test_call_with_no_workers_fails_at_once():
     sim, client, _ = make_cluster(n_workers=0)
     call(sim, client)
     assert error_code(sim.output()[client][0]) == "no_workers"
-    assert sim.state.pending == {}
+    assert sim.state.cluster.pending == {}
 
 
 def test_round_robin_alternates():
-    sim, client, (w1, w2) = make_cluster(strategy="Round-Robin")
+    sim, client, (w1, w2) = make_cluster(worker_selection_strategy="Round-Robin")
     picks = []
     for _ in range(6):
         call(sim, client)
@@ -313,7 +333,7 @@ def test_round_robin_alternates():
 
 def test_random_picks_only_eligible_workers_and_each_of_them():
     sim, client, (w1, w2, w3) = make_cluster(
-        3, deployed=False, strategy="Random", rng=random.Random(3))
+        3, deployed=False, worker_selection_strategy="Random", rng=random.Random(3))
     sim.send(client, p.DEPLOY, {"name": "square"}, CODE_V1)
     reply_to_deploys(sim, sim.output(), {w3: p.ERROR})
     sim.output()
@@ -326,7 +346,7 @@ def test_random_picks_only_eligible_workers_and_each_of_them():
 
 
 def test_least_loaded_picks_the_worker_with_fewer_calls_in_flight():
-    sim, client, (w1, w2) = make_cluster(strategy="Least-Loaded")
+    sim, client, (w1, w2) = make_cluster(worker_selection_strategy="Least-Loaded")
     for _ in range(3):
         call(sim, client)
     out = routed(sim.output())
@@ -352,7 +372,7 @@ def test_reply_goes_to_the_right_client_unchanged():
     assert out[c2] == [p.Frame(p.OK, rid2, meta, b"\x80result2",
                                p.FLAG_PICKLED)]
     assert out[c1] == [p.Frame(p.ERROR, rid1, b'{"code":"execution"}')]
-    assert sim.state.pending == {}
+    assert sim.state.cluster.pending == {}
 
 
 def test_late_reply_with_an_unknown_request_id_is_dropped():
@@ -367,7 +387,7 @@ def test_late_reply_with_an_unknown_request_id_is_dropped():
 
 
 def test_reply_from_the_wrong_worker_does_not_steal_the_call():
-    sim, client, (w1, w2) = make_cluster(strategy="Least-Loaded")
+    sim, client, (w1, w2) = make_cluster(worker_selection_strategy="Least-Loaded")
     rid = call(sim, client)
     [(target, [fwd])] = routed(sim.output()).items()
     other = w2 if target == w1 else w1
@@ -381,7 +401,7 @@ def test_reply_from_the_wrong_worker_does_not_steal_the_call():
 # ----- failures --------------------------------------------------------------
 
 def test_worker_disconnect_fails_its_calls_with_worker_lost():
-    sim, c1, (w1, w2) = make_cluster(strategy="Least-Loaded")
+    sim, c1, (w1, w2) = make_cluster(worker_selection_strategy="Least-Loaded")
     c2 = connect_client(sim)
     rids = [call(sim, c1), call(sim, c1), call(sim, c2), call(sim, c2)]
     calls = routed(sim.output())
@@ -396,15 +416,15 @@ def test_worker_disconnect_fails_its_calls_with_worker_lost():
         assert "w1" in err.meta()["message"]
     assert {e.request_id for e in errors} < set(rids)
     # w2's calls go on, and can still be answered
-    assert set(sim.state.pending) == {f.request_id for f in calls[w2]}
-    assert list(sim.state.workers) == ["w2"]
+    assert set(sim.state.cluster.pending) == {f.request_id for f in calls[w2]}
+    assert list(sim.state.cluster.workers) == ["w2"]
     sim.send(w2, p.OK, rid=calls[w2][0].request_id)
     [(_, [ok])] = sim.output().items()
     assert ok.type == p.OK and ok.request_id in rids
 
 
 def test_silent_worker_is_evicted_and_a_heartbeating_one_stays():
-    sim, client, (w1, w2) = make_cluster(expected_heartbeat_ms=1000)
+    sim, client, (w1, w2) = make_cluster(expected_heartbeat_interval_ms=1000)
     rids = {}
     for _ in range(2):
         rid = call(sim, client)
@@ -421,7 +441,7 @@ def test_silent_worker_is_evicted_and_a_heartbeating_one_stays():
     assert error_code(err) == "worker_lost" and err.request_id == rids[w1]
     assert "no heartbeat" in err.meta()["message"]
     assert list(sim.closed) == [w1]
-    assert list(sim.state.workers) == ["w2"]
+    assert list(sim.state.cluster.workers) == ["w2"]
     sim.state.disconnected(w1)  # the loop closes it later: nothing more
     assert sim.output() == {}
 
@@ -433,8 +453,8 @@ def test_client_disconnect_cancels_its_calls():
     sim.state.disconnected(client)
     [cancel] = sim.output()[w1]
     assert (cancel.type, cancel.request_id) == (p.CANCEL, fwd.request_id)
-    assert sim.state.pending == {}
-    assert sim.state.workers["w1"].inflight == set()
+    assert sim.state.cluster.pending == {}
+    assert sim.state.cluster.workers["w1"].inflight == set()
     sim.send(w1, p.OK, rid=fwd.request_id)  # the worker answered anyway
     assert sim.output() == {}
 
@@ -514,7 +534,7 @@ def test_worker_info_is_relayed_to_the_worker_and_back():
 
 
 def test_overloaded_when_max_pending_is_reached():
-    sim, client, (w1,) = make_cluster(n_workers=1, max_pending=2)
+    sim, client, (w1,) = make_cluster(n_workers=1, max_pending_calls=2)
     for _ in range(2):
         call(sim, client)
     assert len(sim.output()[w1]) == 2

@@ -61,7 +61,7 @@ def test_overlapping_registrations_keep_the_newest_version():
     sim.send(worker, p.OK, {}, rid=d2.request_id)
     sim.output()
     # The failed older registration did not bring v0 back over v2.
-    assert sim.state.by_name["f"] == function_id(b"v2", "f")
+    assert sim.state.cluster.by_name["f"] == function_id(b"v2", "f")
 
 
 class _FakeConn:

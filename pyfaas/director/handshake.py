@@ -1,44 +1,70 @@
 """The Director's side of the connection handshake.
 
-A mixin of :class:`pyfaas.director.state.DirectorState`: the answer to a
-peer's preamble (version check, HELLO with a fresh nonce when a cluster
-token is set), the check of its AUTH proof (see :mod:`pyfaas.security`),
-and the deadline by which a new connection must have finished all this.
-Pure, like the state it extends.
+Owns :class:`Handshake`: the answer to a peer's preamble (version check,
+HELLO with a fresh nonce when a cluster token is set), the check of its
+AUTH proof (see :mod:`pyfaas.wire.auth`), and the deadline by which a new
+connection must have finished all this. Pure: it queues frames in the
+state's :class:`~pyfaas.director.outbox.Outbox`.
 """
 
 import logging
 
-from ..wire import protocol as p
 from ..wire import auth
+from ..wire import protocol as p
 
 log = logging.getLogger(__name__)
 
 
 class Handshake:
-    """Handshake handlers; mixed into DirectorState."""
+    """Answers peers until they are ready.
 
-    def expire_handshakes(self):
+    Args:
+        peers: the state's ``{peer id: Peer}``.
+        outbox: where answers go.
+        name: ``"host:port"`` of the Director, for messages.
+        token: the cluster token (bytes), or None for no authentication.
+        max_frame: the largest frame the Director takes (told in HELLO).
+        timeout: seconds a new connection has to finish the handshake.
+        clock: ``time.monotonic`` or a test's fake.
+    """
+
+    def __init__(self, peers, outbox, name, token, max_frame, timeout, clock):
+        self.peers = peers
+        self.outbox = outbox
+        self.name = name
+        self.token = token
+        self.max_frame = max_frame
+        self.timeout = timeout
+        self.clock = clock
+
+    def start(self, peer):
+        """A new connection: it must be ready before its deadline."""
+        peer.deadline = self.clock() + self.timeout
+
+    def expire(self):
         """Close connections that did not finish the handshake in time."""
         now = self.clock()
         for peer in list(self.peers.values()):
             if not peer.ready and not peer.closing and now > peer.deadline:
                 log.warning("peer %s:%s did not finish the handshake within "
                             "%.1f s; closing it", peer.addr[0], peer.addr[1],
-                            self.handshake_timeout)
-                self.close(peer.id, "handshake timeout")
+                            self.timeout)
+                self.outbox.close(peer.id, "handshake timeout")
 
-    def _on_preamble(self, peer, pre):
+    def preamble(self, peer, pre):
+        """The first bytes of a connection: who it is, which version."""
         if pre.version != p.PROTOCOL_VERSION:
-            self.error(peer.id, 0, "version",
-                       "director %s speaks PyFaaS protocol version %d; this "
-                       "peer sent version %d. Install matching PyFaaS versions."
-                       % (self.name, p.PROTOCOL_VERSION, pre.version))
-            self.close(peer.id, "protocol version %d" % pre.version)
+            self.outbox.error(
+                peer.id, 0, "version",
+                "director %s speaks PyFaaS protocol version %d; this peer "
+                "sent version %d. Install matching PyFaaS versions."
+                % (self.name, p.PROTOCOL_VERSION, pre.version))
+            self.outbox.close(peer.id, "protocol version %d" % pre.version)
             return
         if pre.role not in p.ROLE_NAMES:
-            self.error(peer.id, 0, "protocol", "unknown role %d" % pre.role)
-            self.close(peer.id, "unknown role %d" % pre.role)
+            self.outbox.error(peer.id, 0, "protocol",
+                              "unknown role %d" % pre.role)
+            self.outbox.close(peer.id, "unknown role %d" % pre.role)
             return
         peer.role = pre.role
         hello = {"protocol": p.PROTOCOL_VERSION, "director": self.name,
@@ -48,9 +74,10 @@ class Handshake:
         else:
             peer.nonce = auth.new_nonce()
             hello.update(auth=auth.SCHEME, nonce=peer.nonce.hex())
-        self.send(peer.id, p.HELLO, 0, hello)
+        self.outbox.send(peer.id, p.HELLO, 0, hello)
 
-    def _on_auth(self, peer, frame):
+    def auth(self, peer, frame):
+        """The peer's proof that it holds the token; ours goes back."""
         role = p.ROLE_NAMES[peer.role]
         try:
             meta = frame.meta()
@@ -60,17 +87,16 @@ class Handshake:
                 raise ValueError("nonce length")
         except (KeyError, TypeError, ValueError, p.ProtocolError):
             peer_nonce, mac = b"", b""
-        expected = auth.peer_proof(self.token, role, peer.nonce,
-                                       peer_nonce)
+        expected = auth.peer_proof(self.token, role, peer.nonce, peer_nonce)
         if not peer_nonce or not auth.check(expected, mac):
             log.warning("refused %s %s:%s: wrong cluster token", role,
                         peer.addr[0], peer.addr[1])
-            self.error(peer.id, frame.request_id, "auth_rejected",
-                       "director %s refused the cluster token: it does not "
-                       "match" % self.name)
-            self.close(peer.id, "authentication failed")
+            self.outbox.error(peer.id, frame.request_id, "auth_rejected",
+                              "director %s refused the cluster token: it "
+                              "does not match" % self.name)
+            self.outbox.close(peer.id, "authentication failed")
             return
         peer.ready = True
-        self.send(peer.id, p.AUTH, frame.request_id, {
+        self.outbox.send(peer.id, p.AUTH, frame.request_id, {
             "mac": auth.director_proof(self.token, role, peer.nonce,
-                                           peer_nonce).hex()})
+                                       peer_nonce).hex()})

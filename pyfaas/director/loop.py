@@ -16,11 +16,12 @@ import socket
 import ssl
 import time
 
+from ..net.tls import server_context
 from ..wire import protocol as p
 from ..wire.decoder import FrameDecoder
-from .output import _READ, _WOULD_BLOCK, _WRITE, Output
+from ..wire.protocol import CLOSED, NEED_DATA
+from .conn import READ, WOULD_BLOCK, WRITE, Conn
 from .state import DirectorState
-from ..net.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +32,7 @@ CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
 PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused
 
 
-class _Conn:
-    __slots__ = ("id", "sock", "addr", "decoder", "out", "out_bytes",
-                 "closing", "events", "trusted", "tls", "tls_handshake",
-                 "last_rx", "closing_since")
-
-    def __init__(self, peer_id, sock, addr, decoder, tls):
-        self.id = peer_id
-        self.sock = sock
-        self.addr = addr
-        self.decoder = decoder
-        self.out = []             # bytes-like pieces not yet written
-        self.out_bytes = 0
-        self.closing = None       # reason, once the state asked to close
-        self.events = _READ
-        self.trusted = False      # handshake done: full frame size allowed
-        self.tls = tls            # an SSLSocket once the handshake starts
-        self.tls_handshake = tls  # a TLS handshake is still running
-        self.last_rx = time.monotonic()
-        self.closing_since = 0.0
-
-
-class Director(Output):
+class Director:
     """A Director bound to its address, ready for :meth:`serve_forever`.
 
     Args:
@@ -71,19 +51,12 @@ class Director(Output):
         self._listener.listen(128)
         self._listener.setblocking(False)
         self.address = self._listener.getsockname()[:2]
-        self._sel.register(self._listener, _READ, "accept")
+        self._sel.register(self._listener, READ, "accept")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, _READ, "wake")
-        self.state = DirectorState(
-            name="%s:%s" % self.address,
-            strategy=config.worker_selection_strategy,
-            expected_heartbeat_ms=config.expected_heartbeat_interval_ms,
-            statistics_enabled=config.statistics_enabled,
-            max_pending=config.max_pending_calls, token=token,
-            handshake_timeout=config.handshake_timeout_s)
-        self.state.max_frame = config.max_frame_bytes
+        self._sel.register(self._wake_r, READ, "wake")
+        self.state = DirectorState(config, "%s:%s" % self.address, token)
         self._max_output = 4 * config.max_frame_bytes + 64 * 1024 * 1024
         self._conns = {}
         self._next_id = 1
@@ -102,6 +75,7 @@ class Director(Output):
         select = self._sel.select
         monotonic = time.monotonic
         state = self.state
+        outbox = state.outbox
         try:
             while True:
                 if self._stopping:
@@ -122,7 +96,7 @@ class Director(Output):
                     state.forgive_pause()
                 for key, mask in ready:
                     conn = key.data
-                    if conn.__class__ is not _Conn:
+                    if conn.__class__ is not Conn:
                         if conn == "accept":
                             self._accept()
                         else:
@@ -130,9 +104,9 @@ class Director(Output):
                     elif conn.tls_handshake:
                         self._tls_step(conn)
                     else:
-                        if mask & _READ:
+                        if mask & READ:
                             self._read(conn)
-                        if mask & _WRITE and conn.sock:
+                        if mask & WRITE and conn.sock:
                             self._flush(conn)
                 if now >= due:
                     now = monotonic()
@@ -144,7 +118,7 @@ class Director(Output):
                         self._expire_stalled_frames(now)
                         next_handshakes = now + HANDSHAKE_CHECK_S
                     due = min(next_check, next_handshakes)
-                if state.outbox or state.closing:
+                if outbox.frames or outbox.closing:
                     self._apply_output()
         finally:
             self._close_all()
@@ -174,7 +148,7 @@ class Director(Output):
         except (KeyError, ValueError):
             pass
         self._listener.close()
-        self.state.draining = True
+        self.state.drain()
         work = self.state.client_work()
         grace = self.config.shutdown_grace_s
         log.info("stopping: no new connections or calls; waiting up to %.1f s"
@@ -240,9 +214,9 @@ class Director(Output):
             self._next_id += 1
             decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
                                      expect_preamble=True)
-            conn = _Conn(peer_id, sock, addr, decoder, self._tls is not None)
+            conn = Conn(peer_id, sock, addr, decoder, self._tls is not None)
             self._conns[peer_id] = conn
-            self._sel.register(sock, _READ, conn)
+            self._sel.register(sock, READ, conn)
             self.state.connected(peer_id, addr)
             log.debug("connection %d from %s:%s", peer_id, addr[0], addr[1])
 
@@ -252,7 +226,7 @@ class Director(Output):
             # clear text gets a clear answer instead of a reset.
             try:
                 first = conn.sock.recv(1, socket.MSG_PEEK)
-            except _WOULD_BLOCK:
+            except WOULD_BLOCK:
                 return
             except OSError as exc:
                 self._drop(conn, "receive failed: %s" % exc)
@@ -283,10 +257,10 @@ class Director(Output):
         try:
             conn.sock.do_handshake()
         except ssl.SSLWantReadError:
-            self._want(conn, _READ)
+            self._want(conn, READ)
             return
         except ssl.SSLWantWriteError:
-            self._want(conn, _WRITE)
+            self._want(conn, WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
             log.warning("TLS handshake with %s:%s failed: %s", conn.addr[0],
@@ -294,13 +268,65 @@ class Director(Output):
             self._drop(conn, "TLS handshake failed")
             return
         conn.tls_handshake = False
-        self._want(conn, _READ)
+        self._want(conn, READ)
         self._read(conn)  # application bytes may already be decrypted
 
     def _want(self, conn, events):
         if events != conn.events:
             conn.events = events
             self._sel.modify(conn.sock, events, conn)
+
+    # ----- writing -------------------------------------------------------------
+
+    def _apply_output(self):
+        """Write what the state queued: each peer's frames in one write,
+        what a socket does not take now once select says it can; close the
+        peers the state asked to close once their frames are written."""
+        conns = self._conns
+        outbox = self.state.outbox
+        while outbox.frames or outbox.closing:
+            frames, closing = outbox.take()
+            for peer_id, parts in frames.items():
+                conn = conns.get(peer_id)
+                if conn is not None and conn.sock is not None:
+                    self._flush(conn, parts)
+            for peer_id, reason in closing.items():
+                conn = conns.get(peer_id)
+                if conn is None:
+                    continue
+                if conn.closing is None:
+                    conn.closing = reason
+                    conn.closing_since = time.monotonic()
+                if not conn.out:
+                    self._drop(conn, reason)
+                elif not conn.tls_handshake:
+                    self._flush(conn)
+
+    def _flush(self, conn, parts=None):
+        """Write ``parts`` (or else what waits for ``conn``) as far as its
+        socket takes them now; watch for writability while output waits;
+        close it once a closing peer's output is out."""
+        try:
+            if parts is None:
+                conn.flush()
+            else:
+                conn.write(parts)
+        except OSError as exc:
+            self._drop(conn, "send failed: %s" % exc)
+            return
+        if conn.tls_handshake:
+            return  # (written once the handshake is done)
+        if conn.out:
+            if conn.out_bytes > self._max_output:
+                self._drop(conn, "output buffer over %d bytes (peer not "
+                                 "reading)" % self._max_output)
+                return
+        elif conn.closing is not None:
+            self._drop(conn, conn.closing)
+            return
+        elif conn.events == READ:
+            return  # the usual: all written, nothing to change
+        self._want(conn, conn.wanted())
 
     def _read(self, conn):
         """Receive what ``conn`` sent and hand its events to the state."""
@@ -310,7 +336,7 @@ class Director(Output):
             try:
                 data = conn.sock.recv(LARGE_RECV_CHUNK if decoder.gathering
                                       else RECV_CHUNK)
-            except _WOULD_BLOCK:
+            except WOULD_BLOCK:
                 return
             except OSError as exc:
                 self._drop(conn, "receive failed: %s" % exc)
@@ -319,9 +345,9 @@ class Director(Output):
             try:
                 while conn.closing is None:
                     event = decoder.next_event()
-                    if event is p.NEED_DATA:
+                    if event is NEED_DATA:
                         break
-                    if event is p.CLOSED:
+                    if event is CLOSED:
                         self._drop(conn, "connection closed")
                         return
                     state.received(conn.id, event)

@@ -1,11 +1,14 @@
 """Records the Director keeps: peers, Workers, functions, pending requests.
 
-Plain data holders shared by :mod:`pyfaas.director.state` and
-:mod:`pyfaas.director.requests`; no behaviour beyond construction.
+Plain data holders used by every part of :mod:`pyfaas.director`; no
+behaviour beyond construction, except :class:`Gather`, which collects the
+replies of a request fanned out to every Worker.
 """
 
 import json
 import time
+
+from ..wire.protocol import ERROR
 
 
 def _json(obj):
@@ -15,8 +18,8 @@ def _json(obj):
 class Peer:
     """One connection. ``role`` is None until the preamble arrives."""
 
-    __slots__ = ("id", "addr", "role", "ready", "worker_id", "pending",
-                 "nonce", "deadline", "closing", "handlers")
+    __slots__ = ("id", "addr", "role", "ready", "worker_id", "worker",
+                 "pending", "nonce", "deadline", "closing", "handlers")
 
     def __init__(self, peer_id, addr):
         self.id = peer_id
@@ -24,6 +27,7 @@ class Peer:
         self.role = None
         self.ready = False        # handshake done: full frame size allowed
         self.worker_id = None
+        self.worker = None        # its Worker record, once registered
         self.pending = set()      # director request ids this client awaits
         self.nonce = None         # our challenge, while authentication runs
         self.deadline = 0.0       # the handshake must finish before this
@@ -79,31 +83,39 @@ class Function:
 
 
 class Pending:
-    """A request forwarded to a Worker, waiting for its reply."""
+    """A request forwarded to a Worker, waiting for its reply.
+
+    ``owner`` is told how it ended: ``owner.reply(pend, worker, frame)``
+    when the Worker answers, ``owner.lost(pend, worker_id, reason)`` when
+    the Worker is lost first (a :class:`Gather`, or the part of the state
+    that sent it).
+    """
 
     __slots__ = ("rid", "client_peer", "client_rid", "worker_id", "kind",
-                 "label", "gather", "started", "retries", "resend")
+                 "label", "owner", "started", "retries", "resend", "context")
 
     def __init__(self, rid, client_peer, client_rid, worker_id, kind, label,
-                 gather=None, started=0.0):
+                 owner, started=0.0, context=None):
         self.rid = rid
         self.client_peer = client_peer   # None: the Director itself asked
         self.client_rid = client_rid
         self.worker_id = worker_id
-        self.kind = kind
+        self.kind = kind          # call, step, deploy, deploy-sync, stats, ...
         self.label = label
-        self.gather = gather
+        self.owner = owner
         self.started = started
         self.retries = 0          # re-runs allowed if its Worker is lost
         self.resend = None        # (func_id, meta, payload, flags) to re-run
+        self.context = context    # for the owner (a step: its workflow Run)
 
 
 class Route:
     """Where calls with one CALL meta may go.
 
-    Kept per meta bytes so that the next call with the same meta skips
-    resolving the function and listing its Workers; dropped as soon as
-    anything a route depends on changes (``DirectorState._reroute``).
+    Kept per meta bytes (a :class:`pyfaas.memo.Memo`) so that the next
+    call with the same meta skips resolving the function and listing its
+    Workers; dropped as soon as anything a route depends on changes
+    (:meth:`pyfaas.director.cluster.Cluster.reroute`).
     """
 
     __slots__ = ("func", "candidates", "min_frame", "call_meta", "retries")
@@ -117,15 +129,44 @@ class Route:
 
 
 class Gather:
-    """A client request fanned out to several Workers."""
+    """A client request fanned out to several Workers (DEPLOY, STATS).
+
+    It owns the Pending entry of each Worker's request; once none is
+    missing, ``done(gather)`` answers the client. ``each(gather, worker_id,
+    type, meta)`` (optional) sees every reply as it comes.
+    """
 
     __slots__ = ("client_peer", "client_rid", "kind", "waiting", "results",
-                 "context")
+                 "context", "done", "each")
 
-    def __init__(self, client_peer, client_rid, kind, context):
+    def __init__(self, client_peer, client_rid, kind, context, done,
+                 each=None):
         self.client_peer = client_peer
         self.client_rid = client_rid
         self.kind = kind
         self.waiting = set()
-        self.results = {}         # worker_id -> (frame type, meta dict, payload)
+        self.results = {}     # worker_id -> (frame type, meta dict, payload)
         self.context = context
+        self.done = done
+        self.each = each
+
+    def reply(self, pend, worker, frame):
+        meta = frame.meta() if frame.type == ERROR else None
+        self._add(worker.id, frame.type, meta, frame.payload)
+
+    def lost(self, pend, worker_id, reason):
+        self._add(worker_id, ERROR, {
+            "code": "worker_lost",
+            "message": "worker %s was lost: %s" % (worker_id, reason)}, b"")
+
+    def _add(self, worker_id, type_, meta, payload):
+        self.waiting.discard(worker_id)
+        self.results[worker_id] = (type_, meta, payload)
+        if self.each is not None:
+            self.each(self, worker_id, type_, meta)
+        self.finish_if_done()
+
+    def finish_if_done(self):
+        """Answer the client if no Worker's reply is missing."""
+        if not self.waiting:
+            self.done(self)

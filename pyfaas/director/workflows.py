@@ -1,13 +1,13 @@
 """The Director's side of workflows (``pyfaas_chain_exec``).
 
-A mixin of :class:`pyfaas.director.state.DirectorState`. It validates a
-workflow sent by a client (the same rules as the client, against the
-Director's registry), then runs it: every step whose predecessors are done
-is sent at once, as a CALL to a Worker picked like any call (cache-aware,
-then by the strategy), so independent branches run at the same time across
-Workers and inside each Worker's pool. Step outputs stay opaque pickled
-bytes: a step's arguments are shipped as JSON plus the referenced outputs'
-bytes, and the Worker substitutes them (see :mod:`pyfaas.workflow`).
+Owns :class:`Workflows`. It validates a workflow sent by a client (the
+same rules as the client, against the Director's registry), then runs it:
+every step whose predecessors are done is sent at once, as a CALL to a
+Worker picked like any call (cache-aware, then by the strategy), so
+independent branches run at the same time across Workers and inside each
+Worker's pool. Step outputs stay opaque pickled bytes: a step's arguments
+are shipped as JSON plus the referenced outputs' bytes, and the Worker
+substitutes them (see :mod:`pyfaas.workflow`).
 
 The first step that fails ends the run with one ``chained_execution`` error
 naming the workflow id and the step; steps still running are cancelled and
@@ -16,40 +16,62 @@ no later step starts.
 
 import logging
 
-from ..wire import protocol as p
 from .. import workflow as wfl
+from ..wire import protocol as p
+from .calls import refuse_if_draining
 from .tables import Pending
 
 log = logging.getLogger(__name__)
 
 
-class WorkflowRequests:
-    """Workflow handlers; mixed into DirectorState."""
+class Workflows:
+    """Running workflows.
 
-    def _on_chain(self, peer, frame):
+    Args:
+        cluster: the state's :class:`~pyfaas.director.cluster.Cluster`.
+        outbox: where frames go.
+        name: ``"host:port"`` of the Director, for messages.
+        max_pending: requests in flight allowed (``max_pending_calls``).
+        max_frame: the Director's ``max_frame_bytes`` (the largest reply).
+        clock: ``time.monotonic`` or a test's fake.
+    """
+
+    def __init__(self, cluster, outbox, name, max_pending, max_frame, clock):
+        self.cluster = cluster
+        self.outbox = outbox
+        self.name = name
+        self.max_pending = max_pending
+        self.max_frame = max_frame
+        self.clock = clock
+
+    def chain(self, peer, frame):
+        """CHAIN: validate a workflow and start its first steps."""
+        cluster = self.cluster
         rid = frame.request_id
-        if self._refuse_if_draining(peer, frame):
+        if refuse_if_draining(cluster, self.outbox, self.name, peer, frame):
             return
         wf, problems = wfl.parse(bytes(frame.payload))
         if not problems:
-            registry = {name: self.functions[fid].params
-                        for name, fid in self.by_name.items()}
+            registry = {name: cluster.functions[fid].params
+                        for name, fid in cluster.by_name.items()}
             problems = wfl.validate(wf, registry)
         if problems:
             wf_id = wf.get("id") if isinstance(wf, dict) else None
-            self.error(peer.id, rid, "workflow_validation",
-                       "workflow %r is invalid (%d problem(s)):\n  - %s" % (
-                           wf_id, len(problems), "\n  - ".join(problems)),
-                       problems=problems)
+            self.outbox.error(peer.id, rid, "workflow_validation",
+                              "workflow %r is invalid (%d problem(s)):\n  - %s"
+                              % (wf_id, len(problems), "\n  - ".join(problems)),
+                              problems=problems)
             return
-        if not self.workers:
-            self.error(peer.id, rid, "no_workers",
-                       "no worker is registered with director %s" % self.name)
+        if not cluster.workers:
+            self.outbox.error(peer.id, rid, "no_workers",
+                              "no worker is registered with director %s"
+                              % self.name)
             return
-        if len(self.pending) >= self.max_pending:
-            self.error(peer.id, rid, "overloaded",
-                       "director %s has %d requests in flight (max_pending_"
-                       "calls); retry later" % (self.name, len(self.pending)))
+        if len(cluster.pending) >= self.max_pending:
+            self.outbox.error(peer.id, rid, "overloaded",
+                              "director %s has %d requests in flight "
+                              "(max_pending_calls); retry later"
+                              % (self.name, len(cluster.pending)))
             return
         run = wfl.Run(wf)
         most = frame.meta().get("max")
@@ -58,14 +80,15 @@ class WorkflowRequests:
         run.client_peer = peer.id
         run.client_rid = rid
         run.pending = set()
-        self.runs[(peer.id, rid)] = run
+        cluster.runs[(peer.id, rid)] = run
         log.info("workflow %s started (%d steps)", run.id, len(run.steps))
         self._launch_ready(run)
 
     def _launch_ready(self, run):
+        cluster = self.cluster
         for step in run.ready():
-            func = self.resolve(step)
-            candidates = self._eligible(func.id) if func else []
+            func = cluster.resolve(step)
+            candidates = cluster.eligible(func.id) if func else []
             if not candidates:
                 why = ("function %r is no longer registered" % step
                        if func is None else "no worker can run %r" % step)
@@ -74,7 +97,7 @@ class WorkflowRequests:
                 return
             fields, parts = run.step_payload(step)
             payload = b"".join(parts)
-            worker = self._pick_worker(func, payload, candidates)
+            worker = cluster.pick_worker(func, payload, candidates)
             if worker is None:
                 self._fail_run(run, step, {
                     "code": "serialization",
@@ -84,25 +107,31 @@ class WorkflowRequests:
             meta = {"f": func.id, "wf": run.id, "step": step,
                     "cache": bool(run.steps[step]["cache_result"])}
             meta.update(fields)
-            rid = self._new_rid()
-            self.pending[rid] = Pending(rid, run.client_peer, run.client_rid,
-                                        worker.id, "step", step, run,
-                                        self.clock())
-            worker.inflight.add(rid)
-            if self.statistics_enabled:
-                worker.routed += 1
-                self.requests += 1
-            run.pending.add(rid)
-            client = self.peers.get(run.client_peer)
-            if client is not None:
-                client.pending.add(rid)
-            self.send(worker.peer_id, p.CALL, rid, meta, payload,
-                      p.FLAG_PICKLED)
+            pend = Pending(cluster.new_rid(), run.client_peer, run.client_rid,
+                           worker.id, "step", step, self, self.clock(), run)
+            cluster.track(pend, worker,
+                          cluster.peers.get(run.client_peer))
+            worker.routed += 1
+            cluster.routed += 1
+            run.pending.add(pend.rid)
+            self.outbox.send(worker.peer_id, p.CALL, pend.rid, meta, payload,
+                             p.FLAG_PICKLED)
 
-    def _step_reply(self, pend, type_, meta, payload):
-        run = pend.gather
+    def reply(self, pend, worker, frame):
+        """A step's Worker answered."""
+        self._step_done(pend, frame.type, frame.meta()
+                        if frame.type == p.ERROR else None, frame.payload)
+
+    def lost(self, pend, worker_id, reason):
+        """A step's Worker was lost: the workflow fails."""
+        self._step_done(pend, p.ERROR, {
+            "code": "worker_lost", "worker_id": worker_id,
+            "message": "worker %s was lost: %s" % (worker_id, reason)}, b"")
+
+    def _step_done(self, pend, type_, meta, payload):
+        run = pend.context
         run.pending.discard(pend.rid)
-        client = self.peers.get(run.client_peer)
+        client = self.cluster.peers.get(run.client_peer)
         if client is not None:
             client.pending.discard(pend.rid)
         if run.failed is not None:
@@ -112,62 +141,68 @@ class WorkflowRequests:
             return
         run.done(pend.label, payload)
         if run.finished:
-            self.runs.pop((run.client_peer, run.client_rid), None)
-            self._cancel_run_steps(run)
-            finals = run.finals
-            outputs = [run.outputs[f] for f in finals]
-            total = sum(len(o) for o in outputs)
-            if total + 4096 > run.max_reply:
-                self.error(run.client_peer, run.client_rid, "serialization",
-                           "the outputs of workflow %r's final steps are %d "
-                           "bytes together; frames to this client are limited"
-                           " to %d bytes (max_frame_bytes)"
-                           % (run.id, total, run.max_reply))
-                return
-            meta = {"finals": finals, "workflow_id": run.id}
-            if len(finals) > 1:
-                meta["sizes"] = [len(o) for o in outputs]
-            log.info("workflow %s finished", run.id)
-            self.send(run.client_peer, p.OK, run.client_rid, meta,
-                      b"".join(outputs), p.FLAG_PICKLED)
+            self.cluster.runs.pop((run.client_peer, run.client_rid), None)
+            self._cancel_steps(run)
+            self._answer(run)
             return
         self._launch_ready(run)
 
+    def _answer(self, run):
+        finals = run.finals
+        outputs = [run.outputs[f] for f in finals]
+        total = sum(len(o) for o in outputs)
+        if total + 4096 > run.max_reply:
+            self.outbox.error(run.client_peer, run.client_rid, "serialization",
+                              "the outputs of workflow %r's final steps are %d "
+                              "bytes together; frames to this client are "
+                              "limited to %d bytes (max_frame_bytes)"
+                              % (run.id, total, run.max_reply))
+            return
+        meta = {"finals": finals, "workflow_id": run.id}
+        if len(finals) > 1:
+            meta["sizes"] = [len(o) for o in outputs]
+        log.info("workflow %s finished", run.id)
+        self.outbox.send(run.client_peer, p.OK, run.client_rid, meta,
+                         b"".join(outputs), p.FLAG_PICKLED)
+
     def _fail_run(self, run, step, meta):
         run.failed = step
-        self.runs.pop((run.client_peer, run.client_rid), None)
-        self._cancel_run_steps(run)
+        self.cluster.runs.pop((run.client_peer, run.client_rid), None)
+        self._cancel_steps(run)
         cause = meta.get("code", "execution")
         what = meta.get("message", "failed")
         log.info("workflow %s failed at step %s: %s", run.id, step, what)
-        self.error(run.client_peer, run.client_rid, "chained_execution",
-                   "workflow %r failed at step %r: %s" % (run.id, step, what),
-                   workflow_id=run.id, step=step, cause=cause,
-                   type=meta.get("type", ""),
-                   remote_message=meta.get("remote_message", ""),
-                   traceback=meta.get("traceback", ""),
-                   worker_id=meta.get("worker_id"))
+        self.outbox.error(run.client_peer, run.client_rid, "chained_execution",
+                          "workflow %r failed at step %r: %s"
+                          % (run.id, step, what),
+                          workflow_id=run.id, step=step, cause=cause,
+                          type=meta.get("type", ""),
+                          remote_message=meta.get("remote_message", ""),
+                          traceback=meta.get("traceback", ""),
+                          worker_id=meta.get("worker_id"))
 
-    def _cancel_run_steps(self, run):
-        client = self.peers.get(run.client_peer)
+    def _cancel_steps(self, run):
+        cluster = self.cluster
+        client = cluster.peers.get(run.client_peer)
         for rid in list(run.pending):
-            pend = self.pending.pop(rid, None)
+            pend = cluster.pending.pop(rid, None)
             if client is not None:
                 client.pending.discard(rid)
             if pend is None:
                 continue
-            worker = self.workers.get(pend.worker_id)
+            worker = cluster.workers.get(pend.worker_id)
             if worker is not None:
                 worker.inflight.discard(rid)
-                self.send(worker.peer_id, p.CANCEL, rid)
+                self.outbox.send(worker.peer_id, p.CANCEL, rid)
         run.pending.clear()
 
-    def _cancel_run(self, peer, client_rid):
-        """Drop a client's workflow run (timeout or disconnect); True if found."""
-        run = self.runs.pop((peer.id, client_rid), None)
+    def cancel(self, peer, client_rid):
+        """Drop a client's workflow run (timeout or disconnect); True if
+        found."""
+        run = self.cluster.runs.pop((peer.id, client_rid), None)
         if run is None:
             return False
         run.failed = "(cancelled)"
-        self._cancel_run_steps(run)
+        self._cancel_steps(run)
         log.info("workflow %s cancelled by its client", run.id)
         return True

@@ -15,6 +15,12 @@ from .protocol import (BODY_FIXED, CLOSED, DEFAULT_MAX_FRAME_SIZE, HEADER,
                        ProtocolError)
 
 
+# What the decoder is in the middle of (FrameDecoder._state).
+_PREAMBLE = "preamble"    # the 8 bytes a connection starts with
+_FRAMES = "frames"        # frames, parsed where they lie in the bytes held
+_LARGE = "large"          # a large frame's body, gathered in _large
+
+
 def _unviewed(buf):
     """True if no ``memoryview`` of the bytearray ``buf`` is alive.
 
@@ -73,7 +79,7 @@ class FrameDecoder:
         self._data = b""
         self._pos = 0
         self._eof = False
-        self._want_preamble = expect_preamble
+        self._state = _PREAMBLE if expect_preamble else _FRAMES
         self._spare = None        # the last preallocated body, for reuse
         self._large = None        # a large body: its chunks, or its buffer
         self._large_got = 0
@@ -87,8 +93,8 @@ class FrameDecoder:
             ProtocolError: bytes fed after the end of stream.
         """
         held = self._data
-        if self._pos == len(held) and self._large is None and data and \
-                not self._eof:  # nothing held: parse the chunk in place
+        if self._pos == len(held) and self._state is not _LARGE and data \
+                and not self._eof:  # nothing held: parse the chunk in place
             self._data = data if data.__class__ is bytes else bytes(data)
             self._pos = 0
             return
@@ -97,8 +103,8 @@ class FrameDecoder:
             return
         if self._eof:
             raise ProtocolError("bytes fed after the end of the stream")
-        large = self._large
-        if large is not None:
+        if self._state is _LARGE:
+            large = self._large
             n = min(self._large_need - self._large_got, len(data))
             if n:
                 if large.__class__ is bytearray:
@@ -137,7 +143,7 @@ class FrameDecoder:
     def buffered(self):
         """Bytes received but not yet returned as an event."""
         held = len(self._data) - self._pos
-        if self._large is not None:
+        if self._state is _LARGE:
             held += HEADER_SIZE + self._large_got
         return held
 
@@ -149,12 +155,12 @@ class FrameDecoder:
     @property
     def gathering(self):
         """True while the body of a large frame is being gathered."""
-        return self._large is not None
+        return self._state is _LARGE
 
     @property
     def in_frame(self):
         """True when some bytes of an unfinished preamble or frame are held."""
-        return self._pos != len(self._data) or self._large is not None
+        return self._pos != len(self._data) or self._state is _LARGE
 
     def next_event(self):
         """Return the next Preamble or Frame, NEED_DATA, or CLOSED.
@@ -166,13 +172,15 @@ class FrameDecoder:
         """
         data = self._data
         pos = self._pos
-        if len(data) - pos < HEADER_SIZE or self._large is not None or \
-                self._want_preamble:
+        size = len(data)
+        if size - pos < HEADER_SIZE or self._state is not _FRAMES:
+            if pos == size and self._state is _FRAMES and not self._eof:
+                return NEED_DATA  # the usual: every frame received was taken
             return self._partial()
         body_len, type_, flags, meta_len, request_id = HEADER.unpack_from(
             data, pos)
         end = pos + 4 + body_len
-        if end > len(data) or not \
+        if end > size or not \
                 BODY_FIXED + meta_len <= body_len <= self.max_frame_size:
             return self._partial()
         start = pos + HEADER_SIZE
@@ -185,7 +193,7 @@ class FrameDecoder:
             with memoryview(data) as view:
                 meta_raw = bytes(view[start:start + meta_len])
                 payload = bytes(view[start + meta_len:end])
-        if end == len(data):
+        if end == size:
             self._data = b""
             self._pos = 0
         else:
@@ -197,11 +205,9 @@ class FrameDecoder:
         a preamble, a large body, a bad header, too few bytes, the end."""
         data, pos = self._data, self._pos
         avail = len(data) - pos
-        if not avail and self._large is None and not self._eof:
-            return NEED_DATA  # the usual: every frame received was taken
-        if self._large is not None:
+        if self._state is _LARGE:
             return self._large_frame()
-        if self._want_preamble:
+        if self._state is _PREAMBLE:
             return self._preamble(data, pos, avail)
         if avail >= 4:  # refuse a bad length before the rest comes
             body_len = int.from_bytes(data[pos:pos + 4], "big")
@@ -247,7 +253,7 @@ class FrameDecoder:
         magic, version, role, _ = PREAMBLE.unpack_from(data, pos)
         if magic != MAGIC:
             raise ProtocolError("not a PyFaaS peer: bad magic %r" % magic)
-        self._want_preamble = False
+        self._state = _FRAMES
         self._consume(pos + PREAMBLE.size)
         return Preamble(version, role)
 
@@ -281,6 +287,7 @@ class FrameDecoder:
             del first
         self._data = b""
         self._pos = 0
+        self._state = _LARGE
 
     def _body_buffer(self, need):
         spare = self._spare
@@ -300,6 +307,7 @@ class FrameDecoder:
         chunks, need = self._large, self._large_need
         type_, flags, meta_len, request_id = self._large_head
         self._large, self._large_got, self._large_head = None, 0, None
+        self._state = _FRAMES
         if chunks.__class__ is bytearray:  # perhaps a larger spare buffer
             view = memoryview(chunks)[:need]
         else:
