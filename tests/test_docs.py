@@ -59,7 +59,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -296,7 +295,7 @@ class ShellRun:
 
     def __init__(self, block, workdir, env, port):
         self.block, self.workdir, self.env, self.port = block, workdir, env, port
-        self.started = []         # (name, Popen, output path)
+        self.started = []         # (role, Popen, output path)
 
     def start(self, words, role):
         out = self.workdir / ("%s-%d.out" % (role, len(self.started)))
@@ -356,12 +355,12 @@ def _run(block, words_or_line, env, workdir):
 
 
 @_of(SHELL)
-def test_shell_block_runs(block, cluster):
+def test_shell_block_runs(block, cluster, tmp_path):
     commands = _commands(block)
     starts_director = any((_pyfaas_args(shlex.split(c, comments=True)) or
                            [""])[0] == "director" for c in commands)
     port = _free_port() if starts_director else cluster.port
-    workdir = Path(tempfile.mkdtemp(prefix="pyfaas-docs-"))
+    workdir = tmp_path
     (workdir / "configs").mkdir()
     for shipped in (ROOT / "configs").glob("*.toml"):
         (workdir / "configs" / shipped.name).write_text(
@@ -394,7 +393,6 @@ def test_shell_block_runs(block, cluster):
                     _run(block, words, env, workdir)
     finally:
         codes = run.stop()
-        shutil.rmtree(str(workdir), ignore_errors=True)
     bad = [c for c in codes if c[1] != 0]
     assert not bad, "%s: not stopped cleanly by SIGTERM: %s" % (block.where,
                                                                  bad)
