@@ -43,10 +43,13 @@ fence's info string is its language. What each language gets:
   layouts, pictures).
 - Any other language fails the test, so that a typo cannot hide a block.
 
-Two more checks keep the reference pages whole: docs/configuration.md
-lists every key of the three schemas of pyfaas/config.py with its default,
-and docs/failures.md names every exception class and error code of
-pyfaas/errors.py.
+Python blocks must also parse as Python 3.8, the oldest version the
+package supports. Further checks keep the pages whole and true: the README
+shows the exact test command .ci/run runs; links between the pages lead to
+a file and heading that exist; docs/configuration.md lists every key of
+the three schemas of pyfaas/config.py with its default; docs/failures.md
+names every exception class and error code of pyfaas/errors.py and draws
+their class tree as the code defines it.
 """
 
 import ast
