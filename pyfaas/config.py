@@ -426,49 +426,21 @@ def _load(path, schema, cls):
     return cls(**values)
 
 
+# Each loader reads a TOML file (str or path-like) and returns the frozen
+# dataclass, or raises PyFaaSConfigError with a one-line message naming the
+# file, the key and what was expected (missing, unreadable, not TOML, or a
+# missing, unknown or invalid key).
+
 def load_director_config(path):
-    """Load a Director configuration file.
-
-    Args:
-        path: the TOML file (str or path-like).
-
-    Returns:
-        A :class:`DirectorConfig`.
-
-    Raises:
-        PyFaaSConfigError: the file is missing, unreadable, not TOML, or
-            has a missing, unknown or invalid key (one-line message).
-    """
+    """The :class:`DirectorConfig` of a Director's TOML file."""
     return _load(path, _DIRECTOR_SCHEMA, DirectorConfig)
 
 
 def load_worker_config(path):
-    """Load a Worker configuration file.
-
-    Args:
-        path: the TOML file (str or path-like).
-
-    Returns:
-        A :class:`WorkerConfig`.
-
-    Raises:
-        PyFaaSConfigError: the file is missing, unreadable, not TOML, or
-            has a missing, unknown or invalid key (one-line message).
-    """
+    """The :class:`WorkerConfig` of a Worker's TOML file."""
     return _load(path, _WORKER_SCHEMA, WorkerConfig)
 
 
 def load_client_config(path):
-    """Load a client configuration file.
-
-    Args:
-        path: the TOML file (str or path-like).
-
-    Returns:
-        A :class:`ClientConfig`.
-
-    Raises:
-        PyFaaSConfigError: the file is missing, unreadable, not TOML, or
-            has a missing, unknown or invalid key (one-line message).
-    """
+    """The :class:`ClientConfig` of a client's TOML file."""
     return _load(path, _CLIENT_SCHEMA, ClientConfig)
