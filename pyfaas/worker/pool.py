@@ -133,6 +133,15 @@ class LeaderPool:
         """Calls read but not started (every slot was busy)."""
         return len(self._backlog)
 
+    def join(self, timeout):
+        """Wait up to ``timeout`` seconds for every thread to end (they do
+        once ``next_job()`` returned None and their calls returned);
+        return True if they all did."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
 
 class Slot:
     """A running call with a time limit."""

@@ -83,9 +83,7 @@ class Worker(Watchdog):
             self.core.restore()
         self._auth_failed = False
         if config.isolation == "process":
-            self.core.pool = ProcessPool(config.max_threads,
-                                         config.memory_limit_mb,
-                                         config.cpu_time_limit_s)
+            self.core.pool = ProcessPool(config)
         self._stop_requested = False        # set by stop(), maybe in a handler
         self._stop = threading.Event()      # stop under way: drain, return
         self._closed = threading.Event()    # serve_forever has returned
