@@ -161,17 +161,6 @@ def test_arguments_over_the_workers_limit_are_refused_not_fatal(
         assert client.call("size", b"z" * 1000) == 1000
 
 
-def test_a_result_over_the_clients_limit_fails_only_that_call(cluster):
-    with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:
-        client.register(blob)
-        client.register(slow_blob)
-        other = client.submit("slow_blob", 0.5, 10)
-        with pytest.raises(PyFaaSSerializationError):
-            client.call("blob", 100000)
-        assert other.result(10) == b"y" * 10
-        assert client.call("blob", 10) == b"x" * 10
-
-
 def test_a_blocking_call_in_a_done_callback_is_refused(cluster):
     with Client(HOST, cluster.port, 5) as client:
         client.register(whoami)
@@ -277,16 +266,6 @@ def test_map_sends_few_frames(cluster, monkeypatch):
 
 
 # ----- second review -------------------------------------------------------------
-
-def test_a_cached_result_over_the_clients_limit_fails_only_that_call(cluster):
-    with Client(HOST, cluster.port, 20) as big, \
-            Client(HOST, cluster.port, 20, max_frame_size=65536) as small:
-        big.register(blob)
-        big.exec("blob", [100000], save_in_cache=True)
-        with pytest.raises(PyFaaSSerializationError):
-            small.exec("blob", [100000])  # a cache hit, too large for it
-        assert small.call("blob", 3) == b"xxx"
-
 
 def test_workflow_outputs_over_the_clients_limit_are_refused(cluster):
     with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:

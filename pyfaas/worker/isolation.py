@@ -63,7 +63,7 @@ def child_main(conn, config):
     ``memory_limit_mb`` and ``cpu_time_limit_s`` apply here).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker decides
-    from .core import WorkerCore
+    from .core import call_arguments
     _set_memory_limit(config.memory_limit_mb)
     functions = {}
     while True:
@@ -80,7 +80,7 @@ def child_main(conn, config):
             conn.send(("bad_function", ser.exception_info(exc)))
             continue
         try:
-            args, kwargs = WorkerCore._arguments(meta, payload)
+            args, kwargs = call_arguments(meta, payload)
         except BaseException as exc:
             conn.send(("bad_args", ser.exception_info(exc)))
             continue

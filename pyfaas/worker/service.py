@@ -28,9 +28,8 @@ from ..errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
                      PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError)
 from ..net.tls import client_context as tls_client_context
 from ..net.connection import Connection
-from ..memo import Memo
 from .isolation import ProcessPool
-from .core import WorkerCore, result_limit
+from .core import WorkerCore
 from .pool import LeaderPool, Slot
 from .watchdog import DRAIN_RID, Watchdog
 
@@ -41,20 +40,6 @@ CONNECT_TIMEOUT_S = 5.0   # connecting and the handshake
 WORKER_SEND_TIMEOUT_S = 60.0  # a large result to a busy Director
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
-
-
-class _Known:
-    """What a Worker keeps about calls with one CALL meta (Worker._calls)."""
-
-    __slots__ = ("meta", "limit", "quick", "plain", "func_id", "most")
-
-    def __init__(self, meta, limit, plain, most):
-        self.meta = meta            # decoded; shared, never changed
-        self.limit = limit          # seconds the call may run (0: no limit)
-        self.quick = False          # the last such call took < QUICK_CALL_S
-        self.plain = plain          # no limit, and WorkerCore.plain(meta)
-        self.func_id = meta.get("f")
-        self.most = most            # the largest result the caller takes
 
 
 class Worker(Watchdog):
@@ -103,8 +88,6 @@ class Worker(Watchdog):
         self._queued = set()      # calls not started yet
         self._cancelled = set()
         self._count_lock = threading.Lock()
-        # CALL meta bytes (function and options) -> _Known
-        self._calls = Memo()
         self.pool = LeaderPool(config.max_threads, self._next_call)
 
     @property
@@ -210,9 +193,8 @@ class Worker(Watchdog):
                         "worker already has that id", core.worker_id,
                         meta["worker_id"])
         core.worker_id = meta.get("worker_id", core.worker_id)
-        core.max_result = result_limit(min(
-            self.config.max_frame_bytes,
-            conn.hello.get("max_frame") or self.config.max_frame_bytes))
+        core.limit_results(conn.hello.get("max_frame")
+                           or self.config.max_frame_bytes)
         log.info("registered with director %s as %s", conn.name,
                  core.worker_id)
         for fid in meta.get("want", []):
@@ -251,7 +233,7 @@ class Worker(Watchdog):
                         core.requests += 1
                         self._queued.add((conn, frame.request_id))
                     core.last_request_at = time.time()
-                    known = self._calls.get(frame.meta_raw)
+                    known = core.kinds.get(frame.meta_raw)
                     return (self._run, (conn, frame, known),
                             known is not None and known.quick)
                 self._handle(conn, frame)
@@ -363,22 +345,8 @@ class Worker(Watchdog):
             if (conn, frame.request_id) in self._queued:
                 self._cancelled.add((conn, frame.request_id))
 
-    def _limit(self, meta):
-        """Seconds this call may run (0: no limit)."""
-        limits = [x for x in (self.config.call_timeout_s, meta.get("timeout"))
-                  if isinstance(x, (int, float)) and x > 0]
-        return min(limits) if limits else 0.0
-
-    def _known(self, frame):
-        """The :class:`_Known` of calls with this frame's meta bytes, kept."""
-        meta = frame.meta()
-        limit = self._limit(meta)
-        return self._calls.keep(frame.meta_raw, _Known(
-            meta, limit, not limit and self.core.plain(meta),
-            self.core.result_limit_for(meta)))
-
-    def _run(self, conn, frame, known=None):
-        """Run one CALL; ``known``: its entry in self._calls, if any."""
+    def _run(self, conn, frame, known):
+        """Run one CALL; ``known``: its entry in core.kinds, if kept."""
         rid = frame.request_id
         slot = None
         start = time.perf_counter()
@@ -398,26 +366,22 @@ class Worker(Watchdog):
                          "closed before it started", rid)
                 return
             if known is None:
-                known = self._known(frame)
-            if known.plain and core.cache_idle():  # the usual call
-                type_, meta, payload, flags = core.run_plain(
-                    frame, known.func_id, known.most)
+                known = core.learn(frame)
+            if known.watch:
+                slot = Slot(rid, conn, known.func_id, known.limit)
+                with self._count_lock:
+                    self._slots[key] = slot
+                type_, meta, payload, flags = core.run(frame, known)
+                with self._count_lock:
+                    self._slots.pop(key, None)
+                    late, slot.finished = slot.finished, True
+                if late:
+                    log.info("late result of timed-out request %d "
+                             "dropped (ran %.1f s)", rid,
+                             time.monotonic() - slot.start)
+                    return
             else:
-                meta, limit = known.meta, known.limit
-                if limit and core.pool is None:
-                    slot = Slot(rid, conn, meta.get("f"), limit)
-                    with self._count_lock:
-                        self._slots[key] = slot
-                type_, meta, payload, flags = core.run_call(frame, meta, limit)
-                if slot is not None:
-                    with self._count_lock:
-                        self._slots.pop(key, None)
-                        late, slot.finished = slot.finished, True
-                    if late:
-                        log.info("late result of timed-out request %d "
-                                 "dropped (ran %.1f s)", rid,
-                                 time.monotonic() - slot.start)
-                        return
+                type_, meta, payload, flags = core.run(frame, known)
             self._send(conn, type_, rid, meta, payload, flags)
             known.quick = time.perf_counter() - start < QUICK_CALL_S
         except BaseException:  # a bug here must not kill the pool thread
