@@ -1,13 +1,13 @@
 """Regression tests for problems found in review: each test fails on the
 code before its fix.
 
-Pure ones drive DirectorState or the Worker's reply writer with fakes; the
-others use real processes on 127.0.0.1 and end with a normal call.
+Pure ones drive DirectorState or a client Channel with fakes; the others
+use real processes on 127.0.0.1 and end with a normal call. (The Worker's
+moved to behaviour-named files: test_worker_*.py.)
 """
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -19,7 +19,6 @@ from pyfaas.wire import protocol as p
 from pyfaas.errors import (PyFaaSError, PyFaaSSerializationError,
                            PyFaaSTimeoutError)
 from pyfaas.ids import function_id
-from pyfaas.worker.service import Worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,54 +63,6 @@ def test_overlapping_registrations_keep_the_newest_version():
     assert sim.state.by_name["f"] == function_id(b"v2", "f")
 
 
-class _FakeConn:
-    def __init__(self, closed=False):
-        self.closed = closed
-        self.sent = []
-
-    def send(self, parts):
-        self.sent.append(b"".join(bytes(x) for x in parts))
-
-
-def test_replies_queued_for_two_connections_each_reach_their_own():
-    worker = Worker.__new__(Worker)
-    worker._out_lock = threading.Lock()
-    worker._out = []
-    worker._writing = True  # another thread is writing: ours only queue
-    old, new = _FakeConn(closed=True), _FakeConn()
-    worker._send(old, p.OK, 1)
-    worker._send(new, p.OK, 2)
-    worker._send(new, p.OK, 3)
-    worker._writing = False
-    worker._send(new, p.OK, 4)  # becomes the writer, writes all queued
-    frames = [f.request_id for f in decode_frames(b"".join(new.sent))]
-    assert frames == [2, 3, 4] and old.sent == []
-    assert worker._writing is False
-
-
-def test_replies_queued_during_a_write_go_out_next_each_once():
-    worker = Worker.__new__(Worker)
-    worker._out_lock = threading.Lock()
-    worker._out = []
-    worker._writing = False
-    conn = _FakeConn()
-    sends = conn.send
-
-    def send(parts):  # as if another thread replied during this write
-        sends(parts)
-        if len(conn.sent) == 1:
-            worker._send(conn, p.OK, 2)
-        elif len(conn.sent) == 2:
-            worker._send(conn, p.OK, 3)
-            worker._send(conn, p.OK, 4)
-
-    conn.send = send
-    worker._send(conn, p.OK, 1)
-    frames = [f.request_id for f in decode_frames(b"".join(conn.sent))]
-    assert frames == [1, 2, 3, 4] and len(conn.sent) == 3
-    assert worker._writing is False and worker._out == []
-
-
 def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
     # Thread A reads an idle connection (holding the read lock) while
     # thread B sends a request and, finding the lock taken, leaves the
@@ -136,14 +87,6 @@ def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
     channel._read_idle(link)
     assert link.wake.is_set()
     assert link.lock.acquire(False)  # and the read lock was released
-
-
-def test_worker_stop_is_a_plain_flag():
-    worker = Worker.__new__(Worker)
-    worker._stop = threading.Event()
-    worker._stop_requested = False
-    worker.stop()  # from a signal handler: must take no lock
-    assert worker._stop_requested and not worker._stop.is_set()
 
 
 # ----- real processes -------------------------------------------------------------

@@ -160,3 +160,10 @@ def test_a_calls_time_limit_is_the_smaller_of_its_own_and_the_workers(
         frame = p.Frame(p.CALL, 1, p.encode_meta(dict(options, f="x")))
         known = core.learn(frame)
         assert known.limit == limit and known.watch
+
+
+def test_a_call_that_outlived_its_limit_is_answered_with_a_timeout(core):
+    type_, meta, _, _ = core.timeout_reply(7, fid(core, "double"), 1.5)
+    assert type_ == p.ERROR and meta["code"] == "timeout"
+    assert "'double'" in meta["message"] and "1.5 s" in meta["message"]
+    assert figures(core, "double")["timeouts"] == 1

@@ -4,11 +4,18 @@ Owns the table of loaded functions, what the Worker works out once per kind
 of call (:class:`Known`, kept in a :class:`pyfaas.memo.Memo`), running one
 call (:meth:`WorkerCore.run`: cache consulted and filled, arguments
 unpickled, function run, result pickled and checked against the result
-limit, statistics counted), the Worker's description for
-``pyfaas_get_worker_info``, and its persistent state (what goes into the
-dump file and comes back from it). It never touches a socket:
-:mod:`pyfaas.worker.service` reads frames, hands CALLs to
-:meth:`WorkerCore.run` in pool threads and sends back what it returns.
+limit, statistics counted), the reply to a call that outlived its time
+limit, the Worker's description for ``pyfaas_get_worker_info``, and its
+state as the dump file keeps it (:meth:`WorkerCore.state`,
+:meth:`WorkerCore.load_state`; the file itself is
+:mod:`pyfaas.worker.persistence`'s).
+
+It never touches a socket, and it does not count calls in flight
+(:mod:`pyfaas.worker.calls`) nor watch their time limits
+(:mod:`pyfaas.worker.watchdog`): :mod:`pyfaas.worker.service` reads
+frames, hands CALLs to :meth:`WorkerCore.run` in pool threads and queues
+what it returns. With ``isolation = "process"`` it is given the
+:class:`pyfaas.worker.isolation.ProcessPool` its calls run in.
 """
 
 import logging
@@ -18,7 +25,6 @@ import socket
 import threading
 import time
 
-from . import persistence
 from ..wire import protocol as p
 from .. import serialization as ser
 from .. import workflow as wfl
@@ -99,22 +105,21 @@ class WorkerCore:
     Args:
         config: a :class:`pyfaas.config.WorkerConfig`.
         worker_id: this Worker's id.
+        pool: a :class:`pyfaas.worker.isolation.ProcessPool` to run calls
+            in (``isolation = "process"``), or None to run them in the
+            calling thread. Its owner closes it.
     """
 
-    def __init__(self, config, worker_id):
+    def __init__(self, config, worker_id, pool=None):
         self.config = config
         self.worker_id = worker_id
+        self.pool = pool
         self.functions = {}
         self._lock = threading.Lock()
         self.cache = LRUCache(config.cache_max_size, config.cache_policy)
         self.stats = WorkerStats(config.statistics_enabled)
         self.started_at = time.time()
-        self.requests = 0
-        self.last_request_at = None
-        self.inflight = 0
-        self.stuck = 0            # calls that outlived their timeout
         self.max_result = result_limit(config.max_frame_bytes)
-        self.pool = None          # child processes with isolation = "process"
         # CALL meta bytes -> Known. Cleared when max_result changes (each
         # Known's result limit derives from it); nothing else it derives
         # from changes while the Worker runs.
@@ -230,6 +235,20 @@ class WorkerCore:
         except Exception as exc:
             return self._bad_arguments(func, exc, hit)
         return self._execute(func, args, kwargs, known, hit, key)
+
+    def timeout_reply(self, rid, func_id, limit):
+        """Count a call in a thread that outlived its time limit (its
+        thread runs on) and return the ERROR reply its caller gets."""
+        func = self.functions.get(func_id)
+        name = func.name if func else func_id
+        if func is not None:
+            self.stats.record_timeout(func.id, func.name)
+        log.warning("call %d of %s exceeded its %.1f s timeout; its caller "
+                    "was told; the thread is still busy", rid, name, limit)
+        return self._error("timeout",
+                           "function %r did not finish within %.1f s on "
+                           "worker %s (the call's timeout or call_timeout_s)"
+                           % (name, limit, self.worker_id))
 
     def _bad_arguments(self, func, exc, hit):
         self.stats.record(func.id, func.name, None, error=True, hit=hit)
@@ -387,8 +406,14 @@ class WorkerCore:
         return {"worker_id": self.worker_id, "enabled": self.stats.enabled,
                 "functions": self.stats.snapshot(func_id)}
 
-    def info(self, address=""):
-        """This Worker's description, as returned by ``pyfaas_get_worker_info``."""
+    def info(self, address, calls):
+        """This Worker's description, as returned by ``pyfaas_get_worker_info``.
+
+        Args:
+            address: ``"host:port"`` of the Worker's end of its connection.
+            calls: the figures of its calls (:meth:`pyfaas.worker.calls.
+                CallTable.figures`), for the ``network`` section.
+        """
         now = time.time()
         cfg = self.config
         figures = self.stats.snapshot()
@@ -419,12 +444,8 @@ class WorkerCore:
                        "shutdown_persistence": cfg.shutdown_persistence,
                        "dump_file": cfg.dump_file},
             "functions": funcs,
-            "network": {"director": "%s:%s" % (cfg.director_ip_addr,
-                                               cfg.director_port),
-                        "requests": self.requests,
-                        "inflight": self.inflight,
-                        "stuck_calls": self.stuck,
-                        "last_request_time": self.last_request_at},
+            "network": dict(calls, director="%s:%s" % (cfg.director_ip_addr,
+                                                       cfg.director_port)),
         }
 
     # ----- persistence -------------------------------------------------------------
@@ -438,63 +459,35 @@ class WorkerCore:
                 "functions": funcs, "cache": self.cache.state(),
                 "stats": self.stats.snapshot()}
 
-    def save(self):
-        """Write the dump file (atomically); return its size in bytes."""
-        size = persistence.save(self.config.dump_file, self.state())
-        log.info("state saved to %s (%d functions, %d cached results, %d "
-                 "bytes)", self.config.dump_file, len(self.functions),
-                 len(self.cache), size)
-        return size
+    def load_state(self, state):
+        """Put back what :meth:`state` returned (of an earlier run).
 
-    def restore(self):
-        """Load the dump file if there is one; a bad one is set aside.
-
-        Returns:
-            bool: True if a state was restored.
+        Functions that no longer load are skipped (logged). On any other
+        error (a layout this code does not know) every function, cached
+        result and figure is forgotten and the error raised.
         """
-        path = self.config.dump_file
         try:
-            state = persistence.load(path)
-        except persistence.DumpError as exc:
-            aside = persistence.set_aside(path)
-            log.warning("dump file %s is unusable (%s); moved to %s; starting "
-                        "fresh", path, exc, aside or "(could not move it)")
-            return False
-        if state is None:
-            log.info("no dump file at %s; starting fresh", path)
-            return False
-        try:
-            self._apply_state(state)
-        except Exception as exc:  # a valid checksum over a foreign layout
-            aside = persistence.set_aside(path)
-            log.warning("dump file %s has an unexpected layout (%s: %s); "
-                        "moved to %s; starting fresh", path,
-                        type(exc).__name__, exc, aside)
+            self.worker_id = state.get("worker_id") or self.worker_id
+            for fid, name, params, code, *rest in state.get("functions", []):
+                try:
+                    self.load_function(fid, name, params, code,
+                                       extra=rest[0] if rest else None)
+                except Exception as exc:
+                    log.warning("restored function %s cannot be loaded: "
+                                "%s: %s", name, type(exc).__name__, exc)
+            self.cache.restore(item for item in state.get("cache", [])
+                               if item[1]["func_id"] in self.functions)
+            if self.stats.enabled:
+                self.stats.restore({fid: figures for fid, figures
+                                    in state.get("stats", {}).items()
+                                    if fid in self.functions})
+        except Exception:
             with self._lock:
                 self.functions.clear()
             self.cache = LRUCache(self.config.cache_max_size,
                                   self.config.cache_policy)
             self.stats = WorkerStats(self.config.statistics_enabled)
-            return False
-        log.info("state restored from %s: %d functions, %d cached results",
-                 path, len(self.functions), len(self.cache))
-        return True
-
-    def _apply_state(self, state):
-        self.worker_id = state.get("worker_id") or self.worker_id
-        for fid, name, params, code, *rest in state.get("functions", []):
-            try:
-                self.load_function(fid, name, params, code,
-                                   extra=rest[0] if rest else None)
-            except Exception as exc:
-                log.warning("restored function %s cannot be loaded: %s: %s",
-                            name, type(exc).__name__, exc)
-        self.cache.restore(item for item in state.get("cache", [])
-                           if item[1]["func_id"] in self.functions)
-        if self.stats.enabled:
-            self.stats.restore({fid: figures for fid, figures
-                                in state.get("stats", {}).items()
-                                if fid in self.functions})
+            raise
 
     def cached_keys(self):
         """``[[key, func_id], ...]`` of the cached results, for the Director."""
