@@ -252,31 +252,3 @@ def test_a_paused_director_does_not_evict_its_workers(fresh_cluster):
         client.register(whoami)
         assert client.call("whoami")
         assert set(client.worker_ids()) == ids
-
-
-def test_two_workers_cannot_share_a_dump_file(fresh_cluster):
-    cl = fresh_cluster(workers=1, persistence=True)
-    name, path = cl.worker_config("worker1", persistence=True)  # same dump
-    from pyfaas.tools.local_cluster import Process
-    proc = cl.track(Process("second", ["worker", path], cl.workdir))
-    assert proc.wait(20) == 2
-    out = proc.output().decode(errors="replace")
-    assert "dump_file" in out and "another running Worker" in out, out
-    assert "Traceback" not in out
-    with cl.client() as client:
-        client.register(whoami)
-        assert client.call("whoami")
-
-
-def test_a_bad_tls_ca_file_is_a_one_line_config_error(fresh_cluster,
-                                                      tmp_path):
-    cl = fresh_cluster(workers=0)
-    cl.worker_extra = {"security": {"tls": True,
-                                    "tls_ca_file": str(tmp_path / "no.pem")}}
-    name, path = cl.worker_config("tlsbad")
-    from pyfaas.tools.local_cluster import Process
-    proc = cl.track(Process(name, ["worker", path], cl.workdir))
-    assert proc.wait(20) == 2
-    out = proc.output().decode(errors="replace")
-    assert "tls_ca_file" in out and "no.pem" in out and \
-        "Traceback" not in out, out
