@@ -32,10 +32,6 @@ class Slot:
         self.finished = False       # answered: by its result or a timeout
         self.timed_out = False      # answered by the watchdog
 
-    @property
-    def rid(self):
-        return self.key[1]
-
 
 class CallTable:
     """Calls read and not answered yet, and the Worker's call counts.
