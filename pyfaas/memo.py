@@ -8,9 +8,9 @@ out something from that once and keeps it here, keyed on it:
   signature, and the call's encoded meta (:mod:`pyfaas.client.client`);
 - the Director: the call's route, that is the function, the Workers
   that may run it and the meta they get (:mod:`pyfaas.director.requests`);
-- the Worker: the decoded options, the time limit and whether the last
-  such call was quick enough to run on the reading thread
-  (:mod:`pyfaas.worker.service`).
+- the Worker: the decoded options, the time limit, the largest result
+  the caller takes and whether the last such call was quick enough to
+  run on the reading thread (:class:`pyfaas.worker.core.Known`).
 
 This is a speed trick, kept because it pays on the bench figure "sync
 no-op p50" (``python -m pyfaas bench``): docs/performance.md, "What stays

@@ -1,13 +1,13 @@
 """Regression tests for problems found in review: each test fails on the
 code before its fix.
 
-Pure ones drive DirectorState or the Worker's reply writer with fakes; the
-others use real processes on 127.0.0.1 and end with a normal call.
+Pure ones drive DirectorState or a client Channel with fakes; the others
+use real processes on 127.0.0.1 and end with a normal call. (The Worker's
+moved to behaviour-named files: test_worker_*.py.)
 """
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -19,7 +19,6 @@ from pyfaas.wire import protocol as p
 from pyfaas.errors import (PyFaaSError, PyFaaSSerializationError,
                            PyFaaSTimeoutError)
 from pyfaas.ids import function_id
-from pyfaas.worker.service import Worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,54 +63,6 @@ def test_overlapping_registrations_keep_the_newest_version():
     assert sim.state.cluster.by_name["f"] == function_id(b"v2", "f")
 
 
-class _FakeConn:
-    def __init__(self, closed=False):
-        self.closed = closed
-        self.sent = []
-
-    def send(self, parts):
-        self.sent.append(b"".join(bytes(x) for x in parts))
-
-
-def test_replies_queued_for_two_connections_each_reach_their_own():
-    worker = Worker.__new__(Worker)
-    worker._out_lock = threading.Lock()
-    worker._out = []
-    worker._writing = True  # another thread is writing: ours only queue
-    old, new = _FakeConn(closed=True), _FakeConn()
-    worker._send(old, p.OK, 1)
-    worker._send(new, p.OK, 2)
-    worker._send(new, p.OK, 3)
-    worker._writing = False
-    worker._send(new, p.OK, 4)  # becomes the writer, writes all queued
-    frames = [f.request_id for f in decode_frames(b"".join(new.sent))]
-    assert frames == [2, 3, 4] and old.sent == []
-    assert worker._writing is False
-
-
-def test_replies_queued_during_a_write_go_out_next_each_once():
-    worker = Worker.__new__(Worker)
-    worker._out_lock = threading.Lock()
-    worker._out = []
-    worker._writing = False
-    conn = _FakeConn()
-    sends = conn.send
-
-    def send(parts):  # as if another thread replied during this write
-        sends(parts)
-        if len(conn.sent) == 1:
-            worker._send(conn, p.OK, 2)
-        elif len(conn.sent) == 2:
-            worker._send(conn, p.OK, 3)
-            worker._send(conn, p.OK, 4)
-
-    conn.send = send
-    worker._send(conn, p.OK, 1)
-    frames = [f.request_id for f in decode_frames(b"".join(conn.sent))]
-    assert frames == [1, 2, 3, 4] and len(conn.sent) == 3
-    assert worker._writing is False and worker._out == []
-
-
 def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
     # Thread A reads an idle connection (holding the read lock) while
     # thread B sends a request and, finding the lock taken, leaves the
@@ -138,14 +89,6 @@ def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
     assert link.lock.acquire(False)  # and the read lock was released
 
 
-def test_worker_stop_is_a_plain_flag():
-    worker = Worker.__new__(Worker)
-    worker._stop = threading.Event()
-    worker._stop_requested = False
-    worker.stop()  # from a signal handler: must take no lock
-    assert worker._stop_requested and not worker._stop.is_set()
-
-
 # ----- real processes -------------------------------------------------------------
 
 def test_arguments_over_the_workers_limit_are_refused_not_fatal(
@@ -159,17 +102,6 @@ def test_arguments_over_the_workers_limit_are_refused_not_fatal(
         assert "frame limit" in str(info.value)
         assert len(client.worker_ids()) == 2
         assert client.call("size", b"z" * 1000) == 1000
-
-
-def test_a_result_over_the_clients_limit_fails_only_that_call(cluster):
-    with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:
-        client.register(blob)
-        client.register(slow_blob)
-        other = client.submit("slow_blob", 0.5, 10)
-        with pytest.raises(PyFaaSSerializationError):
-            client.call("blob", 100000)
-        assert other.result(10) == b"y" * 10
-        assert client.call("blob", 10) == b"x" * 10
 
 
 def test_a_blocking_call_in_a_done_callback_is_refused(cluster):
@@ -278,16 +210,6 @@ def test_map_sends_few_frames(cluster, monkeypatch):
 
 # ----- second review -------------------------------------------------------------
 
-def test_a_cached_result_over_the_clients_limit_fails_only_that_call(cluster):
-    with Client(HOST, cluster.port, 20) as big, \
-            Client(HOST, cluster.port, 20, max_frame_size=65536) as small:
-        big.register(blob)
-        big.exec("blob", [100000], save_in_cache=True)
-        with pytest.raises(PyFaaSSerializationError):
-            small.exec("blob", [100000])  # a cache hit, too large for it
-        assert small.call("blob", 3) == b"xxx"
-
-
 def test_workflow_outputs_over_the_clients_limit_are_refused(cluster):
     with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:
         client.register(blob)
@@ -330,31 +252,3 @@ def test_a_paused_director_does_not_evict_its_workers(fresh_cluster):
         client.register(whoami)
         assert client.call("whoami")
         assert set(client.worker_ids()) == ids
-
-
-def test_two_workers_cannot_share_a_dump_file(fresh_cluster):
-    cl = fresh_cluster(workers=1, persistence=True)
-    name, path = cl.worker_config("worker1", persistence=True)  # same dump
-    from pyfaas.tools.local_cluster import Process
-    proc = cl.track(Process("second", ["worker", path], cl.workdir))
-    assert proc.wait(20) == 2
-    out = proc.output().decode(errors="replace")
-    assert "dump_file" in out and "another running Worker" in out, out
-    assert "Traceback" not in out
-    with cl.client() as client:
-        client.register(whoami)
-        assert client.call("whoami")
-
-
-def test_a_bad_tls_ca_file_is_a_one_line_config_error(fresh_cluster,
-                                                      tmp_path):
-    cl = fresh_cluster(workers=0)
-    cl.worker_extra = {"security": {"tls": True,
-                                    "tls_ca_file": str(tmp_path / "no.pem")}}
-    name, path = cl.worker_config("tlsbad")
-    from pyfaas.tools.local_cluster import Process
-    proc = cl.track(Process(name, ["worker", path], cl.workdir))
-    assert proc.wait(20) == 2
-    out = proc.output().decode(errors="replace")
-    assert "tls_ca_file" in out and "no.pem" in out and \
-        "Traceback" not in out, out

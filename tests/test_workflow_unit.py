@@ -12,7 +12,7 @@ import pytest
 
 from pyfaas import serialization as ser
 from pyfaas import workflow as wfl
-from pyfaas.worker.core import WorkerCore
+from pyfaas.worker.core import call_arguments
 
 
 # ----- the functions of the original example (signatures only) ----------------
@@ -537,14 +537,14 @@ def test_step_payload_round_trip_with_outputs():
 
     # what the Worker does with it
     meta = dict(fields, f="join-id")
-    args, kwargs = WorkerCore._arguments(meta, payload)
+    args, kwargs = call_arguments(meta, payload)
     assert args == [[1.5, "x"], [1, b"\x00\xff" * 10]]
     assert kwargs == {"both": {"l": [1.5, "x"], "src": [{"n": 3}]}}
 
 
 def test_worker_arguments_of_a_plain_call():
     payload = ser.dumps(((1, 2), {"c": 3}))
-    assert WorkerCore._arguments({"f": "x"}, payload) == ((1, 2), {"c": 3})
+    assert call_arguments({"f": "x"}, payload) == ((1, 2), {"c": 3})
 
 
 @pytest.mark.parametrize("meta", [

@@ -57,11 +57,14 @@ class LRUCache:
         self.max_size = max_size
         self.enabled = max_size > 0
         self.policy = policy
+        # The number of entries, kept as an attribute: a Worker reads it on
+        # every call (no entry, no lookup) and len() would run __len__.
+        self.size = 0
         self._entries = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self):
-        return len(self._entries)
+        return self.size
 
     def get(self, key):
         """The entry for ``key`` (now most recently used), or None."""
@@ -87,6 +90,7 @@ class LRUCache:
             while len(self._entries) > self.max_size:
                 old_key, _ = self._entries.popitem(last=False)
                 evicted.append(old_key)
+            self.size = len(self._entries)
         return evicted
 
     def drop_function(self, func_id):
@@ -95,6 +99,7 @@ class LRUCache:
             keys = [k for k, e in self._entries.items() if e.func_id == func_id]
             for key in keys:
                 del self._entries[key]
+            self.size = len(self._entries)
         return keys
 
     def keys(self):

@@ -1,11 +1,21 @@
 """What a Worker knows and does, apart from its connection.
 
-Owns the table of loaded functions, running one call (arguments unpickled,
-function run, result pickled, cache consulted and filled, statistics
-counted), the Worker's description for ``pyfaas_get_worker_info``, and its
-persistent state (what goes into the dump file and comes back from it). It
-never touches a socket: :mod:`pyfaas.worker.service` reads frames, hands CALLs to
-:meth:`WorkerCore.run_call` in pool threads and sends back what it returns.
+Owns the table of loaded functions, what the Worker works out once per kind
+of call (:class:`Known`, kept in a :class:`pyfaas.memo.Memo`), running one
+call (:meth:`WorkerCore.run`: cache consulted and filled, arguments
+unpickled, function run, result pickled and checked against the result
+limit, statistics counted), the reply to a call that outlived its time
+limit, the Worker's description for ``pyfaas_get_worker_info``, and its
+state as the dump file keeps it (:meth:`WorkerCore.state`,
+:meth:`WorkerCore.load_state`; the file itself is
+:mod:`pyfaas.worker.persistence`'s).
+
+It never touches a socket, and it does not count calls in flight
+(:mod:`pyfaas.worker.calls`) nor watch their time limits
+(:mod:`pyfaas.worker.watchdog`): :mod:`pyfaas.worker.service` reads
+frames, hands CALLs to :meth:`WorkerCore.run` in pool threads and queues
+what it returns. With ``isolation = "process"`` it is given the
+:class:`pyfaas.worker.isolation.ProcessPool` its calls run in.
 """
 
 import logging
@@ -15,13 +25,13 @@ import socket
 import threading
 import time
 
-from . import persistence
 from ..wire import protocol as p
 from .. import serialization as ser
 from .. import workflow as wfl
 from ..ids import cache_key
 from .cache import Entry, LRUCache
 from ..errors import PyFaaSError
+from ..memo import Memo
 from ..stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -49,8 +59,44 @@ def result_limit(max_frame):
     return max_frame - min(4096, max_frame // 8)
 
 
+def call_arguments(meta, payload):
+    """``(args, kwargs)`` of a CALL from its decoded meta and payload.
+
+    A workflow step (``refs`` in its meta) has JSON arguments that name
+    earlier steps' outputs, which come pickled after them in the payload.
+    """
+    if "refs" not in meta:
+        return ser.loads(payload)
+    head, blobs = wfl.split_step_payload(meta, payload)
+    outputs = {name: ser.loads(blob) for name, blob in blobs.items()}
+    return (wfl.substitute(head.get("args", []), outputs),
+            wfl.substitute(head.get("kwargs", {}), outputs))
+
+
 def _short(value):
     return ser.short_repr(value, REPR_LIMIT)
+
+
+class Known:
+    """What a Worker works out once for calls with one CALL meta.
+
+    Made by :meth:`WorkerCore.learn` and kept in ``WorkerCore.kinds``;
+    shared by every call with those meta bytes, so nothing here may depend
+    on one call. Only ``quick`` changes: the Worker sets it after each call.
+    """
+
+    __slots__ = ("meta", "func_id", "limit", "watch", "store", "step", "most",
+                 "quick")
+
+    def __init__(self, meta, limit, watch, store, step, most):
+        self.meta = meta            # decoded; never changed
+        self.func_id = meta.get("f")
+        self.limit = limit          # seconds the call may run (0: no limit)
+        self.watch = watch          # the Worker's watchdog enforces limit
+        self.store = store          # its result goes into the cache
+        self.step = step            # a workflow step (see call_arguments)
+        self.most = most            # the largest result the caller takes
+        self.quick = False          # the last such call was quick
 
 
 class WorkerCore:
@@ -59,22 +105,25 @@ class WorkerCore:
     Args:
         config: a :class:`pyfaas.config.WorkerConfig`.
         worker_id: this Worker's id.
+        pool: a :class:`pyfaas.worker.isolation.ProcessPool` to run calls
+            in (``isolation = "process"``), or None to run them in the
+            calling thread. Its owner closes it.
     """
 
-    def __init__(self, config, worker_id):
+    def __init__(self, config, worker_id, pool=None):
         self.config = config
         self.worker_id = worker_id
+        self.pool = pool
         self.functions = {}
         self._lock = threading.Lock()
         self.cache = LRUCache(config.cache_max_size, config.cache_policy)
         self.stats = WorkerStats(config.statistics_enabled)
         self.started_at = time.time()
-        self.requests = 0
-        self.last_request_at = None
-        self.inflight = 0
-        self.stuck = 0            # calls that outlived their timeout
         self.max_result = result_limit(config.max_frame_bytes)
-        self.pool = None          # child processes with isolation = "process"
+        # CALL meta bytes -> Known. Cleared when max_result changes (each
+        # Known's result limit derives from it); nothing else it derives
+        # from changes while the Worker runs.
+        self.kinds = Memo()
 
     # ----- functions ---------------------------------------------------------
 
@@ -122,71 +171,84 @@ class WorkerCore:
 
     # ----- calls ---------------------------------------------------------------
 
-    def run_call(self, frame, meta=None, limit=0.0):
-        """Run one CALL frame; return the reply as ``(type, meta, payload, flags)``.
+    def learn(self, frame):
+        """The :class:`Known` of calls with this CALL frame's meta bytes:
+        worked out now, and kept in ``kinds`` for the next such call.
 
-        ``limit`` (seconds, 0 = none) is enforced here only with process
-        isolation (the child is killed); threads are watched by the Worker.
+        Raises:
+            pyfaas.wire.protocol.ProtocolError: the meta is not JSON.
         """
-        if meta is None:
-            meta = frame.meta()
-        func = self.functions.get(meta.get("f"))
+        meta = frame.meta()
+        limits = [x for x in (self.config.call_timeout_s, meta.get("timeout"))
+                  if isinstance(x, (int, float)) and x > 0]
+        limit = min(limits) if limits else 0.0
+        return self.kinds.keep(frame.meta_raw, Known(
+            meta, limit=limit, watch=bool(limit) and self.pool is None,
+            store=bool(meta.get("cache")) and self.cache.enabled,
+            step="refs" in meta, most=self.result_limit_for(meta)))
+
+    def limit_results(self, max_frame):
+        """Results are sent in frames of at most ``max_frame`` bytes from
+        now on (the Director's limit, or ours if smaller)."""
+        self.max_result = result_limit(min(self.config.max_frame_bytes,
+                                           max_frame))
+        self.kinds.clear()  # their result limits were worked out from it
+
+    def run(self, frame, known):
+        """Run one CALL frame; return the reply as ``(type, meta, payload,
+        flags)``.
+
+        Args:
+            frame: the CALL frame.
+            known: its :class:`Known` (see :meth:`learn`). Its time limit
+                is enforced here only with process isolation (the child is
+                killed); calls in threads are watched by the Worker.
+        """
+        # The one way a call is run. The usual call (no cache asked for and
+        # none stored, in this thread, not a workflow step) only reads a
+        # few flags on its way to _execute: keep it so (docs/performance.md).
+        func = self.functions.get(known.func_id)
         if func is None:
             return self._error("not_registered",
                                "function %r is not loaded on worker %s"
-                               % (meta.get("f"), self.worker_id))
-        key = hit = None
+                               % (known.func_id, self.worker_id))
         cache = self.cache
-        want_cache = bool(meta.get("cache")) and cache.enabled
+        key = hit = None
         if cache.enabled:
             hit = False
-            if want_cache or len(cache):
+            if cache.size or known.store:  # (none stored: the usual case)
                 key = cache_key(func.id, frame.payload)
                 entry = cache.get(key)
-                hit = entry is not None
-            if hit:
-                self.stats.record(func.id, func.name, None, hit=True)
-                most = self.result_limit_for(meta)
-                if len(entry.result) > most:
-                    return self._too_large(func, entry.result, "cached", most)
-                return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
+                if entry is not None:
+                    self.stats.record(func.id, func.name, None, hit=True)
+                    if len(entry.result) > known.most:
+                        return self._too_large(func, entry.result, "cached",
+                                               known.most)
+                    return p.OK, {"cache": "hit"}, entry.result, p.FLAG_PICKLED
         if self.pool is not None:
-            return self._run_isolated(func, meta, frame.payload, key, hit,
-                                      want_cache, limit)
+            return self._run_isolated(func, known, frame.payload, key, hit)
         try:
-            args, kwargs = self._arguments(meta, frame.payload)
+            if known.step:
+                args, kwargs = call_arguments(known.meta, frame.payload)
+            else:
+                args, kwargs = ser.loads(frame.payload)
         except Exception as exc:
             return self._bad_arguments(func, exc, hit)
-        return self._execute(func, args, kwargs,
-                             self.result_limit_for(meta), hit, want_cache, key)
+        return self._execute(func, args, kwargs, known, hit, key)
 
-    def plain(self, meta):
-        """True if calls with this (decoded CALL) meta may take
-        :meth:`run_plain` while :meth:`cache_idle`: no cache asked for,
-        not a workflow step, no process isolation."""
-        return not meta.get("cache") and "refs" not in meta and \
-            self.pool is None
-
-    def cache_idle(self):
-        """True while no call needs a cache lookup (none is stored)."""
-        cache = self.cache
-        return not cache.enabled or not len(cache)
-
-    def run_plain(self, frame, func_id, most):
-        """:meth:`run_call` for a call :meth:`plain` admits, while
-        :meth:`cache_idle`: the same reply, with none of the checks that
-        cannot apply. ``most``: the call's result limit."""
+    def timeout_reply(self, rid, func_id, limit):
+        """Count a call in a thread that outlived its time limit (its
+        thread runs on) and return the ERROR reply its caller gets."""
         func = self.functions.get(func_id)
-        if func is None:
-            return self._error("not_registered",
-                               "function %r is not loaded on worker %s"
-                               % (func_id, self.worker_id))
-        hit = False if self.cache.enabled else None  # a miss, as run_call
-        try:
-            args, kwargs = ser.loads(frame.payload)
-        except Exception as exc:
-            return self._bad_arguments(func, exc, hit)
-        return self._execute(func, args, kwargs, most, hit, False, None)
+        name = func.name if func else func_id
+        if func is not None:
+            self.stats.record_timeout(func.id, func.name)
+        log.warning("call %d of %s exceeded its %.1f s timeout; its caller "
+                    "was told; the thread is still busy", rid, name, limit)
+        return self._error("timeout",
+                           "function %r did not finish within %.1f s on "
+                           "worker %s (the call's timeout or call_timeout_s)"
+                           % (name, limit, self.worker_id))
 
     def _bad_arguments(self, func, exc, hit):
         self.stats.record(func.id, func.name, None, error=True, hit=hit)
@@ -195,8 +257,9 @@ class WorkerCore:
                            "worker %s: %s: %s" % (func.name, self.worker_id,
                                                   type(exc).__name__, exc))
 
-    def _execute(self, func, args, kwargs, most, hit, want_cache, key):
-        """Call ``func``; the reply as run_call returns it."""
+    def _execute(self, func, args, kwargs, known, hit, key):
+        """Call ``func``; the reply as :meth:`run` returns it (``key``: the
+        cache key, if one was worked out)."""
         start = time.perf_counter()
         try:
             result = func.fn(*args, **kwargs)
@@ -210,20 +273,21 @@ class WorkerCore:
         except PyFaaSError as exc:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._error("serialization", str(exc))
-        if len(payload) > most:
+        if len(payload) > known.most:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
-            return self._too_large(func, payload, type(result).__name__, most)
+            return self._too_large(func, payload, type(result).__name__,
+                                   known.most)
         self.stats.record(func.id, func.name, duration, False, hit)
         reply_meta = None
-        if want_cache:
-            reply_meta = self._store(want_cache, key, func, payload,
+        if known.store:
+            reply_meta = self._store(key, func, payload,
                                      _short((args, kwargs)), _short(result))
         return p.OK, reply_meta, payload, p.FLAG_PICKLED
 
-    def _store(self, want_cache, key, func, payload, args_repr, result_repr):
-        """Cache a pickled result if asked; return the reply meta."""
-        if not want_cache or self.functions.get(func.id) is not func:
-            return None  # not asked, or unloaded while it ran
+    def _store(self, key, func, payload, args_repr, result_repr):
+        """Cache a pickled result; return the reply meta."""
+        if self.functions.get(func.id) is not func:
+            return None  # unloaded while it ran
         evicted = self.cache.put(key, Entry(func.id, func.name, payload,
                                             args_repr, result_repr))
         reply_meta = {"cached": key, "func_id": func.id}
@@ -247,21 +311,22 @@ class WorkerCore:
                            "of this worker, the director or the caller)"
                            % (func.name, type_name, len(payload), limit))
 
-    def _run_isolated(self, func, meta, payload, key, hit, want_cache, limit):
+    def _run_isolated(self, func, known, payload, key, hit):
         start = time.perf_counter()
-        outcome = self.pool.run(func, meta, payload, limit)
+        outcome = self.pool.run(func, known.meta, payload, known.limit)
         duration = time.perf_counter() - start
         kind = outcome[0]
         if kind == "ok":
             result = outcome[1]
-            most = self.result_limit_for(meta)
-            if len(result) > most:
+            if len(result) > known.most:
                 self.stats.record(func.id, func.name, duration, error=True,
                                   hit=hit)
-                return self._too_large(func, result, outcome[4], most)
+                return self._too_large(func, result, outcome[4], known.most)
             self.stats.record(func.id, func.name, duration, hit=hit)
-            reply_meta = self._store(want_cache, key, func, result,
-                                     outcome[2], outcome[3])
+            reply_meta = None
+            if known.store:
+                reply_meta = self._store(key, func, result, outcome[2],
+                                         outcome[3])
             return p.OK, reply_meta, result, p.FLAG_PICKLED
         self.stats.record(func.id, func.name, duration, error=True, hit=hit)
         if kind == "raised":
@@ -312,16 +377,6 @@ class WorkerCore:
                            type="ProcessCrash", remote_message=how,
                            function=func.name)
 
-    @staticmethod
-    def _arguments(meta, payload):
-        if "refs" not in meta:
-            return ser.loads(payload)
-        # A workflow step: JSON arguments plus earlier steps' outputs.
-        head, blobs = wfl.split_step_payload(meta, payload)
-        outputs = {name: ser.loads(blob) for name, blob in blobs.items()}
-        return (wfl.substitute(head.get("args", []), outputs),
-                wfl.substitute(head.get("kwargs", {}), outputs))
-
     def _error(self, code, message, **extra):
         extra.update(code=code, message=message, worker_id=self.worker_id)
         return p.ERROR, extra, b"", 0
@@ -351,8 +406,14 @@ class WorkerCore:
         return {"worker_id": self.worker_id, "enabled": self.stats.enabled,
                 "functions": self.stats.snapshot(func_id)}
 
-    def info(self, address=""):
-        """This Worker's description, as returned by ``pyfaas_get_worker_info``."""
+    def info(self, address, calls):
+        """This Worker's description, as returned by ``pyfaas_get_worker_info``.
+
+        Args:
+            address: ``"host:port"`` of the Worker's end of its connection.
+            calls: the figures of its calls (:meth:`pyfaas.worker.calls.
+                CallTable.figures`), for the ``network`` section.
+        """
         now = time.time()
         cfg = self.config
         figures = self.stats.snapshot()
@@ -383,12 +444,8 @@ class WorkerCore:
                        "shutdown_persistence": cfg.shutdown_persistence,
                        "dump_file": cfg.dump_file},
             "functions": funcs,
-            "network": {"director": "%s:%s" % (cfg.director_ip_addr,
-                                               cfg.director_port),
-                        "requests": self.requests,
-                        "inflight": self.inflight,
-                        "stuck_calls": self.stuck,
-                        "last_request_time": self.last_request_at},
+            "network": dict(calls, director="%s:%s" % (cfg.director_ip_addr,
+                                                       cfg.director_port)),
         }
 
     # ----- persistence -------------------------------------------------------------
@@ -402,63 +459,35 @@ class WorkerCore:
                 "functions": funcs, "cache": self.cache.state(),
                 "stats": self.stats.snapshot()}
 
-    def save(self):
-        """Write the dump file (atomically); return its size in bytes."""
-        size = persistence.save(self.config.dump_file, self.state())
-        log.info("state saved to %s (%d functions, %d cached results, %d "
-                 "bytes)", self.config.dump_file, len(self.functions),
-                 len(self.cache), size)
-        return size
+    def load_state(self, state):
+        """Put back what :meth:`state` returned (of an earlier run).
 
-    def restore(self):
-        """Load the dump file if there is one; a bad one is set aside.
-
-        Returns:
-            bool: True if a state was restored.
+        Functions that no longer load are skipped (logged). On any other
+        error (a layout this code does not know) every function, cached
+        result and figure is forgotten and the error raised.
         """
-        path = self.config.dump_file
         try:
-            state = persistence.load(path)
-        except persistence.DumpError as exc:
-            aside = persistence.set_aside(path)
-            log.warning("dump file %s is unusable (%s); moved to %s; starting "
-                        "fresh", path, exc, aside or "(could not move it)")
-            return False
-        if state is None:
-            log.info("no dump file at %s; starting fresh", path)
-            return False
-        try:
-            self._apply_state(state)
-        except Exception as exc:  # a valid checksum over a foreign layout
-            aside = persistence.set_aside(path)
-            log.warning("dump file %s has an unexpected layout (%s: %s); "
-                        "moved to %s; starting fresh", path,
-                        type(exc).__name__, exc, aside)
+            self.worker_id = state.get("worker_id") or self.worker_id
+            for fid, name, params, code, *rest in state.get("functions", []):
+                try:
+                    self.load_function(fid, name, params, code,
+                                       extra=rest[0] if rest else None)
+                except Exception as exc:
+                    log.warning("restored function %s cannot be loaded: "
+                                "%s: %s", name, type(exc).__name__, exc)
+            self.cache.restore(item for item in state.get("cache", [])
+                               if item[1]["func_id"] in self.functions)
+            if self.stats.enabled:
+                self.stats.restore({fid: figures for fid, figures
+                                    in state.get("stats", {}).items()
+                                    if fid in self.functions})
+        except Exception:
             with self._lock:
                 self.functions.clear()
             self.cache = LRUCache(self.config.cache_max_size,
                                   self.config.cache_policy)
             self.stats = WorkerStats(self.config.statistics_enabled)
-            return False
-        log.info("state restored from %s: %d functions, %d cached results",
-                 path, len(self.functions), len(self.cache))
-        return True
-
-    def _apply_state(self, state):
-        self.worker_id = state.get("worker_id") or self.worker_id
-        for fid, name, params, code, *rest in state.get("functions", []):
-            try:
-                self.load_function(fid, name, params, code,
-                                   extra=rest[0] if rest else None)
-            except Exception as exc:
-                log.warning("restored function %s cannot be loaded: %s: %s",
-                            name, type(exc).__name__, exc)
-        self.cache.restore(item for item in state.get("cache", [])
-                           if item[1]["func_id"] in self.functions)
-        if self.stats.enabled:
-            self.stats.restore({fid: figures for fid, figures
-                                in state.get("stats", {}).items()
-                                if fid in self.functions})
+            raise
 
     def cached_keys(self):
         """``[[key, func_id], ...]`` of the cached results, for the Director."""

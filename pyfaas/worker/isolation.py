@@ -56,11 +56,15 @@ def _allow_cpu(cpu_time_limit_s):
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def child_main(conn, memory_limit_mb, cpu_time_limit_s):
-    """Loop of a child: receive a call, run it, send back the outcome."""
+def child_main(conn, config):
+    """Loop of a child: receive a call, run it, send back the outcome.
+
+    ``config``: the Worker's :class:`pyfaas.config.WorkerConfig` (its
+    ``memory_limit_mb`` and ``cpu_time_limit_s`` apply here).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Worker decides
-    from .core import WorkerCore
-    _set_memory_limit(memory_limit_mb)
+    from .core import call_arguments
+    _set_memory_limit(config.memory_limit_mb)
     functions = {}
     while True:
         try:
@@ -76,11 +80,11 @@ def child_main(conn, memory_limit_mb, cpu_time_limit_s):
             conn.send(("bad_function", ser.exception_info(exc)))
             continue
         try:
-            args, kwargs = WorkerCore._arguments(meta, payload)
+            args, kwargs = call_arguments(meta, payload)
         except BaseException as exc:
             conn.send(("bad_args", ser.exception_info(exc)))
             continue
-        _allow_cpu(cpu_time_limit_s)
+        _allow_cpu(config.cpu_time_limit_s)
         try:
             result = fn(*args, **kwargs)
         except MemoryError as exc:
@@ -120,11 +124,10 @@ def describe_exit(exitcode):
 class Child:
     """One child process and the functions it has loaded."""
 
-    def __init__(self, ctx, memory_limit_mb, cpu_time_limit_s):
+    def __init__(self, ctx, config):
         self.conn, child_conn = ctx.Pipe()
         self.proc = ctx.Process(target=child_main, name="pyfaas-child",
-                                args=(child_conn, memory_limit_mb,
-                                      cpu_time_limit_s), daemon=True)
+                                args=(child_conn, config), daemon=True)
         self.proc.start()
         child_conn.close()
         self.loaded = set()
@@ -140,23 +143,24 @@ class ProcessPool:
     """A fixed number of child processes; each runs one call at a time.
 
     Args:
-        size: number of children.
-        memory_limit_mb, cpu_time_limit_s: limits of each child (0 = none).
+        config: the Worker's :class:`pyfaas.config.WorkerConfig`:
+            ``max_threads`` children, each with the limits
+            ``memory_limit_mb`` and ``cpu_time_limit_s`` (0 = none).
     """
 
-    def __init__(self, size, memory_limit_mb=0, cpu_time_limit_s=0):
+    def __init__(self, config):
         self._ctx = multiprocessing.get_context("spawn")
-        self._limits = (memory_limit_mb, cpu_time_limit_s)
+        self._config = config
         self._idle = queue.Queue()
         self._children = []
         self._lock = threading.Lock()
         self.replaced = 0
         self.closed = False
-        for _ in range(size):
+        for _ in range(config.max_threads):
             self._idle.put(self._new_child())
 
     def _new_child(self):
-        child = Child(self._ctx, *self._limits)
+        child = Child(self._ctx, self._config)
         with self._lock:
             if self.closed:  # close() came while it started
                 orphan = True

@@ -1,9 +1,10 @@
-"""The Worker's threads and its record of a call with a time limit.
+"""The Worker's threads: they take turns reading and run what they read.
 
-Owns :class:`LeaderPool` (threads that take turns reading the connection
-and run the calls they read) and :class:`Slot` (what the watchdog needs to
-answer a call that outlived its limit). No sockets: the pool is given a
-function that reads the next call.
+Owns :class:`LeaderPool`: ``size`` + 1 threads, the turn of reading, the
+slots that bound how many calls run at once, and the backlog of calls read
+while every slot was busy. No sockets: the pool is given a function that
+reads the next call. It does not know what a call is (a job is a function
+and its arguments), nor time limits (:mod:`pyfaas.worker.calls`).
 """
 
 import collections
@@ -133,19 +134,12 @@ class LeaderPool:
         """Calls read but not started (every slot was busy)."""
         return len(self._backlog)
 
+    def join(self, timeout):
+        """Wait up to ``timeout`` seconds for every thread to end (they do
+        once ``next_job()`` returned None and their calls returned);
+        return True if they all did."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
-class Slot:
-    """A running call with a time limit."""
-
-    __slots__ = ("rid", "conn", "func_id", "limit", "start", "deadline",
-                 "finished", "timed_out")
-
-    def __init__(self, rid, conn, func_id, limit):
-        self.rid = rid
-        self.conn = conn
-        self.func_id = func_id
-        self.limit = limit
-        self.start = time.monotonic()
-        self.deadline = self.start + limit
-        self.finished = False
-        self.timed_out = False

@@ -1,17 +1,26 @@
-"""The Worker process shell: connection, heartbeats, thread pool.
+"""The Worker process shell: connection, heartbeats, frames.
 
-Owns the connection to the Director (connect, register, reconnect with capped
-backoff), the heartbeat thread, the pool that reads and runs calls, the
-handling of each frame, and the end of a stop (save the state when
-``shutdown_persistence`` is on). The watchdog thread (time limits, stuck
-quick calls, the graceful stop) is in :mod:`pyfaas.worker.watchdog`; what a
-Worker knows and how it runs a call is in :mod:`pyfaas.worker.core`.
+Owns :class:`Worker`: the connection to the Director (connect, register,
+reconnect with capped backoff), the heartbeat thread, reading frames (on
+the pool's threads, see below) and handling each, running one call from
+end to end (cancelled? watched? run, reply, quick?), and the start and end
+of the Worker's life (the dump file restored, then saved when
+``shutdown_persistence`` is on).
 
-The pool's threads take turns reading the socket (see
-:class:`pyfaas.worker.pool.LeaderPool`): the thread that reads a call runs
-it, while another reads on. Replies are queued, and whichever thread
-queued first writes everything queued in one ``send``, so no thread waits
-on the socket while holding others' replies.
+It builds and wires the parts, each given what it uses:
+
+- :class:`~pyfaas.worker.core.WorkerCore`: functions, cache, statistics,
+  running a call; what is known per kind of call (no sockets);
+- :class:`~pyfaas.worker.calls.CallTable`: the calls read and not
+  answered, their counts, cancels and time limits;
+- :class:`~pyfaas.worker.replies.Replies`: the one reply queue;
+- :class:`~pyfaas.worker.pool.LeaderPool`: threads taking turns reading
+  the socket (given :meth:`Worker._next_call`); the thread that reads a
+  call runs it, while another reads on;
+- :class:`~pyfaas.worker.watchdog.Watchdog`: late calls, a reader stuck
+  in a "quick" call, the graceful stop;
+- with ``isolation = "process"``, the
+  :class:`~pyfaas.worker.isolation.ProcessPool` the core runs calls in.
 """
 
 import logging
@@ -28,10 +37,11 @@ from ..errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
                      PyFaaSError, PyFaaSNetworkError, PyFaaSProtocolError)
 from ..net.tls import client_context as tls_client_context
 from ..net.connection import Connection
-from ..memo import Memo
+from .calls import CallTable
+from .core import WorkerCore
 from .isolation import ProcessPool
-from .core import WorkerCore, result_limit
-from .pool import LeaderPool, Slot
+from .pool import LeaderPool
+from .replies import Replies
 from .watchdog import DRAIN_RID, Watchdog
 
 log = logging.getLogger(__name__)
@@ -43,27 +53,18 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 
 
-class _Known:
-    """What a Worker keeps about calls with one CALL meta (Worker._calls)."""
-
-    __slots__ = ("meta", "limit", "quick", "plain", "func_id", "most")
-
-    def __init__(self, meta, limit, plain, most):
-        self.meta = meta            # decoded; shared, never changed
-        self.limit = limit          # seconds the call may run (0: no limit)
-        self.quick = False          # the last such call took < QUICK_CALL_S
-        self.plain = plain          # no limit, and WorkerCore.plain(meta)
-        self.func_id = meta.get("f")
-        self.most = most            # the largest result the caller takes
-
-
-class Worker(Watchdog):
+class Worker:
     """One Worker.
 
     Args:
         config: a :class:`pyfaas.config.WorkerConfig`.
         worker_id: the id to ask the Director for (default: the restored
             one, else random).
+        token: the cluster token (bytes), or None.
+
+    Raises:
+        PyFaaSConfigError: the dump file is in use by another Worker, or
+            the TLS settings are unusable.
     """
 
     def __init__(self, config, worker_id=None, token=None):
@@ -71,7 +72,6 @@ class Worker(Watchdog):
         self.token = token
         self._tls = tls_client_context(config.tls, config.tls_ca_file,
                                        config.path)
-        self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8])
         self._dump_lock = None
         if config.shutdown_persistence:
             try:
@@ -80,34 +80,25 @@ class Worker(Watchdog):
                 raise PyFaaSConfigError(
                     "%s: [behavior] dump_file %s: %s; give each Worker its "
                     "own dump_file" % (config.path, config.dump_file, exc))
-            self.core.restore()
         self._auth_failed = False
-        if config.isolation == "process":
-            self.core.pool = ProcessPool(config.max_threads,
-                                         config.memory_limit_mb,
-                                         config.cpu_time_limit_s)
-        self._stop_requested = False        # set by stop(), maybe in a handler
-        self._stop = threading.Event()      # stop under way: drain, return
+        self._children = ProcessPool(config) \
+            if config.isolation == "process" else None
+        self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8],
+                               self._children)
+        if config.shutdown_persistence:
+            self._restore()
+        self._stopping = threading.Event()  # stop under way: drain, return
         self._closed = threading.Event()    # serve_forever has returned
-        self._drain_acked = False
-        self._drain_deadline = None
         self._conn = None
         self._reading = None      # the connection the pool reads, if any
         self._reading_cond = threading.Condition()
         self._lost = threading.Event()  # the pool lost self._reading
         self._exiting = False     # the pool's threads end
-        # Keyed by (connection, request id): a restarted Director numbers
-        # its requests from 1 again.
-        self._slots = {}          # -> Slot, calls with a time limit
-        self._out_lock = threading.Lock()
-        self._out = []            # (conn, frame parts) waiting for the writer
-        self._writing = False     # a thread is writing self._out
-        self._queued = set()      # calls not started yet
-        self._cancelled = set()
-        self._count_lock = threading.Lock()
-        # CALL meta bytes (function and options) -> _Known
-        self._calls = Memo()
-        self.pool = LeaderPool(config.max_threads, self._next_call)
+        self._calls = CallTable()
+        self._replies = Replies()
+        self._pool = LeaderPool(config.max_threads, self._next_call)
+        self._watchdog = Watchdog(self.core, self._calls, self._replies,
+                                  self._pool, self._stopping)
 
     @property
     def worker_id(self):
@@ -116,16 +107,20 @@ class Worker(Watchdog):
     # ----- lifecycle -------------------------------------------------------
 
     def serve_forever(self):
-        """Connect, serve, reconnect; return after :meth:`stop`."""
+        """Connect, serve, reconnect; return after :meth:`stop`.
+
+        Raises:
+            PyFaaSAuthenticationError: the Director and this Worker do not
+                share a cluster token (retrying cannot help).
+        """
         self._closed.clear()
         heart = threading.Thread(target=self._heartbeat_loop,
                                  name="pyfaas-heartbeat", daemon=True)
         heart.start()
-        threading.Thread(target=self._watchdog_loop, name="pyfaas-watchdog",
-                         daemon=True).start()
+        self._watchdog.start()
         delay = BACKOFF_FIRST_S
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 conn = Connection(self.config, p.ROLE_WORKER, CONNECT_TIMEOUT_S,
                                   self.token, self._tls,
                                   send_timeout=WORKER_SEND_TIMEOUT_S)
@@ -140,12 +135,11 @@ class Worker(Watchdog):
                     conn.close()
                     log.info("director %s not available (%s); retrying in "
                              "%.2f s", conn.name, exc, delay)
-                    self._stop.wait(delay)
+                    self._stopping.wait(delay)
                     delay = min(delay * 2, BACKOFF_MAX_S)
                     continue
                 delay = BACKOFF_FIRST_S
-                self._drain_acked = False
-                self._drain_deadline = None
+                self._watchdog.connected(conn)
                 self._conn = conn
                 self._lost.clear()
                 with self._reading_cond:
@@ -155,26 +149,33 @@ class Worker(Watchdog):
                     self._lost.wait()  # the pool reads till the connection ends
                 finally:
                     self._conn = None
+                    self._watchdog.disconnected()
                     conn.close()
         finally:
-            self._stop.set()
+            self._stopping.set()
             self._closed.set()
             with self._reading_cond:
                 self._reading = None
                 self._exiting = True
                 self._reading_cond.notify_all()
-            if self.core.pool is not None:
-                self.core.pool.close()
+            self._watchdog.close()
+            if self._children is not None:
+                self._children.close()
             heart.join(timeout=2)
             if self.config.shutdown_persistence and not self._auth_failed:
-                try:
-                    self.core.save()
-                except Exception as exc:
-                    log.error("could not save state to %s: %s: %s",
-                              self.config.dump_file, type(exc).__name__, exc)
+                self._save()
             if self._dump_lock is not None:
                 persistence.unlock(self._dump_lock)
                 self._dump_lock = None
+
+    def stop(self):
+        """Ask the Worker to stop gracefully; :meth:`serve_forever` returns.
+
+        Returns at once, and is safe from a signal handler (see
+        :meth:`pyfaas.worker.watchdog.Watchdog.request_stop`): running
+        calls are finished (up to STOP_GRACE_S) and answered first.
+        """
+        self._watchdog.request_stop()
 
     def _heartbeat_loop(self):
         interval = self.config.heartbeat_interval_ms / 1000.0
@@ -184,9 +185,46 @@ class Worker(Watchdog):
                 continue
             try:
                 conn.send(p.frame_parts(p.HEARTBEAT, 0,
-                                        {"inflight": self.core.inflight}))
+                                        {"inflight": self._calls.inflight}))
             except PyFaaSError:
                 pass  # the reader notices the broken connection
+
+    def _restore(self):
+        """Load the dump file if there is one; a bad one is set aside."""
+        path = self.config.dump_file
+        core = self.core
+        try:
+            state = persistence.load(path)
+        except persistence.DumpError as exc:
+            aside = persistence.set_aside(path)
+            log.warning("dump file %s is unusable (%s); moved to %s; starting "
+                        "fresh", path, exc, aside or "(could not move it)")
+            return
+        if state is None:
+            log.info("no dump file at %s; starting fresh", path)
+            return
+        try:
+            core.load_state(state)
+        except Exception as exc:  # a valid checksum over a foreign layout
+            aside = persistence.set_aside(path)
+            log.warning("dump file %s has an unexpected layout (%s: %s); "
+                        "moved to %s; starting fresh", path,
+                        type(exc).__name__, exc, aside)
+            return
+        log.info("state restored from %s: %d functions, %d cached results",
+                 path, len(core.functions), len(core.cache))
+
+    def _save(self):
+        """Write the dump file (atomically)."""
+        core, path = self.core, self.config.dump_file
+        try:
+            size = persistence.save(path, core.state())
+        except Exception as exc:
+            log.error("could not save state to %s: %s: %s", path,
+                      type(exc).__name__, exc)
+            return
+        log.info("state saved to %s (%d functions, %d cached results, %d "
+                 "bytes)", path, len(core.functions), len(core.cache), size)
 
     # ----- registration ------------------------------------------------------
 
@@ -212,9 +250,8 @@ class Worker(Watchdog):
                         "worker already has that id", core.worker_id,
                         meta["worker_id"])
         core.worker_id = meta.get("worker_id", core.worker_id)
-        core.max_result = result_limit(min(
-            self.config.max_frame_bytes,
-            conn.hello.get("max_frame") or self.config.max_frame_bytes))
+        core.limit_results(conn.hello.get("max_frame")
+                           or self.config.max_frame_bytes)
         log.info("registered with director %s as %s", conn.name,
                  core.worker_id)
         for fid in meta.get("want", []):
@@ -232,8 +269,8 @@ class Worker(Watchdog):
         Runs on the pool thread that holds the lead. Frames other than
         calls are handled here. Waits while there is no connection; returns
         None once the Worker is stopping. A connection ends when the
-        Director goes, or when a graceful stop closes its read side once
-        the running calls are done (see _drain_step).
+        Director goes, or when a graceful stop shuts its read side once
+        the running calls are done (see the Watchdog).
         """
         while True:
             conn = self._reading  # (one read of an attribute: no lock)
@@ -247,13 +284,9 @@ class Worker(Watchdog):
             try:
                 frame = conn.recv_frame()
                 if frame.type == p.CALL:
-                    core = self.core
-                    with self._count_lock:  # counted and cancellable from now
-                        core.inflight += 1
-                        core.requests += 1
-                        self._queued.add((conn, frame.request_id))
-                    core.last_request_at = time.time()
-                    known = self._calls.get(frame.meta_raw)
+                    # counted, and cancellable, from now
+                    self._calls.received((conn, frame.request_id))
+                    known = self.core.kinds.get(frame.meta_raw)
                     return (self._run, (conn, frame, known),
                             known is not None and known.quick)
                 self._handle(conn, frame)
@@ -261,7 +294,7 @@ class Worker(Watchdog):
                 if not isinstance(exc, PyFaaSError):  # a bug: start afresh
                     log.exception("internal error while reading from "
                                   "director %s; reconnecting", conn.name)
-                elif not self._stop.is_set():
+                elif not self._stopping.is_set():
                     log.warning("lost director %s: %s; reconnecting",
                                 conn.name, exc)
                 conn.close()
@@ -286,61 +319,52 @@ class Worker(Watchdog):
             log.exception("error while handling a %s frame; going on",
                           p.TYPE_NAMES.get(frame.type))
 
-    def _send(self, conn, type_, rid, meta=None, payload=b"", flags=0):
-        """Queue one reply frame (see :meth:`_reply`)."""
-        self._reply(conn, p.frame_parts(type_, rid, meta, payload, flags))
+    def _run(self, conn, frame, known):
+        """Run one CALL (a pool job) and queue its reply.
 
-    def _reply(self, conn, parts):
-        """Queue one encoded frame; the first thread to queue writes.
-
-        Replies that complete while a write is under way are written
-        together by that thread in one ``send``: no thread waits for the
-        socket while holding others' replies, and no writer thread exists.
+        ``known``: the core's :class:`~pyfaas.worker.core.Known` for its
+        meta, if kept. A call with a time limit in a thread is watched:
+        if the watchdog answered it meanwhile, its result is dropped.
         """
-        with self._out_lock:
-            self._out.append((conn, parts))
-            if self._writing:
-                return
-            self._writing = True
-            batch, self._out = self._out, []
+        rid = frame.request_id
+        key = (conn, rid)
+        calls = self._calls
+        slot = None
+        start = time.perf_counter()
         try:
-            while True:
-                if len(batch) == 1:  # the usual case, without _write's loop
-                    self._deliver(*batch[0])
-                else:
-                    self._write(batch)
-                with self._out_lock:
-                    batch, self._out = self._out, []
-                    if not batch:
-                        self._writing = False
-                        return
-        except BaseException:
-            with self._out_lock:
-                self._writing = False
-            raise
+            if not calls.start(key):
+                log.info("request %d cancelled before it started", rid)
+                return
+            if conn.closed:  # its caller was told the call was lost
+                log.info("request %d dropped: the connection it came on "
+                         "closed before it started", rid)
+                return
+            core = self.core
+            if known is None:
+                known = core.learn(frame)
+            if known.watch:
+                slot = calls.watch(key, known.func_id, known.limit)
+                type_, meta, payload, flags = core.run(frame, known)
+                if calls.unwatch(slot):
+                    log.info("late result of timed-out request %d dropped "
+                             "(ran %.1f s)", rid, time.monotonic() - slot.start)
+                    return
+            else:
+                type_, meta, payload, flags = core.run(frame, known)
+            self._replies.send(conn, p.frame_parts(type_, rid, meta, payload,
+                                                   flags))
+            known.quick = time.perf_counter() - start < QUICK_CALL_S
+        except BaseException:  # a bug here must not kill the pool thread
+            log.exception("internal error while running request %d", rid)
+            self._reply(conn, p.ERROR, rid, {
+                "code": "execution", "worker_id": self.worker_id,
+                "message": "internal error on worker %s" % self.worker_id})
+        finally:
+            calls.finish(slot)
 
-    @classmethod
-    def _write(cls, batch):
-        """Write queued ``(conn, parts)``: one send per run of one connection."""
-        i = 0
-        while i < len(batch):
-            conn = batch[i][0]
-            parts = []
-            while i < len(batch) and batch[i][0] is conn:
-                parts.extend(batch[i][1])
-                i += 1
-            cls._deliver(conn, parts)
-
-    @staticmethod
-    def _deliver(conn, parts):
-        """Send reply frames now. Those for a closed connection (the
-        Director went away meanwhile) are dropped: their callers were
-        already told the calls were lost."""
-        if not conn.closed:
-            try:
-                conn.send(parts)
-            except PyFaaSError as exc:
-                log.warning("could not send reply frame(s): %s", exc)
+    def _reply(self, conn, type_, rid, meta=None, payload=b""):
+        """Queue one reply frame (see :class:`~pyfaas.worker.replies.Replies`)."""
+        self._replies.send(conn, p.frame_parts(type_, rid, meta, payload))
 
     def _on_deploy(self, conn, frame):
         meta = frame.meta()
@@ -350,109 +374,41 @@ class Worker(Watchdog):
                                     frame.payload, meta.get("replaces"), meta)
         except BaseException as exc:  # unpickling runs user code
             log.warning("cannot load function %s (%s): %s", name, fid, exc)
-            self._send(conn, p.ERROR, frame.request_id, {
+            self._reply(conn, p.ERROR, frame.request_id, {
                 "code": "registration", "worker_id": self.worker_id,
                 "message": "worker %s cannot load function %r: %s: %s"
                 % (self.worker_id, name, type(exc).__name__, exc)})
             return
-        self._send(conn, p.OK, frame.request_id, {"func_id": fid})
+        self._reply(conn, p.OK, frame.request_id, {"func_id": fid})
 
     def _on_undeploy(self, conn, frame):
         self.core.unload_function(frame.meta().get("func_id"))
 
     def _on_cancel(self, conn, frame):
-        with self._count_lock:
-            if (conn, frame.request_id) in self._queued:
-                self._cancelled.add((conn, frame.request_id))
-
-    def _limit(self, meta):
-        """Seconds this call may run (0: no limit)."""
-        limits = [x for x in (self.config.call_timeout_s, meta.get("timeout"))
-                  if isinstance(x, (int, float)) and x > 0]
-        return min(limits) if limits else 0.0
-
-    def _known(self, frame):
-        """The :class:`_Known` of calls with this frame's meta bytes, kept."""
-        meta = frame.meta()
-        limit = self._limit(meta)
-        return self._calls.keep(frame.meta_raw, _Known(
-            meta, limit, not limit and self.core.plain(meta),
-            self.core.result_limit_for(meta)))
-
-    def _run(self, conn, frame, known=None):
-        """Run one CALL; ``known``: its entry in self._calls, if any."""
-        rid = frame.request_id
-        slot = None
-        start = time.perf_counter()
-        core = self.core
-        try:
-            key = (conn, rid)
-            with self._count_lock:
-                self._queued.discard(key)
-                cancelled = key in self._cancelled
-                if cancelled:
-                    self._cancelled.discard(key)
-            if cancelled:
-                log.info("request %d cancelled before it started", rid)
-                return
-            if conn.closed:  # its caller was told the call was lost
-                log.info("request %d dropped: the connection it came on "
-                         "closed before it started", rid)
-                return
-            if known is None:
-                known = self._known(frame)
-            if known.plain and core.cache_idle():  # the usual call
-                type_, meta, payload, flags = core.run_plain(
-                    frame, known.func_id, known.most)
-            else:
-                meta, limit = known.meta, known.limit
-                if limit and core.pool is None:
-                    slot = Slot(rid, conn, meta.get("f"), limit)
-                    with self._count_lock:
-                        self._slots[key] = slot
-                type_, meta, payload, flags = core.run_call(frame, meta, limit)
-                if slot is not None:
-                    with self._count_lock:
-                        self._slots.pop(key, None)
-                        late, slot.finished = slot.finished, True
-                    if late:
-                        log.info("late result of timed-out request %d "
-                                 "dropped (ran %.1f s)", rid,
-                                 time.monotonic() - slot.start)
-                        return
-            self._send(conn, type_, rid, meta, payload, flags)
-            known.quick = time.perf_counter() - start < QUICK_CALL_S
-        except BaseException:  # a bug here must not kill the pool thread
-            log.exception("internal error while running request %d", rid)
-            self._send(conn, p.ERROR, rid, {
-                "code": "execution", "worker_id": self.worker_id,
-                "message": "internal error on worker %s" % self.worker_id})
-        finally:
-            with self._count_lock:
-                if slot is None or not slot.timed_out:
-                    core.inflight -= 1
+        self._calls.cancel((conn, frame.request_id))
 
     def _on_worker_info(self, conn, frame):
-        self._send(conn, p.OK, frame.request_id, None,
-                   ser.to_json(self.core.info(conn.local_address())))
+        self._reply(conn, p.OK, frame.request_id, None, ser.to_json(
+            self.core.info(conn.local_address(), self._calls.figures())))
 
     def _on_stats(self, conn, frame):
-        self._send(conn, p.OK, frame.request_id, None, ser.to_json(
+        self._reply(conn, p.OK, frame.request_id, None, ser.to_json(
             self.core.stats_reply(frame.meta().get("func_id"))))
 
     def _on_cache_dump(self, conn, frame):
         dump = self.core.cache.dump()
         dump["worker_id"] = self.worker_id
-        self._send(conn, p.OK, frame.request_id, None, ser.to_json(dump))
+        self._reply(conn, p.OK, frame.request_id, None, ser.to_json(dump))
 
     def _on_kill(self, conn, frame):
         log.info("stop requested by a client through the director")
-        self._send(conn, p.OK, frame.request_id, {"worker_id": self.worker_id})
+        self._reply(conn, p.OK, frame.request_id,
+                    {"worker_id": self.worker_id})
         self.stop()
 
     def _on_ok(self, conn, frame):
         if frame.request_id == DRAIN_RID:
-            self._drain_acked = True  # the Director sends no more calls
+            self._watchdog.drain_acknowledged()
 
     def _on_error(self, conn, frame):
         log.warning("director reported: %s", frame.meta().get("message"))

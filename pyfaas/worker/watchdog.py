@@ -1,19 +1,29 @@
 """The Worker's watchdog thread: time limits, stuck quick calls, graceful stop.
 
-Owns :class:`Watchdog`, a mixin of :class:`pyfaas.worker.service.Worker` (it uses
-the Worker's connection, pool, slots and reply queue): every
-WATCHDOG_PERIOD_S it hands the reading on when the reading thread is stuck
-in a call taken for quick, answers calls that outlived their time limit,
-and drives a graceful stop (:meth:`Watchdog.stop`).
+Owns :class:`Watchdog`: a thread that, every WATCHDOG_PERIOD_S, hands the
+reading on when the reading thread is stuck in a call taken for quick
+(:meth:`pyfaas.worker.pool.LeaderPool.demote_stuck`), answers the calls
+that outlived their time limit (their threads run on), and drives a
+graceful stop: the stop request (:meth:`Watchdog.request_stop`, safe from
+a signal handler) and the draining of the connection it was made on.
+
+It is given what it works with: the :class:`~pyfaas.worker.core.
+WorkerCore` (the timeout reply), the :class:`~pyfaas.worker.calls.
+CallTable` (which calls are late, how many run), the :class:`~pyfaas.
+worker.replies.Replies` (to answer them), the :class:`~pyfaas.worker.pool.
+LeaderPool`, and the Event that says a stop is under way; the Worker
+tells it which connection is current. It does not read frames, run calls
+or reconnect (:mod:`pyfaas.worker.service`).
 """
 
 import logging
+import threading
 import time
 
 from ..wire import protocol as p
 from ..errors import PyFaaSError
 
-log = logging.getLogger("pyfaas.worker.service")
+log = logging.getLogger(__name__)
 
 WATCHDOG_PERIOD_S = 0.025
 DRAIN_RID = 2 ** 63       # request id of the "draining" heartbeat
@@ -21,75 +31,111 @@ STOP_GRACE_S = 10.0
 
 
 class Watchdog:
-    """The watchdog half of a Worker (see the module docstring)."""
+    """The watchdog of one Worker (see the module docstring).
 
-    def stop(self):
-        """Ask the Worker to stop gracefully; :meth:`serve_forever` returns.
+    Args:
+        core: the Worker's WorkerCore.
+        calls: its CallTable.
+        replies: its Replies.
+        pool: its LeaderPool.
+        stopping: a ``threading.Event``; the watchdog sets it when a stop
+            was requested, and drains the connection while it is set.
+    """
 
-        Safe from a signal handler: it only sets an attribute (no lock: the
-        interrupted thread may hold any of them). Within WATCHDOG_PERIOD_S
-        the watchdog thread sets the stop event and drains: it tells the
-        Director to send no new calls, lets the running ones finish (up to
-        STOP_GRACE_S), and closes the connection.
+    def __init__(self, core, calls, replies, pool, stopping):
+        self._core = core
+        self._calls = calls
+        self._replies = replies
+        self._pool = pool
+        self._stopping = stopping
+        self._requested = False
+        self._closed = threading.Event()
+        self._thread = None
+        # The connection being served, and its draining (see _drain_step).
+        self._conn = None
+        self._drain_deadline = None
+        self._drain_acked = False
+
+    def start(self):
+        """Start the thread (again after :meth:`close`)."""
+        self._closed.clear()
+        self._thread = threading.Thread(target=self._loop,
+                                        name="pyfaas-watchdog", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout=2.0):
+        """End the thread (waiting up to ``timeout`` s). Idempotent."""
+        self._closed.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def request_stop(self):
+        """Ask for a graceful stop; return at once.
+
+        Safe from a signal handler: it only sets an attribute (no lock:
+        the interrupted thread may hold any of them). Within
+        WATCHDOG_PERIOD_S the watchdog thread sets the stopping event and
+        drains: it tells the Director to send no new calls, lets the
+        running ones finish (up to STOP_GRACE_S), and shuts the reading
+        side of the connection, which ends it.
         """
-        self._stop_requested = True
+        self._requested = True
+
+    def connected(self, conn):
+        """``conn`` is now the Director connection being served."""
+        self._drain_deadline = None
+        self._drain_acked = False
+        self._conn = conn
+
+    def disconnected(self):
+        """No Director connection is being served."""
+        self._conn = None
+
+    def drain_acknowledged(self):
+        """The Director answered the draining heartbeat: no new calls."""
+        self._drain_acked = True
+
+    def _loop(self):
+        while not self._closed.wait(WATCHDOG_PERIOD_S):
+            if self._pool.demote_stuck(WATCHDOG_PERIOD_S):
+                log.info("a call expected to be quick is still running: "
+                         "another thread reads meanwhile")
+            if self._requested and not self._stopping.is_set():
+                self._stopping.set()
+            if self._stopping.is_set():
+                self._drain_step()
+            self._answer_late_calls()
+
+    def _answer_late_calls(self):
+        for slot in self._calls.expire(time.monotonic()):
+            conn, rid = slot.key
+            type_, meta, payload, flags = self._core.timeout_reply(
+                rid, slot.func_id, slot.limit)
+            self._replies.send(conn, p.frame_parts(type_, rid, meta, payload,
+                                                   flags))
 
     def _drain_step(self):
-        """One step of a graceful stop; called by the watchdog thread."""
+        """One step of a graceful stop."""
         conn = self._conn
         if conn is None:
             return
         now = time.monotonic()
+        calls = self._calls
         if self._drain_deadline is None:
             self._drain_deadline = now + STOP_GRACE_S
             log.info("stopping: asking the director for no new calls; %d "
-                     "running", self.core.inflight)
+                     "running", calls.inflight)
             try:
                 conn.send(p.frame_parts(p.HEARTBEAT, DRAIN_RID, {
-                    "inflight": self.core.inflight, "draining": True}))
+                    "inflight": calls.inflight, "draining": True}))
             except PyFaaSError:
                 conn.shutdown_read()
             return
-        with self._out_lock:
-            replying = self._writing or bool(self._out)
-        done = self._drain_acked and not self.core.inflight and not replying
+        done = self._drain_acked and not calls.inflight and \
+            self._replies.idle()
         if done or now > self._drain_deadline:
             if not done:
                 log.warning("stopping with %d call(s) still running",
-                            self.core.inflight)
+                            calls.inflight)
             conn.shutdown_read()
-
-    def _watchdog_loop(self):
-        """Answer calls that outlive their timeout; their threads run on."""
-        while not self._closed.wait(WATCHDOG_PERIOD_S):
-            if self.pool.demote_stuck(WATCHDOG_PERIOD_S):
-                log.info("a call expected to be quick is still running: "
-                         "another thread reads meanwhile")
-            if self._stop_requested and not self._stop.is_set():
-                self._stop.set()
-            if self._stop.is_set():
-                self._drain_step()
-            if not self._slots:
-                continue
-            now = time.monotonic()
-            with self._count_lock:
-                expired = [s for s in self._slots.values()
-                           if not s.finished and now > s.deadline]
-                for slot in expired:
-                    slot.finished = slot.timed_out = True
-                    self.core.inflight -= 1  # the slot is free for accounting
-                    self._slots.pop((slot.conn, slot.rid), None)
-            for slot in expired:
-                func = self.core.functions.get(slot.func_id)
-                name = func.name if func else slot.func_id
-                if func is not None:
-                    self.core.stats.record_timeout(func.id, func.name)
-                self.core.stuck += 1
-                log.warning("call %d of %s exceeded its %.1f s timeout; its "
-                            "caller was told; the thread is still busy", slot.rid,
-                            name, slot.limit)
-                self._send(slot.conn, p.ERROR, slot.rid, {
-                    "code": "timeout", "worker_id": self.worker_id,
-                    "message": "function %r did not finish within %.1f s on "
-                    "worker %s (the call's timeout or call_timeout_s)"
-                    % (name, slot.limit, self.worker_id)})

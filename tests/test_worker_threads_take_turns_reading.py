@@ -1,4 +1,6 @@
-"""LeaderPool without sockets: a fake reader hands out jobs from a queue.
+"""A Worker's threads take turns reading; each runs what it read.
+
+LeaderPool without sockets: a fake reader hands out jobs from a queue.
 
 Checks who runs what: quick calls on the reading thread, others after the
 lead is handed on, the backlog when every slot is busy, demotion of a
@@ -62,10 +64,7 @@ def pool_of():
     yield make
     for reader, pool in made:
         reader.stop()
-        for thread in pool._threads:
-            thread.join(5)
-        assert not any(t.is_alive() for t in pool._threads), \
-            "a pool thread did not stop"
+        assert pool.join(5), "a pool thread did not stop"
 
 
 def test_a_quick_call_runs_on_the_thread_that_read_it(pool_of):
@@ -141,9 +140,7 @@ def test_demote_stuck_does_nothing_without_a_quick_call_running(pool_of):
 def test_next_job_returning_none_stops_every_thread(pool_of):
     reader, pool = pool_of(3)
     reader.stop()
-    for thread in pool._threads:
-        thread.join(5)
-    assert not any(t.is_alive() for t in pool._threads)
+    assert pool.join(5)
 
 
 class RaisesOnce(FakeReader):
@@ -173,6 +170,4 @@ def test_a_reader_that_raises_gives_the_lead_to_another_thread():
         assert reader.raised
     finally:
         reader.stop()
-        for thread in pool._threads:
-            thread.join(5)
-    assert not any(t.is_alive() for t in pool._threads)
+        assert pool.join(5)
