@@ -143,7 +143,8 @@ def encode_frame(type_, request_id=0, meta=None, payload=b"", flags=0):
 def decode_frames(data):
     """Every whole frame in ``data`` (bytes sent by the Director)."""
     decoder = FrameDecoder()
-    decoder.feed(data)
+    if data:  # (feeding b"" would say the stream ended)
+        decoder.feed(data)
     frames = []
     while True:
         event = decoder.next_event()
