@@ -21,7 +21,8 @@ from ..wire import protocol as p
 from .. import serialization as ser
 from ..config import (DEFAULT_MAX_FRAME_BYTES, ClientConfig,
                       load_client_config)
-from ..errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
+from ..errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
+                     PyFaaSConfigError, PyFaaSError,
                      PyFaaSFunctionListingError,
                      PyFaaSFunctionRegistrationError,
                      PyFaaSFunctionUnregistrationError,
@@ -29,8 +30,8 @@ from ..errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
                      PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
                      PyFaaSWorkerInfoError, PyFaaSWorkerKillError)
 from .channel import Channel
-from .workflows import WorkflowCalls
 from .futures import call_result, ordered_results, send_calls
+from .workflows import workflow_outputs, workflow_request
 from ..logs import setup_client_logging
 from ..memo import Memo
 from ..security import MIN_TOKEN_LENGTH, load_token
@@ -46,7 +47,7 @@ EXEC_TIMEOUT_GRACE_S = 0.25
 META_BUDGET = 48 * 1024
 
 
-class Client(WorkflowCalls):
+class Client:
     """A connection to one PyFaaS Director. Thread-safe; a context manager.
 
     Args:
@@ -362,6 +363,39 @@ class Client(WorkflowCalls):
         return ordered_results(
             self._channel, lambda args: self._call_parts(name_or_id, args, {}, {}),
             zip(*iterables), timeout, max_in_flight, batch)
+
+    # ----- workflows -----------------------------------------------------------
+
+    def chain_exec(self, workflow, timeout=None, validate=True):
+        """Run a workflow and return its output.
+
+        ``workflow`` is a dict, a JSON string, or the path of a JSON file
+        (a ``pathlib.Path``, or a str naming an existing file).
+
+        Returns:
+            the final step's output, or ``{step: output}`` when the workflow
+            has several final steps.
+
+        Raises:
+            PyFaaSWorkflowValidationError: the workflow is malformed; its
+                ``problems`` lists every problem (checked here, and again by
+                the Director).
+            PyFaaSChainedExecutionError: a step failed (``step``,
+                ``workflow_id``, ``cause``, remote type and traceback).
+            PyFaaSTimeoutError: the whole workflow took longer than
+                ``timeout`` (default ``receive_timeout_s``); it is cancelled.
+        """
+        wf_id, payload = workflow_request(workflow,
+                                          self.list if validate else None)
+        limit = self._channel.reply_limit()
+        try:
+            frame = self._request(p.CHAIN, {"max": limit} if limit else None,
+                                  payload, timeout=timeout,
+                                  error_class=PyFaaSChainedExecutionError)
+        except PyFaaSTimeoutError as exc:
+            raise PyFaaSTimeoutError("workflow %r did not finish in time (it "
+                                     "was cancelled): %s" % (wf_id, exc))
+        return workflow_outputs(frame)
 
     # ----- workers and cluster -------------------------------------------------
 
