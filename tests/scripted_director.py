@@ -17,10 +17,11 @@ socket and joins every thread it started.
 """
 
 import pickle
+import queue
 import select
 import socket
+import struct
 import threading
-import queue
 
 from helpers import HOST, encode_frame, read_frame
 from pyfaas import serialization as ser
@@ -39,20 +40,25 @@ class Peer:
         self.sock = sock
         self.preamble = preamble
         self.decoder = decoder
+        self._send_lock = threading.Lock()  # the test's thread sends too
 
     def recv(self, timeout=WAIT_S):
         """The next frame the peer sends."""
         return read_frame(self.sock, self.decoder, timeout)
 
     def send(self, type_, request_id=0, meta=None, payload=b"", flags=0):
-        self.sock.sendall(encode_frame(type_, request_id, meta, payload,
-                                       flags))
+        self.sendall(encode_frame(type_, request_id, meta, payload, flags))
 
     def sendall(self, data):
-        self.sock.sendall(data)
+        with self._send_lock:
+            self.sock.sendall(data)
 
-    def close(self):
-        """Close our end: the peer sees the end of the stream."""
+    def close(self, reset=False):
+        """Close our end: the peer sees the end of the stream, or with
+        ``reset`` a connection reset (its next send fails at once)."""
+        if reset:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -107,12 +113,17 @@ class ScriptedDirector:
         """The next connection whose handshake is done."""
         return self._ready.get(timeout=timeout)
 
-    def drop_connections(self):
-        """Close every connection: their peers see the end of the stream."""
+    def drop_connections(self, reset=False):
+        """Close every connection (see :meth:`Peer.close`)."""
         with self._lock:
             peers, self._peers = self._peers, []
         for peer in peers:
-            peer.close()
+            peer.close(reset)
+
+    def received(self, *types):
+        """The frames received so far (of these types, if given)."""
+        with self._lock:
+            return [f for f in self.frames if not types or f.type in types]
 
     def close(self):
         """Close the listener and every connection; join the threads."""
@@ -203,19 +214,56 @@ class ScriptedDirector:
         return peer
 
 
+NEVER = object()  # a function whose calls get no answer
+
+
+class Held:
+    """A function whose calls are answered only once the test calls
+    :meth:`release` (from its own thread)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._calls = []
+        self._lock = threading.Lock()
+
+    def hold(self, peer, rid, args, kwargs):
+        with self._lock:
+            self._calls.append((peer, rid, args, kwargs))
+
+    def release(self):
+        """Answer the calls held so far; return how many there were."""
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for peer, rid, args, kwargs in calls:
+            peer.send(p.OK, rid, None, ser.dumps(self.fn(*args, **kwargs)),
+                      p.FLAG_PICKLED)
+        return len(calls)
+
+
 def functions(**table):
     """An ``answer`` that plays a Director serving ``table`` (name ->
-    callable, run here): LIST, DEPLOY, PING, CALL and CALL_MANY are
-    answered; CANCEL and anything else get no answer."""
+    callable run here, a :class:`Held` one, or NEVER): LIST, DEPLOY, PING,
+    CALL, CALL_MANY and CHAIN (with the result of None) are answered;
+    CANCEL and anything else get no answer.
+
+    A DEPLOY is accepted under its name, and calls of it run the table's
+    entry named as the end of it (an Executor's ``module.qualname#digest``
+    runs ``qualname``); its code is never unpickled.
+    """
 
     def result(peer, rid, meta, payload):
         fn = table.get(meta.get("f"))
+        if fn is NEVER:
+            return
         if fn is None:
             peer.send(p.ERROR, rid, {"code": "not_registered",
                                      "message": "no function %r"
                                      % meta.get("f")})
             return
         args, kwargs = pickle.loads(payload)
+        if isinstance(fn, Held):
+            fn.hold(peer, rid, args, kwargs)
+            return
         peer.send(p.OK, rid, None, ser.dumps(fn(*args, **kwargs)),
                   p.FLAG_PICKLED)
 
@@ -226,6 +274,8 @@ def functions(**table):
                        for name in table}
             peer.send(p.OK, rid, None, ser.to_json(listing))
         elif frame.type == p.DEPLOY:
+            short = meta["name"].split("#")[0].rsplit(".", 1)[-1]
+            table.setdefault(meta["name"], table.get(short))
             peer.send(p.OK, rid, {"func_id": meta["name"],
                                   "name": meta["name"], "replaced": None,
                                   "workers": ["w1"], "failed": {}})
@@ -233,6 +283,9 @@ def functions(**table):
             peer.send(p.OK, rid, {"director": "scripted", "workers": 1})
         elif frame.type == p.CALL:
             result(peer, rid, meta, bytes(frame.payload))
+        elif frame.type == p.CHAIN:
+            peer.send(p.OK, rid, {"finals": ["last"]}, ser.dumps(None),
+                      p.FLAG_PICKLED)
         elif frame.type == p.CALL_MANY:
             pos = 0
             for one, size in zip(meta["rids"], meta["sizes"]):

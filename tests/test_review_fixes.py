@@ -112,32 +112,6 @@ def test_replies_queued_during_a_write_go_out_next_each_once():
     assert worker._writing is False and worker._out == []
 
 
-def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
-    # Thread A reads an idle connection (holding the read lock) while
-    # thread B sends a request and, finding the lock taken, leaves the
-    # reading to whoever holds it. If A then sends nothing (its arguments
-    # fail to encode, say), the reader thread must have been woken for B.
-    from pyfaas.client.channel import Channel, Link, Reply
-    from pyfaas.config import ClientConfig
-
-    class IdleConn:
-        name = "127.0.0.1:1"
-        closed = False
-        hello = {}
-
-        def recv_frame(self, deadline, close_on_timeout=True):
-            return None  # nothing buffered
-
-    channel = Channel(ClientConfig(path="test", director_ip_addr="127.0.0.1",
-                                   director_port=1, receive_timeout_s=1.0,
-                                   max_frame_bytes=1024, log_level=""))
-    link = Link(IdleConn(), 1024)
-    link.pending[5] = Reply()  # B's request, sent during the idle read
-    channel._read_idle(link)
-    assert link.wake.is_set()
-    assert link.lock.acquire(False)  # and the read lock was released
-
-
 def test_worker_stop_is_a_plain_flag():
     worker = Worker.__new__(Worker)
     worker._stop = threading.Event()

@@ -1,10 +1,12 @@
-"""Asynchronous calls: call futures and a ``concurrent.futures.Executor``.
+"""Asynchronous calls: call futures and ordered, lazy ``map``.
 
 Owns :class:`CallFuture` (a ``concurrent.futures.Future`` completed with a
 remote call's result or typed error; ``cancel()`` also cancels the call on
-the cluster if it has not started) and :class:`Executor`, which runs plain
-callables on a PyFaaS cluster with the standard library's Executor
-semantics (``submit``, ``map``, ``shutdown``, context manager).
+the cluster if it has not started), :func:`send_calls`, :func:`ordered_results`
+and :func:`call_result`, the one translation of a call's reply into its
+result. It works on a :class:`~pyfaas.client.channel.Channel` and calls as
+the Client encodes them; it knows nothing of the Client
+(the Executor below still uses the Client's private methods).
 """
 
 import logging
@@ -44,11 +46,11 @@ def call_result(frame):
 
 
 class CallFuture(ReplyFuture):
-    """The future result of one remote call."""
+    """The future result of one remote call.
 
-    _channel = None
-    _conn = None
-    _rid = None
+    ``cancel()`` drops the result, and a call that has not started on its
+    Worker never runs; it returns False once the call finished.
+    """
 
     def deliver(self, frame):
         try:
@@ -58,49 +60,48 @@ class CallFuture(ReplyFuture):
             return
         ReplyFuture.deliver(self, value)
 
-    def cancel(self):
-        """Cancel the call: its result is dropped, and a call that has not
-        started on its Worker never runs. Returns False once it finished."""
-        if not super().cancel():
-            return False
-        if self._channel is not None:
-            self._channel.forget(self._conn, self._rid)
-        return True
 
-    def _sent(self, channel, conn, rid):
-        self._channel, self._conn, self._rid = channel, conn, rid
-
-
-def send_calls(channel, requests):
-    """Send ``(type, meta, payload, flags)`` calls in one write; return futures.
+def send_calls(channel, calls):
+    """Send calls in one write; return their :class:`CallFuture` s, in order.
 
     Calls of one function with the same options (``map``) travel as one
     CALL_MANY frame; others as one CALL frame each.
+
+    Args:
+        channel: the :class:`~pyfaas.client.channel.Channel` to send on.
+        calls: ``(type, meta, payload, flags)`` of each call, as
+            ``Client._call_parts`` encodes them.
+
+    Raises:
+        As :meth:`~pyfaas.client.channel.Channel.send_batch`.
     """
-    futures = [CallFuture() for _ in requests]
-    first = requests[0]
-    if len(requests) > 1 and all(r[1] == first[1] and r[3] == first[3]
-                                 for r in requests):
-        meta = first[1]
-        if isinstance(meta, (bytes, bytearray)):
-            meta = p.decode_meta(meta)
-        sent = channel.send_many(meta, [r[2] for r in requests], first[3],
-                                 futures)
+    futures = [CallFuture() for _ in calls]
+    _, meta, _, flags = calls[0]
+    if len(calls) > 1 and all(c[1] == meta and c[3] == flags for c in calls):
+        channel.send_many(meta, [c[2] for c in calls], flags, futures)
     else:
-        sent = channel.send_batch([r + (f,) for r, f in zip(requests, futures)])
-    for conn, rid, fut in sent:
-        fut._sent(channel, conn, rid)
-    return sent
+        channel.send_batch([c + (f,) for c, f in zip(calls, futures)])
+    return futures
 
 
-def ordered_results(channel, make_request, items, timeout=None,
+def ordered_results(channel, make_call, items, *, timeout=None,
                     max_in_flight=256, batch=64):
     """Yield the results of calls for ``items`` in order, lazily.
 
     At most ``max_in_flight`` calls are outstanding; new ones are sent in
     batches of up to ``batch`` calls, as one CALL_MANY frame. ``timeout``
-    bounds the whole iteration (like ``Executor.map``). Calls not consumed
-    are cancelled when the generator is closed.
+    bounds the whole iteration, from the first result asked for. Calls not
+    consumed are cancelled when the generator is closed.
+
+    Args:
+        channel: the :class:`~pyfaas.client.channel.Channel` to send on.
+        make_call: item -> ``(type, meta, payload, flags)`` of its call.
+        items: an iterable, consumed as results are asked for.
+
+    Raises:
+        PyFaaSTimeoutError: a result was not ready within ``timeout``.
+        PyFaaSError: on a thread that reads replies (a done-callback).
+        whatever the first failing call raises, when its turn comes.
     """
     channel.refuse_in_reader()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -114,14 +115,14 @@ def ordered_results(channel, make_request, items, timeout=None,
         while True:
             while not exhausted and len(window) <= low_water:
                 room = min(batch, max_in_flight - len(window))
-                chunk = [make_request(item) for item in islice(items, room)]
+                chunk = [make_call(item) for item in islice(items, room)]
                 if not chunk:
                     exhausted = True
                     break
                 window.extend(send_calls(channel, chunk))
             if not window:
                 return
-            conn, rid, fut = window.popleft()
+            fut = window.popleft()
             left = None if deadline is None else max(0.0, deadline -
                                                      time.monotonic())
             try:
@@ -129,11 +130,11 @@ def ordered_results(channel, make_request, items, timeout=None,
             except cf.TimeoutError:
                 if fut.done():
                     raise  # the call's own answer was a timeout error
-                channel.forget(conn, rid)
+                fut.cancel()
                 raise PyFaaSTimeoutError("map: results not ready within "
                                          "%.1f s" % timeout)
     finally:
-        for _, _, fut in window:
+        for fut in window:
             fut.cancel()
 
 
@@ -214,7 +215,7 @@ class Executor(cf.Executor):
             self._check_open()
         fid = self._func_id(fn)
         request = self._client._call_parts(fid, args, kwargs, {})
-        (_, _, fut), = send_calls(self._client._channel, [request])
+        fut, = send_calls(self._client._channel, [request])
         with self._lock:
             self._outstanding.add(fut)
         fut.add_done_callback(self._done)
@@ -241,7 +242,8 @@ class Executor(cf.Executor):
         return ordered_results(
             client._channel,
             lambda args: client._call_parts(fid, args, {}, {}),
-            zip(*iterables), timeout, batch=max(1, min(chunksize * 64, 256)))
+            zip(*iterables), timeout=timeout,
+            batch=max(1, min(chunksize * 64, 256)))
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """No new submissions; optionally cancel or wait for pending ones.
