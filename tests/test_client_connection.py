@@ -4,16 +4,19 @@ Who reads the connection (a waiting caller or the reader thread) never
 loses a reply; connections that break leave no reader thread behind;
 ``map`` sends many calls per frame; a cancelled future or an abandoned
 ``map`` tells the Director. The scripted Director (tests/scripted_director.py)
-sees every frame the client sends and decides when to answer.
+sees every frame the client sends and decides when to answer. The last
+test uses real processes: a send to a frozen Director is bounded.
 """
 
+import signal
 import threading
+import time
 
 import pytest
 
-from helpers import succeeds, wait_until
+from helpers import HOST, succeeds, wait_until
 from pyfaas import Client
-from pyfaas.errors import PyFaaSTimeoutError
+from pyfaas.errors import PyFaaSError, PyFaaSTimeoutError
 from pyfaas.wire import protocol as p
 from scripted_director import NEVER, ScriptedDirector, functions
 
@@ -118,3 +121,28 @@ def test_a_map_that_times_out_cancels_the_calls_it_sent():
         wait_until(lambda: len(director.received(p.CANCEL)) == 10, 5)
         assert sorted(f.request_id for f in director.received(p.CANCEL)) \
             == many.meta()["rids"]
+
+
+def _call_or_none(client):
+    try:
+        return client.call("size", b"abc")
+    except PyFaaSError:
+        return None
+
+
+def test_a_send_to_a_frozen_director_ends_with_a_timeout(fresh_cluster):
+    cl = fresh_cluster(workers=1)
+    # Sends are bounded by the client's timeout (at least 5 s).
+    with Client(HOST, cl.port, 2.0) as client:
+        client.register(size)
+        assert client.call("size", b"ab") == 2
+        cl.director.signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(PyFaaSTimeoutError):
+                client.exec("size", [b"x" * 30000000], timeout=1.0)
+            assert time.monotonic() - start < 10
+        finally:
+            cl.director.signal(signal.SIGCONT)
+        # The client connects again by itself.
+        assert wait_until(lambda: _call_or_none(client), 10) == 3

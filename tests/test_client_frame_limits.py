@@ -3,14 +3,17 @@
 A request over the Director's limit is refused before anything of it (or
 of its batch) is sent. A client that takes smaller frames than its
 Director says so (``max``) in every request whose reply carries results,
-from the first one after a Director with a larger limit took over. Against
-a scripted Director (tests/scripted_director.py), which sees what is sent.
+from the first one after a Director with a larger limit took over; then a
+result over its limit fails only that call. Against a scripted Director
+(tests/scripted_director.py) for what is sent, against real processes for
+what the Workers do with it.
 """
 
 import time
 
 import pytest
 
+from helpers import HOST
 from pyfaas import Client
 from pyfaas.client.channel import IDLE_CHECK_S
 from pyfaas.errors import PyFaaSSerializationError
@@ -26,9 +29,20 @@ def size(blob):
     return len(blob)
 
 
+def blob(n):
+    return b"x" * n
+
+
+def slow_blob(seconds, n):
+    time.sleep(seconds)
+    return b"y" * n
+
+
 def _max_asked(director, *types):
     return [f.meta().get("max") for f in director.received(*types)]
 
+
+# ----- against a scripted Director -------------------------------------------
 
 def test_a_request_over_the_directors_limit_is_not_sent():
     with ScriptedDirector(functions(size=size), max_frame=65536) as director, \
@@ -95,3 +109,38 @@ def test_the_first_call_after_a_director_with_a_larger_limit_took_over_asks_for_
             assert client.call("size", b"a") == 1
         assert director.connections == 2
         assert _max_asked(director, p.CALL) == [None, MIB, MIB]
+
+
+# ----- against real processes ------------------------------------------------
+
+def test_a_result_over_the_clients_limit_fails_only_that_call(cluster):
+    with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:
+        client.register(blob)
+        client.register(slow_blob)
+        other = client.submit("slow_blob", 0.5, 10)
+        with pytest.raises(PyFaaSSerializationError):
+            client.call("blob", 100000)
+        assert other.result(10) == b"y" * 10
+        assert client.call("blob", 10) == b"x" * 10
+
+
+def test_a_cached_result_over_the_clients_limit_fails_only_that_call(cluster):
+    with Client(HOST, cluster.port, 20) as big, \
+            Client(HOST, cluster.port, 20, max_frame_size=65536) as small:
+        big.register(blob)
+        big.exec("blob", [100000], save_in_cache=True)
+        with pytest.raises(PyFaaSSerializationError):
+            small.exec("blob", [100000])  # a cache hit, too large for it
+        assert small.call("blob", 3) == b"xxx"
+
+
+def test_workflow_outputs_over_the_clients_limit_are_refused(cluster):
+    with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:
+        client.register(blob)
+        wf = {"id": "big", "entry_function": "blob", "functions": {
+            "blob": {"positional_args": [100000], "default_args": {},
+                     "next": "", "cache_result": False}}}
+        with pytest.raises(PyFaaSSerializationError) as info:
+            client.chain_exec(wf)
+        assert "'big'" in str(info.value)
+        assert client.call("blob", 2) == b"xx"
