@@ -21,6 +21,11 @@ A partial frame stays in the connection's decoder for the next reader, so
 a caller that gives up (timeout, cancel) never leaves a half-read frame
 behind: its late reply is simply dropped. Frames sent together
 (:meth:`Channel.send_batch`) go out in one write.
+
+Every request is encoded by the Link of the connection it goes out on
+(:meth:`Link.encode`): checked against that Director's frame limit and,
+when this client takes smaller frames than that Director, asking for
+replies no larger (``max``).
 """
 
 import itertools
@@ -368,6 +373,7 @@ class Channel:
         self._write(link, frame, rids)
 
     def _send(self, link, requests):
+        """Encode and register ``requests`` on ``link``; send them at once."""
         parts, rids = [], []
         pending = link.pending
         try:
