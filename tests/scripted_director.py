@@ -230,6 +230,12 @@ class Held:
         with self._lock:
             self._calls.append((peer, rid, args, kwargs))
 
+    @property
+    def held(self):
+        """How many calls wait for :meth:`release`."""
+        with self._lock:
+            return len(self._calls)
+
     def release(self):
         """Answer the calls held so far; return how many there were."""
         with self._lock:
