@@ -1,256 +1,301 @@
-"""A scripted Director for tests of one Worker running in the test process.
+"""A Director played by the test: the second tier of the house style.
 
-:class:`ScriptedDirector` listens on 127.0.0.1 (a free port) and plays the
-Director's side of a Worker's connection: :meth:`ScriptedDirector.accept`
-reads the preamble, sends HELLO (with the frame limit the test chooses),
-reads REGISTER_WORKER and sends WELCOME; the :class:`Link` it returns sends
-frames the test writes and reads the Worker's frames. The Worker is the
-real one, built with its public constructor from a TOML file and served by
-``serve_forever`` in a thread (:func:`serving_worker`), so these tests see
-exactly the bytes a Director would.
+:class:`ScriptedDirector` listens on 127.0.0.1 (a free port) and answers the
+handshake of every connection as ``pyfaas/director/handshake.py`` does
+(preamble in, HELLO out with ``max_frame``; with a token, the AUTH exchange
+of docs/protocol.md). What comes after is the test's:
 
-Functions deployed to the Worker are pickled by value, so they cannot close
-over the test's objects; :func:`gate` gives them named events to wait on,
-looked up when they run (the Worker runs in this process).
+- :meth:`ScriptedDirector.peer` hands over the next handshaken connection
+  as a :class:`Peer`, to read frames from and write bytes to by hand;
+- with an ``answer`` function, every connection is served on a thread of
+  its own: each frame the peer sends is recorded in ``frames`` and given
+  to ``answer(peer, frame)``, which replies with ``peer.send`` (or not).
 
-Every wait has a deadline; nothing sleeps to let things settle.
+:func:`functions` makes an ``answer`` that plays a Director with a few
+functions run in this process. :meth:`ScriptedDirector.close` closes every
+socket and joins every thread it started.
 """
 
-import contextlib
-import os
+import pickle
+import queue
+import select
 import socket
+import struct
 import threading
-import time
 
+from helpers import HOST, encode_frame, read_frame
 from pyfaas import serialization as ser
-from pyfaas.config import load_worker_config
-from pyfaas.ids import function_id
-from pyfaas.tools.local_cluster import worker_sections, write_toml
+from pyfaas.config import ClientConfig
+from pyfaas.wire import auth
 from pyfaas.wire import protocol as p
 from pyfaas.wire.decoder import FrameDecoder
-from pyfaas.worker import Worker
 
-HOST = "127.0.0.1"
-DIRECTOR_MAX_FRAME = 1024 * 1024
-
-_gates = {}
-_gates_lock = threading.Lock()
+WAIT_S = 10.0
 
 
-def gate(name):
-    """The ``threading.Event`` called ``name`` (made on first use).
+class Peer:
+    """The Director's end of one connection, after the handshake."""
 
-    A deployed function reaches it with ``import scripted_director`` in its
-    body: the Worker runs it in this process.
-    """
-    with _gates_lock:
-        return _gates.setdefault(name, threading.Event())
-
-
-def gated(name, result=None):
-    """A function to deploy: waits (10 s at most) until gate ``name``
-    opens, then opens gate ``name + ".done"`` and returns ``result``."""
-    import scripted_director
-    scripted_director.gate(name + ".started").set()
-    scripted_director.gate(name).wait(10)
-    scripted_director.gate(name + ".done").set()
-    return result
-
-
-def echo(value):
-    return value
-
-
-def blob(n):
-    return b"x" * n
-
-
-class Link:
-    """The Director's end of one Worker connection (after WELCOME)."""
-
-    def __init__(self, sock, decoder, register):
+    def __init__(self, sock, preamble, decoder):
         self.sock = sock
+        self.preamble = preamble
         self.decoder = decoder
-        self.register = register     # the REGISTER_WORKER meta
-        self.heartbeats = []         # HEARTBEAT frames with request id 0
-        self._rid = 0
+        self._send_lock = threading.Lock()  # the test's thread sends too
 
-    def send(self, type_, rid=0, meta=None, payload=b"", flags=0):
-        self.sock.sendall(b"".join(p.frame_parts(type_, rid, meta, payload,
-                                                 flags)))
+    def recv(self, timeout=WAIT_S):
+        """The next frame the peer sends."""
+        return read_frame(self.sock, self.decoder, timeout)
 
-    def new_rid(self):
-        self._rid += 1
-        return self._rid
+    def send(self, type_, request_id=0, meta=None, payload=b"", flags=0):
+        self.sendall(encode_frame(type_, request_id, meta, payload, flags))
 
-    def recv(self, timeout=5.0):
-        """The Worker's next frame other than a periodic heartbeat."""
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.decoder.next_event()
-            if event is p.CLOSED:
-                raise AssertionError("the worker closed the connection")
-            if event is not p.NEED_DATA:
-                if isinstance(event, p.Frame) and event.type == p.HEARTBEAT \
-                        and event.request_id == 0:
-                    self.heartbeats.append(event)
-                    continue
-                return event
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no frame from the worker within %.1f s"
-                                     % timeout)
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            self.decoder.feed(data)
+    def sendall(self, data):
+        with self._send_lock:
+            self.sock.sendall(data)
 
-    def closed_by_worker(self, timeout=5.0):
-        """True once the Worker closed the connection (frames before the
-        end are returned by recv, not here: there must be none left)."""
+    def close(self, reset=False):
+        """Close our end: the peer sees the end of the stream, or with
+        ``reset`` a connection reset (its next send fails at once)."""
+        if reset:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
         try:
-            frame = self.recv(timeout)
-        except AssertionError as exc:
-            if "closed the connection" in str(exc):
-                return True
-            raise
-        raise AssertionError("expected the end of the connection, got %r"
-                             % frame)
-
-    def request(self, type_, meta=None, payload=b"", flags=0, timeout=5.0):
-        """Send a request; return the Worker's reply (the next frame, which
-        must answer it)."""
-        rid = self.new_rid()
-        self.send(type_, rid, meta, payload, flags)
-        reply = self.recv(timeout)
-        assert reply.request_id == rid, (reply, rid)
-        return reply
-
-    def deploy(self, fn, name=None):
-        """Deploy ``fn``; return its function id."""
-        name = name or fn.__name__
-        code = ser.dumps_function(fn)
-        fid = function_id(code, name)
-        reply = self.request(p.DEPLOY, {"func_id": fid, "name": name,
-                                        "params": None}, code)
-        assert reply.type == p.OK, reply.meta()
-        return fid
-
-    def call(self, fid, *args, rid=None, **options):
-        """Send a CALL of ``fid`` (its meta: ``f`` and ``options``); return
-        its request id."""
-        rid = self.new_rid() if rid is None else rid
-        self.send(p.CALL, rid, dict(options, f=fid),
-                  ser.dumps((args, {})), p.FLAG_PICKLED)
-        return rid
-
-    def replies(self, rids, timeout=10.0):
-        """The Worker's replies to ``rids`` (each exactly once), by rid."""
-        deadline = time.monotonic() + timeout
-        got = {}
-        while len(got) < len(rids):
-            frame = self.recv(deadline - time.monotonic())
-            assert frame.request_id in rids, frame
-            assert frame.request_id not in got, "two replies to %r" % frame
-            got[frame.request_id] = frame
-        return got
-
-    def worker_info(self):
-        return ser.from_json(self.request(p.WORKER_INFO).payload)
-
-    def close(self):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
 class ScriptedDirector:
-    """A listening socket that Workers connect to (see the module docstring)."""
+    """Listens on 127.0.0.1 and answers handshakes (see the module docstring).
 
-    def __init__(self):
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.server.bind((HOST, 0))
-        self.server.listen(8)
-        self.port = self.server.getsockname()[1]
-        self.links = []
+    Args:
+        answer: ``answer(peer, frame)``, to serve every connection with; or
+            None to hand connections to the test (:meth:`peer`).
+        max_frame: the ``max_frame`` its HELLO announces (may be changed
+            between connections).
+        token: the cluster token (bytes): HELLO then asks for the proof.
+    """
 
-    def accept(self, max_frame=DIRECTOR_MAX_FRAME, timeout=10.0):
-        """Take the next Worker connection through the handshake and
-        registration; return its :class:`Link`."""
-        self.server.settimeout(timeout)
-        sock, _ = self.server.accept()
-        decoder = FrameDecoder(expect_preamble=True)
-        link = Link(sock, decoder, None)
-        self.links.append(link)
-        pre = link.recv(timeout)
-        assert isinstance(pre, p.Preamble) and pre.role == p.ROLE_WORKER, pre
-        link.send(p.HELLO, 0, {"protocol": p.PROTOCOL_VERSION,
-                               "director": "scripted", "auth": "none",
-                               "max_frame": max_frame})
-        register = link.recv(timeout)
-        assert register.type == p.REGISTER_WORKER, register
-        link.register = register.meta()
-        link.send(p.WELCOME, 0, {"worker_id": link.register["worker_id"],
-                                 "want": []})
-        return link
+    def __init__(self, answer=None, max_frame=p.DEFAULT_MAX_FRAME_SIZE,
+                 token=None):
+        self.answer = answer
+        self.max_frame = max_frame
+        self.token = token
+        self.frames = []          # every frame received, in order (served)
+        self.connections = 0      # handshakes completed
+        self._peers = []
+        self._ready = queue.Queue()
+        self._threads = []
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.bind((HOST, 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._start(self._accept_loop)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def client_config(self, timeout=WAIT_S, max_frame_bytes=None):
+        """A ClientConfig pointing at this Director."""
+        return ClientConfig(
+            path="the test's client config", director_ip_addr=HOST,
+            director_port=self.port, receive_timeout_s=float(timeout),
+            max_frame_bytes=max_frame_bytes or p.DEFAULT_MAX_FRAME_SIZE,
+            log_level="")
+
+    def peer(self, timeout=WAIT_S):
+        """The next connection whose handshake is done."""
+        return self._ready.get(timeout=timeout)
+
+    def drop_connections(self, reset=False):
+        """Close every connection (see :meth:`Peer.close`)."""
+        with self._lock:
+            peers, self._peers = self._peers, []
+        for peer in peers:
+            peer.close(reset)
+
+    def received(self, *types):
+        """The frames received so far (of these types, if given)."""
+        with self._lock:
+            return [f for f in self.frames if not types or f.type in types]
 
     def close(self):
-        self.server.close()
-        for link in self.links:
-            link.close()
+        """Close the listener and every connection; join the threads."""
+        self._wake_w.send(b"x")
+        self._threads[0].join(WAIT_S)  # the accept loop: no new connections
+        self.drop_connections()
+        for thread in self._threads[1:]:
+            thread.join(WAIT_S)
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        alive = [t.name for t in self._threads if t.is_alive()]
+        assert not alive, "scripted director threads still running: %s" % alive
 
+    # ----- on its own threads -----------------------------------------------
 
-def worker_config(workdir, port, name="w1", **behavior):
-    """A WorkerConfig for a Worker of a ScriptedDirector on ``port``
-    (``behavior``: keys of its ``[behavior]`` section)."""
-    path = write_toml(os.path.join(workdir, name + ".toml"),
-                      worker_sections(workdir, name, port, heartbeat_ms=1000,
-                                      **behavior))
-    return load_worker_config(path)
+    def _start(self, target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True,
+                                  name="scripted-director")
+        self._threads.append(thread)
+        thread.start()
 
+    def _accept_loop(self):
+        while True:
+            ready, _, _ = select.select([self._listener, self._wake_r], [],
+                                        [])
+            if self._wake_r in ready:
+                return
+            sock, _ = self._listener.accept()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._peers.append(Peer(sock, None, None))
+            self._start(self._serve, sock)
 
-class ServedWorker:
-    """A Worker serving in a thread of this process."""
-
-    def __init__(self, config):
-        self.worker = Worker(config)
-        self.errors = []
-        self.thread = threading.Thread(target=self._serve, daemon=True,
-                                       name="test-serve-forever")
-        self.thread.start()
-
-    def _serve(self):
+    def _serve(self, sock):
         try:
-            self.worker.serve_forever()
-        except BaseException as exc:  # reported by the test's teardown
-            self.errors.append(exc)
+            peer = self._handshake(sock)
+            if peer is None:
+                return
+            with self._lock:
+                self.connections += 1
+                self._peers = [peer if x.sock is sock else x
+                               for x in self._peers]
+            if self.answer is None:
+                self._ready.put(peer)
+                return
+            while True:
+                try:
+                    frame = peer.recv(timeout=3600)
+                except (AssertionError, OSError):
+                    return  # the end of the stream, or closed by us
+                with self._lock:
+                    self.frames.append(frame)
+                self.answer(peer, frame)
+        except OSError:
+            return  # closed under us by drop_connections/close
 
-    def stopped(self, timeout):
-        """True once ``serve_forever`` has returned."""
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
+    def _handshake(self, sock):
+        """Preamble, HELLO (and AUTH); the Peer, or None if it went away."""
+        decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
+                               expect_preamble=True)
+        try:
+            preamble = read_frame(sock, decoder, WAIT_S)
+        except AssertionError:
+            return None
+        peer = Peer(sock, preamble, decoder)
+        hello = {"protocol": p.PROTOCOL_VERSION,
+                 "director": "%s:%d" % (HOST, self.port), "auth": "none",
+                 "max_frame": self.max_frame}
+        if self.token is not None:
+            nonce = auth.new_nonce()
+            hello.update(auth=auth.SCHEME, nonce=nonce.hex())
+        peer.send(p.HELLO, 0, hello)
+        if self.token is not None:
+            role = p.ROLE_NAMES[preamble.role]
+            meta = peer.recv().meta()
+            theirs = bytes.fromhex(meta["nonce"])
+            if not auth.check(auth.peer_proof(self.token, role, nonce,
+                                              theirs),
+                              bytes.fromhex(meta["mac"])):
+                peer.send(p.ERROR, 0, {"code": "auth_rejected",
+                                       "message": "wrong token"})
+                peer.close()
+                return None
+            peer.send(p.AUTH, 0, {"mac": auth.director_proof(
+                self.token, role, nonce, theirs).hex()})
+        decoder.max_frame_size = p.DEFAULT_MAX_FRAME_SIZE
+        return peer
 
 
-@contextlib.contextmanager
-def serving_worker(workdir, **behavior):
-    """A ScriptedDirector and a Worker connected to it; yields
-    ``(director, link, served)``. The Worker is always stopped: asked to,
-    then its Director goes away, and ``serve_forever`` must return."""
-    director = ScriptedDirector()
-    served = None
-    try:
-        served = ServedWorker(worker_config(workdir, director.port,
-                                            **behavior))
-        link = director.accept()
-        yield director, link, served
-    finally:
-        with _gates_lock:  # no call of the test's is left waiting
-            for event in _gates.values():
-                event.set()
-            _gates.clear()
-        if served is not None:
-            served.worker.stop()
-        director.close()
-        if served is not None:
-            assert served.stopped(10), "serve_forever did not return"
-            assert not served.errors, served.errors
+NEVER = object()  # a function whose calls get no answer
+
+
+class Held:
+    """A function whose calls are answered only once the test calls
+    :meth:`release` (from its own thread)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._calls = []
+        self._lock = threading.Lock()
+
+    def hold(self, peer, rid, args, kwargs):
+        with self._lock:
+            self._calls.append((peer, rid, args, kwargs))
+
+    @property
+    def held(self):
+        """How many calls wait for :meth:`release`."""
+        with self._lock:
+            return len(self._calls)
+
+    def release(self):
+        """Answer the calls held so far; return how many there were."""
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for peer, rid, args, kwargs in calls:
+            peer.send(p.OK, rid, None, ser.dumps(self.fn(*args, **kwargs)),
+                      p.FLAG_PICKLED)
+        return len(calls)
+
+
+def functions(**table):
+    """An ``answer`` that plays a Director serving ``table`` (name ->
+    callable run here, a :class:`Held` one, or NEVER): LIST, DEPLOY, PING,
+    CALL, CALL_MANY and CHAIN (with the result of None) are answered;
+    CANCEL and anything else get no answer.
+
+    A DEPLOY is accepted under its name, and calls of it run the table's
+    entry named as the end of it (an Executor's ``module.qualname#digest``
+    runs ``qualname``); its code is never unpickled.
+    """
+
+    def result(peer, rid, meta, payload):
+        fn = table.get(meta.get("f"))
+        if fn is NEVER:
+            return
+        if fn is None:
+            peer.send(p.ERROR, rid, {"code": "not_registered",
+                                     "message": "no function %r"
+                                     % meta.get("f")})
+            return
+        args, kwargs = pickle.loads(payload)
+        if isinstance(fn, Held):
+            fn.hold(peer, rid, args, kwargs)
+            return
+        peer.send(p.OK, rid, None, ser.dumps(fn(*args, **kwargs)),
+                  p.FLAG_PICKLED)
+
+    def answer(peer, frame):
+        rid, meta = frame.request_id, frame.meta()
+        if frame.type == p.LIST:
+            listing = {name: {"name": name, "params": None}
+                       for name in table}
+            peer.send(p.OK, rid, None, ser.to_json(listing))
+        elif frame.type == p.DEPLOY:
+            short = meta["name"].split("#")[0].rsplit(".", 1)[-1]
+            table.setdefault(meta["name"], table.get(short))
+            peer.send(p.OK, rid, {"func_id": meta["name"],
+                                  "name": meta["name"], "replaced": None,
+                                  "workers": ["w1"], "failed": {}})
+        elif frame.type == p.PING:
+            peer.send(p.OK, rid, {"director": "scripted", "workers": 1})
+        elif frame.type == p.CALL:
+            result(peer, rid, meta, bytes(frame.payload))
+        elif frame.type == p.CHAIN:
+            peer.send(p.OK, rid, {"finals": ["last"]}, ser.dumps(None),
+                      p.FLAG_PICKLED)
+        elif frame.type == p.CALL_MANY:
+            pos = 0
+            for one, size in zip(meta["rids"], meta["sizes"]):
+                result(peer, one, meta, bytes(frame.payload[pos:pos + size]))
+                pos += size
+
+    return answer

@@ -1,4 +1,4 @@
-"""Real processes: futures, ``map``, ``pyfaas.client.futures.Executor``, Least-Loaded, bench.
+"""Real processes: futures, ``map``, ``pyfaas.Executor``, Least-Loaded, bench.
 
 ``Client.submit`` / ``exec_async`` futures, ordered and lazy ``map``, one
 client shared by many threads, the standard Executor semantics (submit, map,
@@ -26,7 +26,7 @@ import pytest
 from helpers import total_requests, wait_until
 from pyfaas.errors import (PyFaaSFunctionExecutionError,
                            PyFaaSParameterMismatchError)
-from pyfaas.client.futures import Executor
+from pyfaas.client import Executor
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -271,15 +271,16 @@ def test_executor_registers_a_function_once(executor):
 
 
 def _count_deploys(executor, monkeypatch):
-    """A list that grows by one each time the Executor sends code."""
+    """A list that grows by one each time the Executor registers code
+    (through its client's public ``register``)."""
     sent = []
-    deploy = executor.client._deploy
+    register = executor.client.register
 
-    def counting(*args, **kwargs):
-        sent.append(args[0])
-        return deploy(*args, **kwargs)
+    def counting(fn, name=None, **kwargs):
+        sent.append(name)
+        return register(fn, name, **kwargs)
 
-    monkeypatch.setattr(executor.client, "_deploy", counting)
+    monkeypatch.setattr(executor.client, "register", counting)
     return sent
 
 

@@ -21,9 +21,7 @@ import pytest
 
 from helpers import wait_until
 from pyfaas import Client
-from pyfaas.wire import protocol as p
-from pyfaas.client.channel import IDLE_CHECK_S
-from pyfaas.errors import (PyFaaSError, PyFaaSFunctionRegistrationError,
+from pyfaas.errors import (PyFaaSFunctionRegistrationError,
                            PyFaaSNetworkError, PyFaaSParameterMismatchError,
                            PyFaaSTimeoutError)
 
@@ -56,11 +54,6 @@ def _restart_director(cl):
         wait_until(lambda: probe.workers() and "whoami" in [
             f["name"] for f in probe.list().values()], 10,
             "the worker did not come back with whoami")
-
-
-def _readers():
-    return sum(t.name == "pyfaas-client-reader" and t.is_alive()
-               for t in threading.enumerate())
 
 
 @pytest.fixture(scope="module")
@@ -149,22 +142,21 @@ def test_an_idle_connection_closed_by_a_restarted_director_is_replaced(
 
 def test_an_unread_late_reply_does_not_hide_the_directors_eof(fresh_cluster):
     cl = fresh_cluster(workers=1)
-    client = Client(HOST, cl.port, 0.3)
-    client.register(whoami)
-    before = client.call("whoami")
-    cl.director.signal(signal.SIGSTOP)
-    try:
-        with pytest.raises(PyFaaSTimeoutError):
-            client.ping()
-    finally:
-        cl.director.signal(signal.SIGCONT)
-    # The PING's late reply now waits in the socket, and nobody reads an
-    # idle connection; then the Director goes away and comes back.
-    with cl.client() as probe:
-        probe.ping()
-    _restart_director(cl)
-    client._channel.timeout = 5.0
-    assert client.call("whoami") == before
+    with Client(HOST, cl.port, 1.0) as client:
+        client.register(whoami)
+        before = client.call("whoami")
+        cl.director.signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(PyFaaSTimeoutError):
+                client.ping()
+        finally:
+            cl.director.signal(signal.SIGCONT)
+        # The PING's late reply now waits in the socket, and nobody reads an
+        # idle connection; then the Director goes away and comes back.
+        with cl.client() as probe:
+            probe.ping()
+        _restart_director(cl)
+        assert client.exec("whoami", timeout=5.0) == before
 
 
 def test_a_call_sent_while_the_reader_runs_a_slow_callback_ends(
@@ -193,21 +185,6 @@ def test_a_call_sent_while_the_reader_runs_a_slow_callback_ends(
     except PyFaaSNetworkError:
         pass  # it went out on the connection the Director had closed
     assert isinstance(client.call("whoami"), int)
-
-
-def test_connections_closed_under_the_client_leave_no_reader_behind(
-        fresh_cluster):
-    cl = fresh_cluster(workers=1)
-    client = cl.client()
-    client.register(whoami)
-    before = _readers()
-    for _ in range(5):
-        client.call("whoami")
-        # What a send that cannot finish does to the connection.
-        client._channel.current().close()
-    client.call("whoami")
-    wait_until(lambda: _readers() <= before + 1, 5,
-               lambda: "%d reader threads" % _readers())
 
 
 def test_code_that_exits_when_unpickled_is_refused_and_the_worker_serves_on(
@@ -241,40 +218,3 @@ def test_a_call_shape_that_fitted_is_checked_again_after_a_new_signature(
         with pytest.raises(PyFaaSParameterMismatchError):
             client.call("hot_shaped", 1)  # refused before sending
         assert client.call("hot_shaped", 3, b=2) == 6
-
-
-def test_a_call_after_a_restart_with_a_larger_frame_limit_asks_for_ours(
-        fresh_cluster):
-    # Our limit (1 MiB) equals the first Director's: calls need no "max".
-    # The Director restarted on the same port takes 4 MiB: from then on
-    # every call must say the largest result we take, the first one too
-    # (it goes out after the idle connection's EOF is found).
-    mib = 1 << 20
-    cl = fresh_cluster(start=False)
-    port = cl.start_director(max_frame_bytes=mib)
-    client = Client(HOST, port, 10.0, max_frame_size=mib)
-    sent = []
-    real_request = client._channel.request
-
-    def recording(type_, meta=None, *args, **kwargs):
-        if type_ == p.CALL:
-            sent.append(meta if isinstance(meta, dict)
-                        else p.decode_meta(meta))
-        return real_request(type_, meta, *args, **kwargs)
-
-    client._channel.request = recording
-    try:
-        client.register(whoami, name="hot_limits")
-        with pytest.raises(PyFaaSError):  # no Worker: refused, as expected
-            client.call("hot_limits")
-        assert "max" not in sent[-1]
-        assert cl.director.stop() == 0
-        cl.start_director(port=port, max_frame_bytes=4 * mib)
-        time.sleep(2 * IDLE_CHECK_S)
-        del sent[:]
-        for _ in range(2):
-            with pytest.raises(PyFaaSError):
-                client.call("hot_limits")
-        assert [m.get("max") for m in sent] == [mib, mib]
-    finally:
-        client.close()

@@ -12,12 +12,10 @@ import time
 
 import pytest
 
-from helpers import HOST, decode_frames, wait_until
+from helpers import decode_frames, wait_until
 from test_director_state import Sim, connect_client, connect_worker
-from pyfaas import Client
 from pyfaas.wire import protocol as p
-from pyfaas.errors import (PyFaaSError, PyFaaSSerializationError,
-                           PyFaaSTimeoutError)
+from pyfaas.errors import PyFaaSSerializationError
 from pyfaas.ids import function_id
 
 pytestmark = pytest.mark.timeout(60)
@@ -25,10 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 
 def size(blob):
     return len(blob)
-
-
-def blob(n):
-    return b"x" * n
 
 
 def slow_blob(seconds, n):
@@ -63,30 +57,6 @@ def test_overlapping_registrations_keep_the_newest_version():
     assert sim.state.cluster.by_name["f"] == function_id(b"v2", "f")
 
 
-def test_an_idle_read_wakes_the_reader_for_requests_sent_meanwhile():
-    # Thread A reads an idle connection (holding the read lock) while
-    # thread B sends a request and, finding the lock taken, leaves the
-    # reading to whoever holds it. If A then sends nothing (its arguments
-    # fail to encode, say), the reader thread must have been woken for B.
-    from pyfaas.client.channel import Channel, Link, Reply
-    from pyfaas.config import ClientConfig
-
-    class IdleConn:
-        name = "127.0.0.1:1"
-        closed = False
-        hello = {}
-
-        def recv_frame(self, deadline, close_on_timeout=True):
-            return None  # nothing buffered
-
-    channel = Channel(ClientConfig(path="test", director_ip_addr="127.0.0.1",
-                                   director_port=1, receive_timeout_s=1.0,
-                                   max_frame_bytes=1024, log_level=""))
-    link = Link(IdleConn(), 1024)
-    link.pending[5] = Reply()  # B's request, sent during the idle read
-    channel._read_idle(link)
-    assert link.wake.is_set()
-    assert link.lock.acquire(False)  # and the read lock was released
 
 
 # ----- real processes -------------------------------------------------------------
@@ -104,23 +74,6 @@ def test_arguments_over_the_workers_limit_are_refused_not_fatal(
         assert client.call("size", b"z" * 1000) == 1000
 
 
-def test_a_blocking_call_in_a_done_callback_is_refused(cluster):
-    with Client(HOST, cluster.port, 5) as client:
-        client.register(whoami)
-        seen = []
-
-        def callback(fut):
-            try:
-                client.call("whoami")
-            except PyFaaSError as exc:
-                seen.append(exc)
-
-        client.submit("whoami").add_done_callback(callback)
-        wait_until(lambda: seen, 5, "the callback never ran")
-        assert "done-callback" in str(seen[0])
-        assert client.call("whoami")
-
-
 def test_director_drain_delivers_a_large_result(fresh_cluster):
     cl = fresh_cluster(workers=1)
     with cl.client() as client:
@@ -130,31 +83,6 @@ def test_director_drain_delivers_a_large_result(fresh_cluster):
         cl.director.signal(signal.SIGTERM)
         assert len(fut.result(20)) == 30 * 1024 * 1024
     assert cl.director.wait(15) == 0
-
-
-def test_a_send_to_a_frozen_director_ends_with_a_timeout(fresh_cluster):
-    cl = fresh_cluster(workers=1)
-    # Sends are bounded by the client's timeout (at least 5 s).
-    with Client(HOST, cl.port, 2.0) as client:
-        client.register(size)
-        assert client.call("size", b"ab") == 2
-        cl.director.signal(signal.SIGSTOP)
-        try:
-            start = time.monotonic()
-            with pytest.raises(PyFaaSTimeoutError):
-                client.exec("size", [b"x" * 30000000], timeout=1.0)
-            assert time.monotonic() - start < 10
-        finally:
-            cl.director.signal(signal.SIGCONT)
-        # The client connects again by itself.
-        assert wait_until(lambda: _call_or_none(client), 10) == 3
-
-
-def _call_or_none(client):
-    try:
-        return client.call("size", b"abc")
-    except PyFaaSError:
-        return None
 
 
 # ----- several calls in one frame (CALL_MANY) ------------------------------------
@@ -189,58 +117,7 @@ def test_malformed_call_many_closes_only_that_peer():
     assert client in sim.closed
 
 
-def test_map_sends_few_frames(cluster, monkeypatch):
-    import pyfaas.net.connection as transport
-    frames = []
-    original = transport.Connection.send
-
-    def counting(self, parts):
-        frames.extend(decode_frames(b"".join(bytes(x) for x in parts)))
-        return original(self, parts)
-
-    with Client(HOST, cluster.port, 20) as client:
-        client.register(size)
-        monkeypatch.setattr(transport.Connection, "send", counting)
-        results = list(client.map("size", [b"x" * i for i in range(256)],
-                                  max_in_flight=128, batch=64))
-    assert results == list(range(256))
-    calls = [f for f in frames if f.type in (p.CALL, p.CALL_MANY)]
-    assert len(calls) == 4 and all(f.type == p.CALL_MANY for f in calls)
-
-
 # ----- second review -------------------------------------------------------------
-
-def test_workflow_outputs_over_the_clients_limit_are_refused(cluster):
-    with Client(HOST, cluster.port, 20, max_frame_size=65536) as client:
-        client.register(blob)
-        wf = {"id": "big", "entry_function": "blob", "functions": {
-            "blob": {"positional_args": [100000], "default_args": {},
-                     "next": "", "cache_result": False}}}
-        with pytest.raises(PyFaaSSerializationError) as info:
-            client.chain_exec(wf)
-        assert "'big'" in str(info.value)
-        assert client.call("blob", 2) == b"xx"
-
-
-def test_a_blocking_call_refused_in_a_callback_sends_nothing(cluster):
-    with Client(HOST, cluster.port, 5) as client:
-        client.register(whoami)
-        seen = []
-
-        def never_registered():
-            return 0
-
-        def callback(fut):
-            try:
-                client.register(never_registered)
-            except PyFaaSError as exc:
-                seen.append(exc)
-
-        client.submit("whoami").add_done_callback(callback)
-        wait_until(lambda: seen, 5, "the callback never ran")
-        names = {f["name"] for f in client.list().values()}
-        assert "never_registered" not in names
-
 
 def test_a_paused_director_does_not_evict_its_workers(fresh_cluster):
     cl = fresh_cluster(workers=2)  # 200 ms heartbeats: 0.6 s to eviction

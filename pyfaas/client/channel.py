@@ -21,6 +21,11 @@ A partial frame stays in the connection's decoder for the next reader, so
 a caller that gives up (timeout, cancel) never leaves a half-read frame
 behind: its late reply is simply dropped. Frames sent together
 (:meth:`Channel.send_batch`) go out in one write.
+
+Every request is encoded by the Link of the connection it goes out on
+(:meth:`Link.encode`): checked against that Director's frame limit and,
+when this client takes smaller frames than that Director, asking for
+replies no larger (``max``).
 """
 
 import itertools
@@ -35,10 +40,19 @@ from ..errors import error_from_meta
 from ..net.connection import Connection
 
 IDLE_CHECK_S = 0.02  # a connection unused this long is checked before use
+# Requests whose replies carry results: they say the largest reply this
+# client takes (``max``) when the Director's limit is larger (see Link).
+RESULT_REQUESTS = frozenset((p.CALL, p.CALL_MANY, p.CHAIN))
 
 
 class ReplyFuture(Future):
-    """A Future completed with the reply Frame of one request."""
+    """A Future completed with the reply to one request sent with
+    :meth:`Channel.send_batch` or :meth:`Channel.send_many` (the reply
+    Frame; subclasses may turn it into something else)."""
+
+    _channel = None
+    _link = None
+    _rid = None
 
     def deliver(self, frame):
         try:
@@ -51,6 +65,22 @@ class ReplyFuture(Future):
             self.set_exception(exc)
         except InvalidStateError:
             pass
+
+    def cancel(self):
+        """Cancel the request: its reply is dropped, and the Director is
+        told (a call that has not started on its Worker never runs).
+        Returns False once it finished."""
+        if not super().cancel():
+            return False
+        if self._channel is not None:
+            self._channel.forget(self._link, self._rid)
+        return True
+
+    def refuse_waiting_here(self):
+        """Raise PyFaaSError on a thread that reads the replies this future
+        waits for (in a done-callback): waiting there would never end."""
+        if self._channel is not None:
+            self._channel.refuse_in_reader()
 
 
 class Reply:
@@ -85,24 +115,63 @@ class Link:
     """One connection of a Channel and everything about reading it.
 
     Its requests in flight (request id -> Reply or future), its read lock
-    (held by the thread reading it) and its reader thread's wake-up Event.
-    Callers hold a Link as the handle of a request they sent.
+    (held by the thread reading it), its reader thread's wake-up Event,
+    and the frame limits of both ends: requests are encoded here
+    (:meth:`encode`), against the limits of the Director they go to.
+
+    Args:
+        conn: a connected :class:`~pyfaas.net.connection.Connection`.
     """
 
-    def __init__(self, conn, max_frame_size):
+    def __init__(self, conn):
         self.conn = conn
         self.name = conn.name
         # The largest request the Director takes (its HELLO says), and the
         # largest reply we take when it is below the Director's (results
         # over it must be refused by the Worker, not kill the connection):
         # None when ours is not smaller.
+        ours = conn.max_frame_size
         director_max = (conn.hello or {}).get("max_frame")
-        self.limit = director_max or max_frame_size
-        self.reply_limit = None if max_frame_size >= (
-            director_max or p.DEFAULT_MAX_FRAME_SIZE) else max_frame_size
+        self.limit = director_max or ours
+        self.reply_limit = None if ours >= (
+            director_max or p.DEFAULT_MAX_FRAME_SIZE) else ours
         self.pending = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
+
+    def encode(self, type_, rid, meta, payload, flags):
+        """One request as frame parts for this connection's Director.
+
+        A request whose reply carries results (RESULT_REQUESTS) says in
+        ``max`` the largest reply we take, when that is below what the
+        Director takes.
+
+        Raises:
+            PyFaaSSerializationError: the request is over the Director's
+                frame limit, or its meta over 64 KiB (nothing is sent).
+        """
+        if self.reply_limit is not None and type_ in RESULT_REQUESTS:
+            if isinstance(meta, (bytes, bytearray)):
+                meta = p.decode_meta(meta)
+            meta = dict(meta or {}, max=self.reply_limit)
+        try:
+            frame = p.frame_parts(type_, rid, meta, payload, flags)
+        except ValueError as exc:  # meta over 64 KiB
+            raise PyFaaSSerializationError(str(exc) + "; nothing was sent")
+        size = sum(map(len, frame)) - 4
+        if size > self.limit:
+            raise PyFaaSSerializationError(
+                "request of %d bytes is over the director's frame limit of "
+                "%d bytes (max_frame_bytes); nothing was sent"
+                % (size, self.limit))
+        return frame
+
+    def stop_reading(self):
+        """Release the read lock; wake the reader thread if requests are
+        pending: their senders left the reading to whoever held it."""
+        self.lock.release()
+        if self.pending:
+            self.wake.set()
 
 
 class Channel:
@@ -118,10 +187,8 @@ class Channel:
 
     def __init__(self, config, token=None, tls=None):
         self.config = config
-        self.host = config.director_ip_addr
-        self.port = config.director_port
+        self.name = "%s:%s" % (config.director_ip_addr, config.director_port)
         self.timeout = config.receive_timeout_s
-        self.max_frame_size = config.max_frame_bytes
         self.hint = " (receive_timeout_s in %s)" % config.path
         self.token = token
         self.tls = tls
@@ -140,19 +207,6 @@ class Channel:
             link, self.link = self.link, None
         if link is not None:
             self._lost(link, None)
-
-    def current(self):
-        """The open connection, or None (never connects)."""
-        link = self.link
-        return link.conn if link is not None and not link.conn.closed \
-            else None
-
-    def reply_limit(self):
-        """The largest reply to ask for in a request's ``max``, or None
-        (see :class:`Link`), on the connection the next request goes out
-        on: connects if needed, and first checks one left idle (a Director
-        restarted meanwhile may take larger frames than the last one)."""
-        return self._open(sending=True).reply_limit
 
     def _open(self, sending=False):
         """The Link of the open connection, connecting if needed.
@@ -173,8 +227,8 @@ class Channel:
                 return link
         with self._lock:
             if self.closed:
-                raise PyFaaSNetworkError("client for %s:%s is closed"
-                                         % (self.host, self.port))
+                raise PyFaaSNetworkError("client for %s is closed"
+                                         % self.name)
             link = self.link
             if link is not None and not link.conn.closed:
                 return link
@@ -183,7 +237,7 @@ class Channel:
             conn = Connection(self.config, p.ROLE_CLIENT, self.timeout,
                               self.token, self.tls)
             conn.connect()
-            link = self.link = Link(conn, self.max_frame_size)
+            link = self.link = Link(conn)
             reader = threading.Thread(target=self._reader, args=(link,),
                                       name="pyfaas-client-reader",
                                       daemon=True)
@@ -205,9 +259,7 @@ class Channel:
         except (PyFaaSError, p.ProtocolError) as exc:
             self._lost(link, exc)
         finally:
-            link.lock.release()
-            if link.pending:  # a request sent meanwhile: its reader
-                link.wake.set()
+            link.stop_reading()  # a request sent meanwhile: its reader
         self._last_reply = time.monotonic()
 
     def _reader(self, link):
@@ -251,8 +303,8 @@ class Channel:
             error = PyFaaSProtocolError("director %s sent a bad frame: %s"
                                         % (link.name, error))
         if self.closed:
-            error = PyFaaSNetworkError("client for %s:%s was closed"
-                                       % (self.host, self.port))
+            error = PyFaaSNetworkError("client for %s was closed"
+                                       % self.name)
         pending = link.pending
         for rid in list(pending):
             entry = pending.pop(rid, None)
@@ -267,53 +319,22 @@ class Channel:
         link.wake.set()
 
     def send_batch(self, requests):
-        """Send several requests in one write; return ``[(link, rid, future)]``.
+        """Send several requests in one write.
 
-        Each ``future`` (default: a new :class:`ReplyFuture`) receives its
-        reply through ``deliver(frame)`` / ``fail(exc)`` from whichever
-        thread reads it; the reader thread is woken.
+        Each future receives its reply through ``deliver(frame)`` /
+        ``fail(exc)`` from whichever thread reads it; cancelling it cancels
+        its request.
 
         Args:
-            requests: ``(type, meta, payload, flags, future or None)`` tuples.
-        """
-        link = self._open(sending=True)
-        conn, pending = link.conn, link.pending
-        parts, sent = [], []
-        for type_, meta, payload, flags, future in requests:
-            rid = next(self._rids)
-            frame, why = self._encode(link, type_, rid, meta, payload, flags)
-            if why is not None:
-                for _, rid_, _ in sent:
-                    pending.pop(rid_, None)
-                raise PyFaaSSerializationError(why + "; nothing was sent")
-            if future is None:
-                future = ReplyFuture()
-            pending[rid] = future
-            parts.extend(frame)
-            sent.append((link, rid, future))
-        try:
-            conn.send(parts)
-        except PyFaaSError:
-            for _, rid, _ in sent:
-                pending.pop(rid, None)
-            raise
-        link.wake.set()
-        return sent
+            requests: ``(type, meta, payload, flags, future)`` tuples, each
+                future a new :class:`ReplyFuture`.
 
-    @staticmethod
-    def _encode(link, type_, rid, meta, payload, flags):
-        """``(frame parts, None)``, or ``(None, why it cannot be sent)``."""
-        try:
-            frame = p.frame_parts(type_, rid, meta, payload, flags)
-        except ValueError as exc:  # meta over 64 KiB
-            return None, str(exc)
-        limit = link.limit
-        size = sum(map(len, frame)) - 4
-        if size > limit:
-            return None, ("request of %d bytes is over the director's frame "
-                          "limit of %d bytes (max_frame_bytes)"
-                          % (size, limit))
-        return frame, None
+        Raises:
+            PyFaaSSerializationError: a request cannot be sent (see
+                :meth:`Link.encode`); none was sent.
+            PyFaaSNetworkError, PyFaaSTimeoutError: the write failed.
+        """
+        self._send(self._open(sending=True), requests)
 
     def send_many(self, meta, payloads, flags, futures):
         """Send calls of one function with the same options as ONE frame.
@@ -324,53 +345,75 @@ class Channel:
         Falls back to one CALL frame each when the batch would not fit a
         frame comfortably.
 
-        Returns:
-            list: ``(link, rid, future)`` per call, in order.
+        Args:
+            meta: the calls' CALL meta (dict or encoded).
+            payloads: their arguments (bytes each).
+            flags: their CALL flags.
+            futures: a new :class:`ReplyFuture` per call, in order.
+
+        Raises:
+            As :meth:`send_batch`.
         """
         link = self._open(sending=True)
-        conn = link.conn
-        limit = link.limit
-        total = sum(len(x) for x in payloads)
-        if len(payloads) < 2 or total + 16 * len(payloads) + 4096 > limit // 2:
-            return self.send_batch([(p.CALL, meta, x, flags, f)
-                                    for x, f in zip(payloads, futures)])
+        if len(payloads) < 2 or sum(map(len, payloads)) + \
+                16 * len(payloads) + 4096 > link.limit // 2:
+            self._send(link, [(p.CALL, meta, x, flags, f)
+                              for x, f in zip(payloads, futures)])
+            return
+        if isinstance(meta, (bytes, bytearray)):
+            meta = p.decode_meta(meta)
         rids = [next(self._rids) for _ in payloads]
         many = dict(meta, rids=rids, sizes=[len(x) for x in payloads])
+        frame = link.encode(p.CALL_MANY, rids[0], many, b"".join(payloads),
+                            flags)
         pending = link.pending
         for rid, future in zip(rids, futures):
+            future._channel, future._link, future._rid = self, link, rid
             pending[rid] = future
+        self._write(link, frame, rids)
+
+    def _send(self, link, requests):
+        """Encode and register ``requests`` on ``link``; send them at once."""
+        parts, rids = [], []
+        pending = link.pending
         try:
-            conn.send(p.frame_parts(p.CALL_MANY, rids[0], many,
-                                    b"".join(payloads), flags))
-        except (PyFaaSError, ValueError) as exc:
+            for type_, meta, payload, flags, future in requests:
+                rid = next(self._rids)
+                parts.extend(link.encode(type_, rid, meta, payload, flags))
+                future._channel, future._link, future._rid = self, link, rid
+                pending[rid] = future
+                rids.append(rid)
+        except PyFaaSError:
             for rid in rids:
                 pending.pop(rid, None)
-            if isinstance(exc, ValueError):  # meta over 64 KiB
-                raise PyFaaSSerializationError(str(exc))
+            raise
+        self._write(link, parts, rids)
+
+    @staticmethod
+    def _write(link, parts, rids):
+        """Send the frames of requests ``rids``; wake the reader for them."""
+        try:
+            link.conn.send(parts)
+        except PyFaaSError:
+            for rid in rids:
+                link.pending.pop(rid, None)
             raise
         link.wake.set()
-        return [(link, rid, f) for rid, f in zip(rids, futures)]
 
     def refuse_in_reader(self):
         """Raise if called on a thread that is reading replies (from a
         future's callback): a blocking call there would wait for a reply
         only that thread can read."""
         if threading.get_ident() in self._readers:
-            raise PyFaaSError(
-                "a blocking PyFaaS call was made from a future's done-"
-                "callback, which runs on the thread reading the client's "
-                "connection: it would wait for itself; nothing was sent. "
-                "Make the call from another thread, or use exec_async/submit"
-                " in the callback")
+            raise _in_reader()
 
-    def forget(self, link, rid, tell_director=True):
+    def forget(self, link, rid):
         """Stop waiting for ``rid``; ask the Director to cancel it."""
         link.pending.pop(rid, None)
-        if tell_director:
-            try:
-                link.conn.send(p.frame_parts(p.CANCEL, rid))
-            except PyFaaSError:
-                pass
+        try:
+            link.conn.send(p.frame_parts(p.CANCEL, rid))
+        except PyFaaSError:
+            pass
 
     def request(self, type_, meta=None, payload=b"", flags=0, timeout=None):
         """Send one request and return its reply frame: the hot path of
@@ -381,21 +424,25 @@ class Channel:
         otherwise it waits for whoever reads to hand the reply over.
 
         Raises:
+            PyFaaSError: called on a thread that reads replies (in a
+                future's done-callback: it would wait for itself); nothing
+                was sent.
             PyFaaSSerializationError: the request cannot be sent (too large,
                 meta over 64 KiB); nothing was sent.
             PyFaaSTimeoutError: no reply within ``timeout`` (default: the
                 channel's); the request is then cancelled.
             PyFaaSNetworkError: the connection broke first.
         """
+        me = threading.get_ident()
+        if me in self._readers:
+            raise _in_reader()
         link = self.link
         if link is None or link.conn.closed or not link.pending and \
                 time.monotonic() - self._last_reply >= IDLE_CHECK_S:
             link = self._open(sending=True)  # (the checks, inlined: see it)
         conn, pending = link.conn, link.pending
         rid = next(self._rids)
-        frame, why = self._encode(link, type_, rid, meta, payload, flags)
-        if why is not None:
-            raise PyFaaSSerializationError(why + "; nothing was sent")
+        frame = link.encode(type_, rid, meta, payload, flags)
         reply = pending[rid] = Reply()
         try:
             conn.send(frame)
@@ -403,13 +450,11 @@ class Channel:
             pending.pop(rid, None)
             raise
         wait = self.timeout if timeout is None else timeout
-        # (callers refused a thread that reads replies before sending)
         if reply.frame is None and reply.error is None and \
                 link.lock.acquire(False):
             # Read, anyone's replies, until ours comes (returned as it is:
             # nothing to hand over) or fails, or the deadline passes.
             deadline = time.monotonic() + wait
-            me = threading.get_ident()
             self._readers.add(me)
             try:
                 while reply.frame is None and reply.error is None:
@@ -426,9 +471,7 @@ class Channel:
                 self._lost(link, exc)
             finally:
                 self._readers.discard(me)
-                link.lock.release()
-                if pending:  # others still wait: the reader takes over
-                    link.wake.set()
+                link.stop_reading()  # others still wait: the reader takes over
             wait = deadline - time.monotonic()
         # else whoever reads now wakes the reader thread when it stops
         if not reply.wait(wait):
@@ -440,3 +483,11 @@ class Channel:
         if reply.error is not None:
             raise reply.error
         return reply.frame
+
+
+def _in_reader():
+    return PyFaaSError(
+        "a blocking PyFaaS call was made from a future's done-callback, "
+        "which runs on the thread reading the client's connection: it would "
+        "wait for itself; nothing was sent. Make the call from another "
+        "thread, or use exec_async/submit in the callback")

@@ -1,16 +1,14 @@
 """The client library: :class:`Client`, one connection to one Director.
 
-Owns the client's connection (opened lazily, reopened after a failure), the
-table of requests in flight on it (many at once, matched by request id), the
-reader thread that completes them, and the translation of replies into
-results or typed exceptions. Calls are blocking with a deadline; a timed-out
-call is abandoned (its late reply is dropped) and the Director is told to
-cancel it.
-
-The connection is read only by its reader thread, so a timeout never leaves
-a half-read frame behind: the "a timeout poisons the connection" rule of the
-house style protects blocking request/response sockets, and here no caller
-ever reads the socket.
+Owns what a program asks of the cluster: registering and listing functions,
+calls (their arguments checked against the function's signature before
+anything is sent, and encoded in one place, ``_call_parts``), workflows,
+the cluster queries, and the translation of error replies into typed
+exceptions. The connection, the requests in flight on it and who reads it
+belong to :class:`~pyfaas.client.channel.Channel`; futures and ``map`` to
+:mod:`pyfaas.client.futures`; what a workflow request carries to
+:mod:`pyfaas.client.workflows`. :mod:`pyfaas.client.executor` builds the
+standard Executor on this class's public methods.
 """
 
 import logging
@@ -21,7 +19,8 @@ from ..wire import protocol as p
 from .. import serialization as ser
 from ..config import (DEFAULT_MAX_FRAME_BYTES, ClientConfig,
                       load_client_config)
-from ..errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
+from ..errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
+                     PyFaaSConfigError, PyFaaSError,
                      PyFaaSFunctionListingError,
                      PyFaaSFunctionRegistrationError,
                      PyFaaSFunctionUnregistrationError,
@@ -29,8 +28,8 @@ from ..errors import (PyFaaSCacheDumpingError, PyFaaSConfigError, PyFaaSError,
                      PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
                      PyFaaSWorkerInfoError, PyFaaSWorkerKillError)
 from .channel import Channel
-from .workflows import WorkflowCalls
 from .futures import call_result, ordered_results, send_calls
+from .workflows import workflow_outputs, workflow_request
 from ..logs import setup_client_logging
 from ..memo import Memo
 from ..security import MIN_TOKEN_LENGTH, load_token
@@ -46,7 +45,7 @@ EXEC_TIMEOUT_GRACE_S = 0.25
 META_BUDGET = 48 * 1024
 
 
-class Client(WorkflowCalls):
+class Client:
     """A connection to one PyFaaS Director. Thread-safe; a context manager.
 
     Args:
@@ -124,7 +123,6 @@ class Client(WorkflowCalls):
 
     def _request(self, type_, meta=None, payload=b"", flags=0, timeout=None,
                  error_class=PyFaaSError):
-        self._channel.refuse_in_reader()
         frame = self._channel.request(type_, meta, payload, flags, timeout)
         if frame.type == p.ERROR:
             raise error_from_meta(frame.meta(), error_class)
@@ -268,9 +266,6 @@ class Client(WorkflowCalls):
         meta = self._fitting.get(shape)
         if meta is None:
             meta = self._check_call(name, args, kwargs, shape)
-        limit = self._channel.reply_limit()
-        if limit is not None:
-            options = dict(options or {}, max=limit)
         if options:
             meta = {"f": name}
             meta.update(options)
@@ -301,7 +296,7 @@ class Client(WorkflowCalls):
         request = self._call_parts(name_or_id, *_checked(args, kwargs),
                                    self._options(save_in_cache, timeout,
                                                  retries))
-        return send_calls(self._channel, [request])[0][2]
+        return send_calls(self._channel, [request])[0]
 
     def submit(self, name, /, *args, **kwargs):
         """``exec_async`` with Python's calling syntax; returns a Future."""
@@ -341,14 +336,13 @@ class Client(WorkflowCalls):
         return self._exec(name, args, kwargs, None, None)
 
     def _exec(self, name_or_id, args, kwargs, options, timeout):
-        channel = self._channel
-        channel.refuse_in_reader()
         type_, meta, payload, flags = self._call_parts(name_or_id, args,
                                                        kwargs, options)
         # With a timeout the Worker enforces it too; give its (more precise)
         # answer a moment to arrive before answering for it here.
         wait = None if timeout is None else timeout + EXEC_TIMEOUT_GRACE_S
-        return call_result(channel.request(type_, meta, payload, flags, wait))
+        return call_result(self._channel.request(type_, meta, payload, flags,
+                                                 wait))
 
     def map(self, name_or_id, *iterables, timeout=None, max_in_flight=256,
             batch=64):
@@ -360,8 +354,41 @@ class Client(WorkflowCalls):
         comes; calls not consumed are cancelled.
         """
         return ordered_results(
-            self._channel, lambda args: self._call_parts(name_or_id, args, {}, {}),
-            zip(*iterables), timeout, max_in_flight, batch)
+            self._channel,
+            lambda args: self._call_parts(name_or_id, args, {}, {}),
+            zip(*iterables), timeout=timeout, max_in_flight=max_in_flight,
+            batch=batch)
+
+    # ----- workflows -----------------------------------------------------------
+
+    def chain_exec(self, workflow, timeout=None, validate=True):
+        """Run a workflow and return its output.
+
+        ``workflow`` is a dict, a JSON string, or the path of a JSON file
+        (a ``pathlib.Path``, or a str naming an existing file).
+
+        Returns:
+            the final step's output, or ``{step: output}`` when the workflow
+            has several final steps.
+
+        Raises:
+            PyFaaSWorkflowValidationError: the workflow is malformed; its
+                ``problems`` lists every problem (checked here, and again by
+                the Director).
+            PyFaaSChainedExecutionError: a step failed (``step``,
+                ``workflow_id``, ``cause``, remote type and traceback).
+            PyFaaSTimeoutError: the whole workflow took longer than
+                ``timeout`` (default ``receive_timeout_s``); it is cancelled.
+        """
+        wf_id, payload = workflow_request(workflow,
+                                          self.list if validate else None)
+        try:
+            frame = self._request(p.CHAIN, None, payload, timeout=timeout,
+                                  error_class=PyFaaSChainedExecutionError)
+        except PyFaaSTimeoutError as exc:
+            raise PyFaaSTimeoutError("workflow %r did not finish in time (it "
+                                     "was cancelled): %s" % (wf_id, exc))
+        return workflow_outputs(frame)
 
     # ----- workers and cluster -------------------------------------------------
 

@@ -312,45 +312,55 @@ class Connection:
             PyFaaSProtocolError: the Director sent bytes that are not frames.
         """
         decoder = self._decoder
+        # The decoder is asked for a frame only when it holds bytes: after
+        # a reply was taken, the next one needs a receive first.
+        held = decoder.buffered
         while True:
-            try:
-                event = decoder.next_event()
-            except p.ProtocolError as exc:
-                self.close()
-                raise PyFaaSProtocolError("director %s sent an invalid "
-                                          "frame: %s" % (self.name, exc))
-            if event is not p.NEED_DATA:
-                if event is p.CLOSED:
+            if held:
+                try:
+                    event = decoder.next_event()
+                except p.ProtocolError as exc:
                     self.close()
-                    raise PyFaaSNetworkError("director %s closed the "
-                                             "connection" % self.name)
-                return event
+                    raise PyFaaSProtocolError("director %s sent an invalid "
+                                              "frame: %s" % (self.name, exc))
+                if event is not p.NEED_DATA:
+                    if event is p.CLOSED:
+                        self.close()
+                        raise PyFaaSNetworkError("director %s closed the "
+                                                 "connection" % self.name)
+                    return event
             sock = self._sock
             if sock is None or self.closed:
                 raise PyFaaSNetworkError("connection to director %s is closed"
                                          % self.name)
-            target = decoder.recv_target() if self.tls is None else None
             try:
-                if deadline is not None and self.tls is None and not (
+                # (a blocking socket with a far deadline needs no poll: its
+                # SO_RCVTIMEO bounds the wait; a TLS socket takes the
+                # deadline itself)
+                if deadline is not None and not (
                         self._blocking and
                         deadline - time.monotonic() > RECV_SLICE_S) and \
+                        self.tls is None and \
                         not wait_readable(sock, deadline - time.monotonic()):
                     raise socket.timeout()
-                # (a blocking socket with a far deadline needs no poll: its
-                # SO_RCVTIMEO bounds the wait)
-                if target is not None:
+                target = None
+                if decoder.gathering:  # the body of a large frame
+                    size = LARGE_RECV_CHUNK
+                    if self.tls is None:
+                        target = decoder.recv_target()
+                else:
+                    size = RECV_CHUNK
+                if target is not None:  # received straight into its buffer
                     got = sock.recv_into(target)
                     if got:
                         decoder.wrote(got)
+                        held = True
                         continue
                     data = b""
+                elif deadline is not None and self.tls is not None:
+                    data = sock.recv(size, deadline)
                 else:
-                    size = LARGE_RECV_CHUNK if decoder.gathering \
-                        else RECV_CHUNK
-                    if deadline is not None and self.tls is not None:
-                        data = sock.recv(size, deadline)
-                    else:
-                        data = sock.recv(size)
+                    data = sock.recv(size)
             except (socket.timeout, BlockingIOError):
                 # A slice or the socket's idle timeout passed; the deadline?
                 if deadline is None or deadline > time.monotonic():
@@ -364,6 +374,7 @@ class Connection:
             except (OSError, ValueError) as exc:  # ValueError: fd closed
                 raise self._broken(exc)
             decoder.feed(data)  # b"": the end of the stream
+            held = True
 
     def _broken(self, exc):
         """Close after a failed receive; the error to raise."""
