@@ -40,7 +40,7 @@ _gates_lock = threading.Lock()
 def gate(name):
     """The ``threading.Event`` called ``name`` (made on first use).
 
-    A deployed function reaches it with ``import scripted_director`` in its
+    A deployed function reaches it with ``import scripted_director_for_workers`` in its
     body: the Worker runs it in this process.
     """
     with _gates_lock:

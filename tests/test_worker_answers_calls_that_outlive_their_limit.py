@@ -3,7 +3,7 @@
 Its caller gets a ``timeout`` error at about the limit, the Worker counts
 the call as answered and stuck, the thread runs on, and the result it
 returns at last is dropped, never sent. A Worker against a scripted
-Director (see scripted_director.py).
+Director (see scripted_director_for_workers.py).
 """
 
 import logging
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from helpers import wait_until
-from scripted_director import echo, gate, gated, serving_worker
+from scripted_director_for_workers import echo, gate, gated, serving_worker
 from pyfaas import serialization as ser
 from pyfaas.wire import protocol as p
 

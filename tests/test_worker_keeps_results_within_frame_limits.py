@@ -12,7 +12,7 @@ import time
 import pytest
 
 from helpers import HOST
-from scripted_director import blob, serving_worker
+from scripted_director_for_workers import blob, serving_worker
 from pyfaas import Client
 from pyfaas.errors import PyFaaSSerializationError
 from pyfaas.wire import protocol as p

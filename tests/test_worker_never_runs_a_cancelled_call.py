@@ -1,6 +1,6 @@
 """A CANCEL stops a call that waits for a thread; a running call runs on.
 
-A Worker against a scripted Director (see scripted_director.py), with one
+A Worker against a scripted Director (see scripted_director_for_workers.py), with one
 thread for calls, so a second call waits for the first.
 """
 
@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from helpers import wait_until
-from scripted_director import echo, gate, gated, serving_worker
+from scripted_director_for_workers import echo, gate, gated, serving_worker
 from pyfaas import serialization as ser
 from pyfaas.wire import protocol as p
 

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from helpers import decode_frames, wait_until
-from scripted_director import echo, gate, gated, serving_worker
+from scripted_director_for_workers import echo, gate, gated, serving_worker
 from pyfaas.errors import PyFaaSNetworkError
 from pyfaas.wire import protocol as p
 from pyfaas.worker.replies import Replies

@@ -3,7 +3,7 @@
 It tells the Director to send no new calls (a HEARTBEAT marked
 ``draining``), answers what it still has, and closes its connection once
 the Director agreed and nothing runs; ``serve_forever`` returns. A Worker
-against a scripted Director (see scripted_director.py); the same through
+against a scripted Director (see scripted_director_for_workers.py); the same through
 SIGTERM in real processes is in test_faults_processes.py.
 """
 
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from helpers import wait_until
-from scripted_director import echo, gate, gated, serving_worker
+from scripted_director_for_workers import echo, gate, gated, serving_worker
 from pyfaas import serialization as ser
 from pyfaas.wire import protocol as p
 
