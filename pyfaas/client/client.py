@@ -15,26 +15,25 @@ import logging
 import os
 import time
 
-from ..wire import protocol as p
 from .. import serialization as ser
 from ..config import (DEFAULT_MAX_FRAME_BYTES, ClientConfig,
                       load_client_config)
 from ..errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
-                     PyFaaSConfigError, PyFaaSError,
-                     PyFaaSFunctionListingError,
-                     PyFaaSFunctionRegistrationError,
-                     PyFaaSFunctionUnregistrationError,
-                     PyFaaSParameterMismatchError,
-                     PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
-                     PyFaaSWorkerInfoError, PyFaaSWorkerKillError)
+                      PyFaaSConfigError, PyFaaSError,
+                      PyFaaSFunctionListingError,
+                      PyFaaSFunctionRegistrationError,
+                      PyFaaSFunctionUnregistrationError,
+                      PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
+                      PyFaaSWorkerInfoError, PyFaaSWorkerKillError,
+                      error_from_meta)
+from ..logs import setup_client_logging
+from ..net.tls import client_context as tls_client_context
+from ..security import MIN_TOKEN_LENGTH, load_token
+from ..wire import protocol as p
 from .channel import Channel
 from .futures import call_result, ordered_results, send_calls
+from .signatures import Signatures, call_options, checked_arguments
 from .workflows import workflow_outputs, workflow_request
-from ..logs import setup_client_logging
-from ..memo import Memo
-from ..security import MIN_TOKEN_LENGTH, load_token
-from ..net.tls import client_context as tls_client_context
-from ..errors import error_from_meta
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +86,7 @@ class Client:
                 "Director and Workers refuse shorter ones)" % MIN_TOKEN_LENGTH)
         self._channel = Channel(config, token, tls_client_context(
             config.tls, config.tls_ca_file, config.path))
-        self._signatures = {}     # name or func_id -> params description
-        # (name, n args, kw names) known to bind -> the encoded meta of an
-        # option-less call (see _call_parts)
-        self._fitting = Memo()
+        self._signatures = Signatures(self.list)
 
     @classmethod
     def from_config(cls, path):
@@ -188,11 +184,8 @@ class Client:
         frame = self._request(p.DEPLOY, meta, code,
                               error_class=PyFaaSFunctionRegistrationError)
         answer = frame.meta()
-        self._fitting.clear()
-        self._signatures[name] = params
-        self._signatures[answer["func_id"]] = params
+        self._signatures.registered(name, answer, params)
         if answer.get("replaced"):
-            self._signatures.pop(answer["replaced"], None)
             log.info("function %r replaced: id %s -> %s", name,
                      answer["replaced"], answer["func_id"])
         for wid, why in (answer.get("failed") or {}).items():
@@ -211,9 +204,7 @@ class Client:
         frame = self._request(p.UNDEPLOY, {"f": name_or_id},
                               error_class=PyFaaSFunctionUnregistrationError)
         answer = frame.meta()
-        self._fitting.clear()
-        self._signatures.pop(answer.get("name"), None)
-        self._signatures.pop(answer.get("func_id"), None)
+        self._signatures.unregistered(answer)
         return answer["func_id"]
 
     def list(self):
@@ -225,63 +216,26 @@ class Client:
         """
         frame = self._request(p.LIST, error_class=PyFaaSFunctionListingError)
         listing = ser.from_json(frame.payload)
-        for fid, info in listing.items():
+        self._signatures.learn(listing)
+        for info in listing.values():
             params = info.get("params")
             info["signature"] = (ser.signature_text(params)
                                  if params is not None else None)
-            self._signatures[fid] = params
-            self._signatures[info["name"]] = params
-        self._fitting.clear()
         return listing
-
-    def _check_call(self, name, args, kwargs, shape):
-        """Raise if the arguments do not bind to ``name``'s signature;
-        return the encoded meta of an option-less call, kept for ``shape``
-        when they do bind (see _call_parts)."""
-        meta = p.encode_meta({"f": name})
-        if name not in self._signatures:
-            try:
-                self.list()
-            except PyFaaSError:
-                return meta
-        params = self._signatures.get(name)
-        why = ser.check_arguments(params, args, kwargs)
-        if why is not None:
-            self.list()  # the cached signature may be stale: look again
-            params = self._signatures.get(name)
-            why = ser.check_arguments(params, args, kwargs)
-            if why is not None:
-                raise PyFaaSParameterMismatchError(
-                    "arguments do not fit %s%s: %s"
-                    % (name, ser.signature_text(params), why))
-        if params is not None:
-            self._fitting.keep(shape, meta)
-        return meta
 
     def _call_parts(self, name, args, kwargs, options):
         """Check and encode one call: ``(type, meta, payload, flags)``."""
         # Whether arguments bind depends only on their count and keyword
         # names: a shape that fitted is kept with its call's meta.
         shape = (name, len(args), tuple(kwargs) if kwargs else ())
-        meta = self._fitting.get(shape)
+        meta = self._signatures.fitting.get(shape)
         if meta is None:
-            meta = self._check_call(name, args, kwargs, shape)
+            meta = self._signatures.check(name, args, kwargs, shape)
         if options:
             meta = {"f": name}
             meta.update(options)
         payload = ser.dumps((tuple(args), dict(kwargs)), "arguments")
         return p.CALL, meta, payload, p.FLAG_PICKLED
-
-    @staticmethod
-    def _options(save_in_cache=False, timeout=None, retries=0):
-        options = {}
-        if save_in_cache:
-            options["cache"] = True
-        if timeout is not None:
-            options["timeout"] = float(timeout)
-        if retries:
-            options["retries"] = int(retries)
-        return options
 
     def exec_async(self, name_or_id, args=None, kwargs=None, save_in_cache=False,
                    timeout=None, retries=0):
@@ -293,8 +247,8 @@ class Client:
         :meth:`exec`. Raises PyFaaSParameterMismatchError at once for bad
         arguments.
         """
-        request = self._call_parts(name_or_id, *_checked(args, kwargs),
-                                   self._options(save_in_cache, timeout,
+        request = self._call_parts(name_or_id, *checked_arguments(args, kwargs),
+                                   call_options(save_in_cache, timeout,
                                                  retries))
         return send_calls(self._channel, [request])[0]
 
@@ -326,8 +280,8 @@ class Client:
             PyFaaSNoWorkersError, PyFaaSWorkerLostError, PyFaaSTimeoutError,
             PyFaaSNetworkError: the call could not complete.
         """
-        args, kwargs = _checked(args, kwargs)
-        options = self._options(save_in_cache, timeout, retries) if (
+        args, kwargs = checked_arguments(args, kwargs)
+        options = call_options(save_in_cache, timeout, retries) if (
             save_in_cache or timeout is not None or retries) else None
         return self._exec(name_or_id, args, kwargs, options, timeout)
 
@@ -484,23 +438,6 @@ class Client:
                     "%d worker(s) live after %.1f s; %d wanted"
                     % (len(ids), timeout, count))
             time.sleep(0.02)
-
-
-def _checked(args, kwargs):
-    """``(args tuple, kwargs dict)`` of ``exec``, or a clear error."""
-    if args is None:
-        args = ()
-    elif not isinstance(args, (list, tuple)):
-        raise PyFaaSParameterMismatchError(
-            "args must be a list or a tuple of positional arguments, got %s "
-            "(wrap a single argument: [value])" % type(args).__name__)
-    if kwargs is None:
-        kwargs = {}
-    elif not isinstance(kwargs, dict):
-        raise PyFaaSParameterMismatchError(
-            "kwargs must be a dict of keyword arguments, got %s"
-            % type(kwargs).__name__)
-    return args, kwargs
 
 
 def default_client():
