@@ -34,6 +34,10 @@ class Cluster:
     def __init__(self, strategy, rng):
         self.strategy = strategy
         self.rng = rng
+        # choose_worker(candidates): one of them (a non-empty list)
+        self.choose_worker = {"Random": self._random,
+                              "Least-Loaded": self._least_loaded,
+                              "Round-Robin": self._round_robin}[strategy]
         self.peers = {}            # connection id -> Peer
         self.workers = {}          # worker_id -> Worker, in join order
         self.functions = {}        # func_id -> Function
@@ -105,12 +109,16 @@ class Cluster:
         return [w for w in self.workers.values()
                 if w.functions.get(func_id) in USABLE and not w.draining]
 
-    def choose_worker(self, candidates):
-        """Pick one of ``candidates`` (a non-empty list) by the strategy."""
-        if self.strategy == "Random":
-            return self.rng.choice(candidates)
-        if self.strategy == "Least-Loaded":
-            return min(candidates, key=lambda w: len(w.inflight))
+    # The strategies (worker_selection_strategy): choose_worker is one.
+
+    def _random(self, candidates):
+        return self.rng.choice(candidates)
+
+    def _least_loaded(self, candidates):
+        """The one with the fewest requests in flight."""
+        return min(candidates, key=lambda w: len(w.inflight))
+
+    def _round_robin(self, candidates):
         self._rr += 1
         return candidates[self._rr % len(candidates)]
 
