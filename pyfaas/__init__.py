@@ -1,7 +1,7 @@
 """PyFaaS: push Python functions to a few machines and call them like local ones.
 
 A Director routes requests from clients to Workers; Workers run functions in
-a thread pool. See README.md for the quick start and the configuration files.
+a thread pool. README.md has the quick start, docs/ the reference.
 """
 
 from .client.api import (pyfaas_chain_exec, pyfaas_close, pyfaas_config,

@@ -1,9 +1,10 @@
 """The TOML configuration files of the Director, the Workers and clients.
 
-Owns the schema of the three files (the tables below are the one place where
-every key, its meaning, its valid values and its default are written down),
-the frozen dataclass each file loads into, and the one-line error messages
-for bad files. It does not own logging setup (``logs.py``), a search path for
+Owns the schema of the three files (the tables below are the source of
+truth for every key, its meaning, its valid values and its default;
+docs/configuration.md is their reference for readers, checked against them
+by tests/test_docs.py), the frozen dataclass each file loads into, and the
+one-line error messages for bad files. It does not own logging setup (``logs.py``), a search path for
 config files, or any process-global configuration: every loader call reads
 the file again and returns a new immutable object.
 
@@ -131,7 +132,7 @@ _MAX_FRAME_BYTES = _Field(_int(MIN_FRAME_BYTES, 2 ** 32 - 1),
 
 
 def _security(role):
-    """The optional [security] section (see README, "Security")."""
+    """The optional [security] section (docs/security.md)."""
     fields = {
         # File holding the shared cluster token (first line, stripped).
         # "" = use $PYFAAS_TOKEN if set, else no token.

@@ -1,4 +1,4 @@
-"""Pure tests of DirectorState (pyfaas/director_state.py), driven by events.
+"""Pure tests of DirectorState (pyfaas/director/state.py), driven by events.
 
 No sockets: peers are small integers, frames go in through ``received`` and
 come out of ``take_output`` as encoded parts, which we decode again. Time is

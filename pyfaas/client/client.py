@@ -90,7 +90,7 @@ class Client:
 
     @classmethod
     def from_config(cls, path):
-        """A Client from a client TOML file (see README).
+        """A Client from a client TOML file (docs/configuration.md).
 
         Also applies the file's ``[misc] log_level`` to the client's stdout
         logging (``""``: no handler of its own).
