@@ -1,4 +1,4 @@
-"""Helpers of the fault-injection tests (test_security*.py, test_faults*.py).
+"""Helpers of the fault-injection tests (test_security*.py, test_calls_that_fail_in_threads_and_processes*.py).
 
 Reading what a Director printed, an environment without a cluster token,
 whether a process is gone. Like helpers.py, nothing here sleeps to let

@@ -4,7 +4,7 @@ It tells the Director to send no new calls (a HEARTBEAT marked
 ``draining``), answers what it still has, and closes its connection once
 the Director agreed and nothing runs; ``serve_forever`` returns. A Worker
 against a scripted Director (see scripted_director_for_workers.py); the same through
-SIGTERM in real processes is in test_faults_processes.py.
+SIGTERM in real processes is in test_processes_that_freeze_die_or_leave.py.
 """
 
 import time

@@ -1,4 +1,4 @@
-"""Pure tests of the dump file (pyfaas/persistence.py): atomic save, checked load."""
+"""Pure tests of the dump file (pyfaas/worker/persistence.py): atomic save, checked load."""
 
 import hashlib
 import os

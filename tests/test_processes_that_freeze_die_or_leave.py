@@ -4,7 +4,7 @@ Each test gets its own cluster (``fresh_cluster``), injects one failure with
 a signal or a close, checks that every call gets exactly one outcome, and
 ends with a brand-new client making a normal call. A Worker killed with
 SIGKILL mid-call (without retries) and a Director restarted after a clean
-stop are covered in test_integration_core.py.
+stop are covered in test_calls_across_real_processes.py.
 """
 
 import os

@@ -1,9 +1,12 @@
-"""Regression tests for problems found in review: each test fails on the
-code before its fix.
+"""Director promises found wanting once, each kept by a test that failed
+before its fix.
 
-Pure ones drive DirectorState or a client Channel with fakes; the others
-use real processes on 127.0.0.1 and end with a normal call. (The Worker's
-moved to behaviour-named files: test_worker_*.py.)
+Overlapping registrations of one name keep the newest version; arguments
+over a Worker's frame limit are refused, not fatal; a draining Director
+still delivers a large result; every call of a CALL_MANY is routed and
+answered alone, and a malformed one closes only that peer; a paused
+Director does not evict its Workers. Pure ones drive DirectorState; the
+others use real processes on 127.0.0.1 and end with a normal call.
 """
 
 import os

@@ -418,7 +418,7 @@ def test_bench_smoke(tmp_path):
                        if x])
     env["TMPDIR"] = str(tmp_path)  # where its cluster's directory goes
     # Pinned to one CPU where that is possible (--cpu): both ways of
-    # running are smoke-tested, the other one by test_edges.
+    # running are smoke-tested, the other one by test_defaults_tokens_and_odd_peers.
     cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else None
     proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Pure tests of the Worker's result cache (pyfaas/cache.py): no sockets, no files."""
+"""The Worker's result cache (pyfaas/worker/cache.py), without sockets or files."""
 
 import json
 import pickle
