@@ -1,4 +1,4 @@
-"""Pure tests of the Director's route cache (``DirectorState._routes``).
+"""Pure tests of the Director's routes (``Cluster.routes``).
 
 A call's route (its function and the Workers that may run it) is kept per
 CALL meta bytes and rebuilt when anything it depends on changes. Each test

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import process_of, wait_until
+from helpers import (encode_frame, process_of, raw_connect, read_frame,
+                     wait_until)
 from pyfaas import (pyfaas_chain_exec, pyfaas_close, pyfaas_config,
                     pyfaas_load_workflow)
 from pyfaas.wire import protocol as p
+from pyfaas.wire.decoder import FrameDecoder
 from pyfaas.errors import (PyFaaSChainedExecutionError, PyFaaSTimeoutError,
-                           PyFaaSWorkflowValidationError)
+                           PyFaaSWorkflowValidationError, error_from_meta)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -355,9 +357,15 @@ def test_malformed_workflow_past_client_validation(wf_client):
 ])
 def test_garbage_workflow_frames_get_a_validation_error(wf_client, payload):
     # Straight onto the wire: not even the client's JSON parsing applies.
-    with pytest.raises(PyFaaSWorkflowValidationError) as info:
-        wf_client._request(p.CHAIN, None, payload, timeout=10)
-    assert info.value.problems
+    with raw_connect(wf_client.port, timeout=10) as sock:
+        decoder = FrameDecoder()
+        sock.sendall(p.encode_preamble(p.ROLE_CLIENT))
+        assert read_frame(sock, decoder).type == p.HELLO
+        sock.sendall(encode_frame(p.CHAIN, 7, None, payload))
+        reply = read_frame(sock, decoder, timeout=10)
+    assert (reply.type, reply.request_id) == (p.ERROR, 7)
+    error = error_from_meta(reply.meta())
+    assert isinstance(error, PyFaaSWorkflowValidationError) and error.problems
     assert wf_client.call("add", 1, 2) == 15
 
 
