@@ -84,8 +84,7 @@ class Client:
             raise PyFaaSConfigError(
                 "the cluster token must have at least %d characters (the "
                 "Director and Workers refuse shorter ones)" % MIN_TOKEN_LENGTH)
-        self._channel = Channel(config, token, tls_client_context(
-            config.tls, config.tls_ca_file, config.path))
+        self._channel = Channel(config, token, tls_client_context(config))
         self._signatures = Signatures(self.list)
 
     @classmethod

@@ -42,8 +42,7 @@ class Director:
 
     def __init__(self, config, token=None):
         self.config = config
-        self._tls = server_context(config.tls_cert_file, config.tls_key_file,
-                                   config.path)
+        self._tls = server_context(config)
         self._sel = selectors.DefaultSelector()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

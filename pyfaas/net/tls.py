@@ -24,12 +24,15 @@ def _why(exc):
         or str(exc)
 
 
-def server_context(cert_file, key_file, config_path="config"):
-    """A server ``SSLContext`` (TLS 1.2+), or None when no certificate is set.
+def server_context(config):
+    """The Director's ``SSLContext`` (TLS 1.2+) from its DirectorConfig, or
+    None when no certificate is set.
 
     Raises:
         PyFaaSConfigError: a file is missing, unreadable or not PEM.
     """
+    cert_file, key_file = config.tls_cert_file, config.tls_key_file
+    config_path = config.path
     if not (cert_file or key_file):
         return None
     if not cert_file:
@@ -48,19 +51,22 @@ def server_context(cert_file, key_file, config_path="config"):
     return ctx
 
 
-def client_context(enabled, ca_file="", config_path="client config"):
-    """A client ``SSLContext`` that verifies the Director, or None.
+def client_context(config):
+    """The ``SSLContext`` a client or Worker connects with (it verifies the
+    Director), or None when ``config`` (a ClientConfig or WorkerConfig)
+    does not ask for TLS.
 
     Raises:
-        PyFaaSConfigError: ``ca_file`` is missing, unreadable or not PEM.
+        PyFaaSConfigError: ``tls_ca_file`` is missing, unreadable or not PEM.
     """
-    if not enabled:
+    if not config.tls:
         return None
+    ca_file = config.tls_ca_file
     try:
         ctx = ssl.create_default_context(cafile=ca_file or None)
     except (OSError, ssl.SSLError) as exc:
         raise PyFaaSConfigError("%s: [security] tls_ca_file %s: cannot load "
-                                "it: %s" % (config_path, ca_file, _why(exc)))
+                                "it: %s" % (config.path, ca_file, _why(exc)))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 

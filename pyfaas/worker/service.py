@@ -70,8 +70,7 @@ class Worker:
     def __init__(self, config, worker_id=None, token=None):
         self.config = config
         self.token = token
-        self._tls = tls_client_context(config.tls, config.tls_ca_file,
-                                       config.path)
+        self._tls = tls_client_context(config)
         self._dump_lock = None
         if config.shutdown_persistence:
             try:
