@@ -113,38 +113,34 @@ class LockedTLSSocket:
         if not ready:
             raise socket.timeout("timed out")
 
-    def recv(self, size, deadline=None):
-        """Like ``socket.recv``; ``deadline`` (a ``time.monotonic()`` value)
-        replaces the ``settimeout`` one for this call only."""
-        if deadline is None:
-            deadline = self._deadline()
+    def _run(self, operation, deadline):
+        """Return ``operation()`` (one TLS read or write), run under the lock
+        and again each time the socket is ready for what TLS waits for
+        (waited for outside the lock) until ``deadline``."""
         while True:
             with self._lock:
                 if self._closed:
                     raise OSError("the connection is closed")
                 try:
-                    return self._s.recv(size)
+                    return operation()
                 except ssl.SSLWantReadError:
                     want_write = False
                 except ssl.SSLWantWriteError:
                     want_write = True
             self._wait(want_write, deadline)
 
+    def recv(self, size, deadline=None):
+        """Like ``socket.recv``; ``deadline`` (a ``time.monotonic()`` value)
+        replaces the ``settimeout`` one for this call only."""
+        if deadline is None:
+            deadline = self._deadline()
+        return self._run(lambda: self._s.recv(size), deadline)
+
     def sendall(self, data):
         deadline = self._deadline()
         view = memoryview(data)
         while len(view):
-            with self._lock:
-                if self._closed:
-                    raise OSError("the connection is closed")
-                try:
-                    view = view[self._s.send(view):]
-                    continue
-                except ssl.SSLWantWriteError:
-                    want_write = True
-                except ssl.SSLWantReadError:
-                    want_write = False
-            self._wait(want_write, deadline)
+            view = view[self._run(lambda: self._s.send(view), deadline):]
 
     def shutdown(self, how):
         # A plain TCP shutdown wakes a thread waiting in _wait; the TLS
