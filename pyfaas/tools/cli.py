@@ -1,4 +1,4 @@
-"""Command line: ``python -m pyfaas {director,worker,demo} ...``.
+"""Command line: ``python -m pyfaas {director,worker,status,...} ...``.
 
 Owns argument parsing, turning configuration errors into one line on stderr
 with exit code 2 (never a traceback), signal handling for graceful stops,
@@ -106,7 +106,12 @@ def build_parser():
                                        "running cluster")
     st.add_argument("--config", help="client TOML file (default: "
                                      "$PYFAAS_CONFIG, else 127.0.0.1:40000)")
-    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--json", action="store_true", help="print JSON (the "
+                    "document the monitoring endpoint serves as /api/status)")
+    st.add_argument("--watch", nargs="?", type=float, const=2.0,
+                    metavar="SECONDS", help="redraw in place every SECONDS "
+                    "(default 2) until Ctrl-C; with --json, one document a "
+                    "line")
     b = sub.add_parser("bench", help="measure latency, throughput and memory",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--workers", type=int, default=2,
@@ -163,7 +168,7 @@ def main(argv=None):
             return 0
         if args.command == "status":
             from .status import run_status
-            return run_status(args.config, args.json)
+            return run_status(args.config, args.json, args.watch)
     except PyFaaSConfigError as exc:
         return _fail(str(exc))
     except PyFaaSError as exc:  # e.g. the Director cannot be reached
