@@ -59,6 +59,10 @@ def run_director(path):
     _on_signals(director.shutdown)
     if cfg.greeting_msg:
         print(cfg.greeting_msg)
+    if director.monitoring is not None:  # (before "listening": see
+        # tools/local_cluster.py, which reads both)
+        print("PyFaaS director monitoring on %s" % director.monitoring.url,
+              flush=True)
     print("PyFaaS director listening on %s:%d" % director.address, flush=True)
     director.serve_forever()
     print("PyFaaS director stopped", flush=True)
