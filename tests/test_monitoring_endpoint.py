@@ -20,6 +20,7 @@ from pyfaas.director.monitoring.server import MonitoringServer, token_matches
 from pyfaas.errors import PyFaaSConfigError
 from pyfaas.wire import protocol as p
 
+from helpers import wait_until
 from test_director_state import (Sim, call, connect_worker, director_config,
                                  make_cluster, routed)
 
@@ -264,3 +265,23 @@ def test_a_port_in_use_is_one_line_naming_the_section():
 ])
 def test_token_matches(header, ok):
     assert token_matches(header, TOKEN) is ok
+
+
+# ----- the benchmark's scraper (python -m pyfaas bench --monitoring) ------------
+
+def test_the_bench_scraper_fetches_metrics_until_stopped(endpoint):
+    from pyfaas.tools.bench import Scraper
+    scraper = Scraper(endpoint.address[1])
+    try:
+        wait_until(lambda: endpoint.snapshot()._metrics is not None, 10,
+                   "a scrape of /metrics")
+    finally:
+        result = scraper.stop()
+    assert result["scrapes"] >= 1 and result["failures"] == 0
+    assert scraper.stop() is result   # idempotent
+
+
+def test_bench_monitoring_is_for_the_local_cluster_only(capsys):
+    from pyfaas.tools.cli import main
+    assert main(["bench", "--monitoring", "--config", "client.toml"]) == 2
+    assert "only with the local cluster" in capsys.readouterr().err

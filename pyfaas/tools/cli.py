@@ -134,6 +134,9 @@ def build_parser():
                         "(Linux): PyFaaS and the floor then pay the same "
                         "wake-ups, wherever the scheduler would have put "
                         "them")
+    b.add_argument("--monitoring", action="store_true",
+                   help="run the local Director with its monitoring "
+                        "endpoint on and scrape /metrics every second")
     wf = sub.add_parser("workflow", help="workflow tools: template, validate, "
                                          "run")
     wsub = wf.add_subparsers(dest="action", metavar="ACTION")
@@ -168,7 +171,8 @@ def main(argv=None):
         if args.command == "bench":
             from .bench import run_bench
             run_bench(args.workers, args.calls, args.async_calls,
-                      args.mib_rounds, args.config, args.json, cpu=args.cpu)
+                      args.mib_rounds, args.config, args.json, cpu=args.cpu,
+                      monitoring=args.monitoring)
             return 0
         if args.command == "status":
             from .status import run_status
