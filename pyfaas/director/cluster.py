@@ -2,7 +2,8 @@
 
 Owns :class:`Cluster`: the tables of peers, Workers, registered functions,
 requests in flight and running workflows, the owners of cached results,
-and the choices made on them: which Workers may run a function, which one
+the counts kept for monitoring (:class:`~.tallies.Counts`), and the
+choices made on them: which Workers may run a function, which one
 a call goes to (the cached result's Worker, else the configured strategy),
 and the routes kept per kind of call. Pure: no I/O, nothing unpickled; the
 parts of :mod:`pyfaas.director` that answer frames share one Cluster.

@@ -3,12 +3,14 @@
 Owns the listening socket, the accepted non-blocking sockets (TLS-wrapped
 when configured), one frame decoder and one output buffer per peer, the
 wake-up socketpair, the periodic checks (heartbeats, handshake deadlines,
-once a second the status document for the monitoring endpoint, when it
-is on) and the graceful stop. Every decision (who gets which frame, who is evicted,
-who is authenticated) is made by :class:`pyfaas.director.state.DirectorState`;
-this module feeds it events and writes what it returns. A peer that sends
-bad bytes, or whose handler fails, is logged with its address and dropped;
-everyone else goes on.
+and once a second the state's counts and, when the monitoring endpoint is
+on, a new status document for it) and the graceful stop. Every decision
+(who gets which frame, who is evicted, who is authenticated) is made by
+:class:`pyfaas.director.state.DirectorState`; this module feeds it events
+and writes what it returns. The monitoring endpoint's threads
+(:mod:`pyfaas.director.monitoring.server`) only get documents from it.
+A peer that sends bad bytes, or whose handler fails, is logged with its
+address and dropped; everyone else goes on.
 """
 
 import logging

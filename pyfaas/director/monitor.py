@@ -17,9 +17,10 @@ import time
 from collections import deque
 
 from ..serialization import signature_text
+from ..stats import percentile
 from ..wire import protocol as p
 from .tables import _json
-from .tallies import BUCKETS, percentile
+from .tallies import BUCKETS
 
 HISTORY = 300      # seconds of calls-per-second history kept
 LOAD_FIELDS = {    # heartbeat meta key -> status field (see heartbeat_load)

@@ -12,8 +12,9 @@ It is made of explicit parts sharing one :class:`~.cluster.Cluster` (the
 tables) and one :class:`~.outbox.Outbox` (the output):
 :class:`~.handshake.Handshake`, :class:`~.workers.WorkerEvents`,
 :class:`~.functions.Functions`, :class:`~.calls.Calls`,
-:class:`~.queries.Queries` and :class:`~.workflows.Workflows`. This module
-wires them together and dispatches each frame to the part that answers
+:class:`~.queries.Queries`, :class:`~.workflows.Workflows` and
+:class:`~.monitor.Monitor` (the status document). This module wires them
+together and dispatches each frame to the part that answers
 it; a request sent to a Worker carries its owner (the part, or the
 :class:`~.tables.Gather`, that is told how it ended), so every request
 ends exactly once: by its Worker's reply, the loss of its Worker, the

@@ -18,8 +18,6 @@ loops that run in C (sort, bisect, extend) instead of Python per call.
 import bisect
 from collections import deque
 
-from ..stats import percentile  # noqa: F401 (the document's percentiles)
-
 # Upper bounds (seconds) of the call latency histogram; +Inf is implicit.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
