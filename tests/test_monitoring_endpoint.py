@@ -134,7 +134,7 @@ def test_label_values_are_escaped():
     assert labels == {name}
 
 
-# ----- the HTTP server ---------------------------------------------------------
+# ----- the HTTP server -------------------------------------------------------
 
 def server(token=None, **settings):
     cfg = director_config(monitoring_enabled=True,
@@ -233,8 +233,8 @@ def test_off_loopback_every_request_needs_the_token():
 
 
 def test_off_loopback_without_a_token_is_refused_unless_insecure():
-    with pytest.raises(PyFaaSConfigError,
-                       match=r"\[monitoring\] address: refusing .* 0\.0\.0\.0"):
+    with pytest.raises(PyFaaSConfigError, match=r"\[monitoring\] address: "
+                       r"refusing .* 0\.0\.0\.0"):
         server(monitoring_address="0.0.0.0")
     mon = server(monitoring_address="0.0.0.0", allow_insecure=True)
     try:
@@ -267,7 +267,7 @@ def test_token_matches(header, ok):
     assert token_matches(header, TOKEN) is ok
 
 
-# ----- the benchmark's scraper (python -m pyfaas bench --monitoring) ------------
+# ----- the benchmark's scraper (python -m pyfaas bench --monitoring) ---------
 
 def test_the_bench_scraper_fetches_metrics_until_stopped(endpoint):
     from pyfaas.tools.bench import Scraper
