@@ -208,6 +208,16 @@ _DIRECTOR_SCHEMA = {
         "greeting_msg": _Field(_str()),
     },
     "security": _security("director"),
+    "monitoring": {
+        # true: serve /metrics, /api/status and the dashboard over HTTP
+        # (read-only; see docs/monitoring.md).
+        "enabled": _Field(_bool(), False, attr="monitoring_enabled"),
+        # Address and port of that HTTP endpoint; port 0 picks a free one.
+        # Not loopback: requests must carry the cluster token.
+        "address": _Field(_str(non_empty=True), "127.0.0.1",
+                          attr="monitoring_address"),
+        "port": _Field(_int(0, 65535), 40080, attr="monitoring_port"),
+    },
 }
 
 _WORKER_SCHEMA = {
@@ -300,6 +310,9 @@ class DirectorConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     handshake_timeout_s: float = 5.0
+    monitoring_enabled: bool = False
+    monitoring_address: str = "127.0.0.1"
+    monitoring_port: int = 40080
 
 
 @dataclass(frozen=True)

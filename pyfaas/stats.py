@@ -80,6 +80,7 @@ class WorkerStats:
         self.enabled = enabled
         self._funcs = {}
         self._lock = threading.Lock()
+        self._gone = [0, 0]       # cache hits, misses of functions forgotten
 
     def record(self, func_id, name, duration=None, error=False, hit=None):
         """Count one call.
@@ -127,9 +128,21 @@ class WorkerStats:
             st = self._funcs[func_id] = FunctionStats(name)
         return st
 
+    def cache_totals(self):
+        """``(hits, misses)``: cache lookups so far, of every function
+        (those forgotten too: the totals never go down)."""
+        with self._lock:
+            funcs = list(self._funcs.values())
+            hits, misses = self._gone
+        return (hits + sum(st.cache_hits for st in funcs),
+                misses + sum(st.cache_misses for st in funcs))
+
     def forget(self, func_id):
         with self._lock:
-            self._funcs.pop(func_id, None)
+            st = self._funcs.pop(func_id, None)
+            if st is not None:
+                self._gone[0] += st.cache_hits
+                self._gone[1] += st.cache_misses
 
     def snapshot(self, func_id=None):
         """``{func_id: figures}`` (one function if ``func_id`` is given)."""

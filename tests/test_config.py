@@ -194,7 +194,8 @@ def test_section_not_a_table(tmp_path):
 # Key-level errors: (kind, edits, message after "<path>: ").
 
 PORT = "expected an integer from 1 to 65535"
-DIRECTOR_SECTIONS = "network, logging, statistics, workers, misc, security"
+DIRECTOR_SECTIONS = ("network, logging, statistics, workers, misc, security,"
+                     " monitoring")
 WORKER_SECTIONS = ("network, statistics, logging, behavior, behavior.caching,"
                    " misc, security")
 LEVELS = '"" (off) or one of debug, info, warning, error, critical (any case)'
@@ -286,6 +287,14 @@ ERRORS = [
      "[logging] log_filename: expected a non-empty string, got ''"),
     ("worker", [("behavior", "dump_file", "")],
      "[behavior] dump_file: expected a non-empty string, got ''"),
+    ("director", [("monitoring", "enable", True)],
+     "[monitoring] enable: unknown key (valid keys: enabled, address, port)"),
+    ("director", [("monitoring", "enabled", "yes")],
+     "[monitoring] enabled: expected true or false, got 'yes'"),
+    ("director", [("monitoring", "port", 65536)],
+     "[monitoring] port: expected an integer from 0 to 65535, got 65536"),
+    ("director", [("monitoring", "address", "")],
+     "[monitoring] address: expected a non-empty string, got ''"),
     # optional keys out of range
     ("director", [("network", "max_frame_bytes", 65535)],
      "[network] max_frame_bytes: expected an integer from 65536 to"
@@ -364,6 +373,14 @@ ACCEPTED = [
      "worker_selection_strategy", "Random"),
     ("worker", [("statistics", "enabled", False)], "statistics_enabled",
      False),
+    ("director", [], "monitoring_enabled", False),
+    ("director", [], "monitoring_address", "127.0.0.1"),
+    ("director", [], "monitoring_port", 40080),
+    ("director", [("monitoring", "enabled", True)], "monitoring_enabled",
+     True),
+    ("director", [("monitoring", "port", 0)], "monitoring_port", 0),
+    ("director", [("monitoring", "address", "0.0.0.0")],
+     "monitoring_address", "0.0.0.0"),
 ]
 
 

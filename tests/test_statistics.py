@@ -185,3 +185,15 @@ def test_aggregate_keeps_functions_apart_and_of_nothing_is_empty():
     assert total["g"]["cache_hit_rate"] is None   # no lookup was made
     assert aggregate({}) == {}
     assert aggregate({"A": {}}) == {}
+
+
+def test_cache_totals_never_go_down_when_a_function_is_forgotten():
+    stats = WorkerStats()
+    stats.record("f", "f", 0.1, hit=False)
+    stats.record("f", "f", None, hit=True)
+    stats.record("g", "g", None, hit=True)
+    stats.record("g", "g", 0.1)              # no lookup: not counted
+    assert stats.cache_totals() == (2, 1)
+    stats.forget("f")
+    assert stats.cache_totals() == (2, 1)
+    assert WorkerStats(enabled=False).cache_totals() == (0, 0)

@@ -421,6 +421,13 @@ class Client:
         meta["rtt_s"] = time.perf_counter() - start
         return meta
 
+    def status(self):
+        """The Director's status document: its Workers, functions, calls
+        and recent events, as ``python -m pyfaas status --json`` prints it
+        and the monitoring endpoint serves it (``/api/status``); its
+        fields are in docs/monitoring.md."""
+        return ser.from_json(self._request(p.STATUS).payload)
+
     def wait_for_workers(self, count=1, timeout=10.0):
         """Block until at least ``count`` Workers are live; return their ids.
 

@@ -15,6 +15,7 @@ import logging
 from ..wire import protocol as p
 from .cluster import FRAME_OVERHEAD
 from .tables import Pending, Route
+from .tallies import NO_TALLY
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Calls:
         cluster.routed += 1
         worker.routed += 1
         pend = self.forward(peer, frame, worker, "call", func.label,
-                            route.call_meta, p.CALL)
+                            route.call_meta, p.CALL, worker.tallies[func.id])
         if route.retries:
             pend.retries = route.retries
             pend.resend = (func.id, route.call_meta, payload, frame.flags)
@@ -157,12 +158,15 @@ class Calls:
         return Route(func, candidates, call_meta,
                      min(retries, 100) if retries > 0 else 0)
 
-    def forward(self, peer, frame, worker, kind, label, meta, type_):
+    def forward(self, peer, frame, worker, kind, label, meta, type_,
+                tally=NO_TALLY):
         """Send a client's request on to ``worker`` under a new request id;
-        its answer comes back through :meth:`reply` or :meth:`lost`."""
+        its answer comes back through :meth:`reply` or :meth:`lost`
+        (``tally``: a call's, see :mod:`pyfaas.director.tallies`)."""
         cluster = self.cluster
         pend = Pending(cluster.new_rid(), peer.id, frame.request_id,
-                       worker.id, kind, label, self, self.clock())
+                       worker.id, kind, label, self, self.clock(), tally,
+                       len(frame.payload))
         cluster.track(pend, worker, peer)
         self.outbox.send(worker.peer_id, type_, pend.rid, meta, frame.payload,
                          frame.flags)
@@ -202,7 +206,8 @@ class Calls:
         if worker is None:
             return False
         again = Pending(cluster.new_rid(), client.id, pend.client_rid,
-                        worker.id, pend.kind, pend.label, self, self.clock())
+                        worker.id, pend.kind, pend.label, self, self.clock(),
+                        worker.tallies[func_id], pend.size)
         again.retries = pend.retries - 1
         again.resend = pend.resend
         worker.routed += 1
@@ -224,6 +229,7 @@ class Calls:
             if pend is not None and pend.client_rid == frame.request_id:
                 del cluster.pending[rid]
                 peer.pending.discard(rid)
+                pend.tally.cancelled += 1
                 worker = cluster.workers.get(pend.worker_id)
                 if worker is not None:
                     worker.inflight.discard(rid)

@@ -2,7 +2,8 @@
 
 Owns :class:`Cluster`: the tables of peers, Workers, registered functions,
 requests in flight and running workflows, the owners of cached results,
-and the choices made on them: which Workers may run a function, which one
+the counts kept for monitoring (:class:`~.tallies.Counts`), and the
+choices made on them: which Workers may run a function, which one
 a call goes to (the cached result's Worker, else the configured strategy),
 and the routes kept per kind of call. Pure: no I/O, nothing unpickled; the
 parts of :mod:`pyfaas.director` that answer frames share one Cluster.
@@ -17,6 +18,7 @@ only computed for functions that have cached results.
 
 from ..ids import cache_key
 from ..memo import Memo
+from .tallies import Counts
 
 # Room for a frame's header and meta when comparing a payload with a limit.
 FRAME_OVERHEAD = 4096
@@ -52,6 +54,7 @@ class Cluster:
         # removed, deployed or failing to load (see reroute()).
         self.routes = Memo()
         self.routed = 0            # calls and steps sent to Workers
+        self.counts = Counts()     # for monitoring (see tallies.py)
         self.draining = False      # stopping: refuse new calls and workflows
         self._rr = 0
         self._next_rid = 1
@@ -100,6 +103,9 @@ class Cluster:
         func = self.functions.pop(func_id, None)
         if func is not None and self.by_name.get(func.name) == func_id:
             del self.by_name[func.name]
+        for worker in self.workers.values():
+            worker.tallies.pop(func_id, None)
+        self.counts.forget_function(func_id)
         return func
 
     # ----- choosing a Worker -----------------------------------------------

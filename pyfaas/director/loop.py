@@ -2,12 +2,15 @@
 
 Owns the listening socket, the accepted non-blocking sockets (TLS-wrapped
 when configured), one frame decoder and one output buffer per peer, the
-wake-up socketpair, the periodic checks (heartbeats, handshake deadlines)
-and the graceful stop. Every decision (who gets which frame, who is evicted,
-who is authenticated) is made by :class:`pyfaas.director.state.DirectorState`;
-this module feeds it events and writes what it returns. A peer that sends
-bad bytes, or whose handler fails, is logged with its address and dropped;
-everyone else goes on.
+wake-up socketpair, the periodic checks (heartbeats, handshake deadlines,
+and once a second the state's counts and, when the monitoring endpoint is
+on, a new status document for it) and the graceful stop. Every decision
+(who gets which frame, who is evicted, who is authenticated) is made by
+:class:`pyfaas.director.state.DirectorState`; this module feeds it events
+and writes what it returns. The monitoring endpoint's threads
+(:mod:`pyfaas.director.monitoring.server`) only get documents from it.
+A peer that sends bad bytes, or whose handler fails, is logged with its
+address and dropped; everyone else goes on.
 """
 
 import logging
@@ -16,11 +19,13 @@ import socket
 import ssl
 import time
 
+from .. import usage
 from ..net.tls import server_context
 from ..wire import protocol as p
 from ..wire.decoder import FrameDecoder
 from ..wire.protocol import CLOSED, NEED_DATA
 from .conn import READ, WOULD_BLOCK, WRITE, Conn
+from .monitoring.server import MonitoringServer
 from .state import DirectorState
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,7 @@ LARGE_RECV_CHUNK = 256 * 1024   # per receive) except inside large frames
 HANDSHAKE_CHECK_S = 0.25
 CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
 PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused
+SAMPLE_S = 1.0            # status history and monitoring document period
 
 
 class Director:
@@ -55,11 +61,19 @@ class Director:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, READ, "wake")
-        self.state = DirectorState(config, "%s:%s" % self.address, token)
+        self.state = DirectorState(config, "%s:%s" % self.address, token,
+                                   process=usage.figures)
         self._max_output = 4 * config.max_frame_bytes + 64 * 1024 * 1024
         self._conns = {}
         self._next_id = 1
         self._stopping = False
+        self.monitoring = None    # the MonitoringServer, when it is on
+        if config.monitoring_enabled:
+            try:
+                self.monitoring = MonitoringServer(config, token)
+            except BaseException:
+                self._close_all()
+                raise
 
     # ----- lifecycle ---------------------------------------------------------
 
@@ -75,6 +89,10 @@ class Director:
         monotonic = time.monotonic
         state = self.state
         outbox = state.outbox
+        next_sample = now + SAMPLE_S
+        if self.monitoring is not None:
+            self.monitoring.publish(state.status_document())
+            self.monitoring.start()
         try:
             while True:
                 if self._stopping:
@@ -116,6 +134,9 @@ class Director:
                         state.expire_handshakes()
                         self._expire_stalled_frames(now)
                         next_handshakes = now + HANDSHAKE_CHECK_S
+                        if now >= next_sample:
+                            self._sample()
+                            next_sample = now + SAMPLE_S
                     due = min(next_check, next_handshakes)
                 if outbox.frames or outbox.closing:
                     self._apply_output()
@@ -129,6 +150,18 @@ class Director:
             self._wake_w.send(b"x")
         except OSError:
             pass
+
+    def _sample(self):
+        """Once a second: the state's counts and history; a new status
+        document for the monitoring endpoint (built here, in the loop,
+        then handed over whole: the endpoint's threads never read the
+        state)."""
+        try:
+            self.state.sample()
+            if self.monitoring is not None:
+                self.monitoring.publish(self.state.status_document())
+        except Exception:  # monitoring must never stop the Director
+            log.exception("could not build the status document")
 
     def _client_output(self):
         """True while a ready client still has replies to be written."""
@@ -180,6 +213,8 @@ class Director:
             pass
 
     def _close_all(self):
+        if self.monitoring is not None:
+            self.monitoring.close()
         for conn in list(self._conns.values()):
             self._drop(conn, "director stopping", notify=False)
         for sock in (self._listener, self._wake_r, self._wake_w):

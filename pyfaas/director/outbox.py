@@ -7,6 +7,8 @@ peer id, never touching a socket); the event loop takes them once per turn
 were queued, and closes the peers asked for once their frames are out.
 """
 
+import time
+
 from ..wire import protocol as p
 from ..wire.protocol import ERROR, ROLE_CLIENT, frame_parts
 
@@ -17,10 +19,13 @@ class Outbox:
     Args:
         peers: the state's ``{peer id: Peer}``: frames go only to peers in
             it (a peer that left gets nothing).
+        counts: the cluster's :class:`~.tallies.Counts`, told of every
+            error the Director itself answers a client with (or None).
     """
 
-    def __init__(self, peers):
+    def __init__(self, peers, counts=None):
         self.peers = peers
+        self.counts = counts
         self.frames = {}          # peer id -> byte pieces, in order
         self.closing = {}         # peer id -> why it is closed
         self.client_errors = 0    # ERROR frames sent to clients (statistics)
@@ -42,6 +47,10 @@ class Outbox:
     def error(self, peer_id, rid, code, message, **extra):
         """Queue an ERROR frame (meta: ``code``, ``message`` and ``extra``)."""
         extra.update(code=code, message=message)
+        peer = self.peers.get(peer_id)
+        if self.counts is not None and peer is not None \
+                and peer.role == ROLE_CLIENT:
+            self.counts.client_error(code, message, time.time())
         self.send(peer_id, p.ERROR, rid, extra)
 
     def close(self, peer_id, reason):

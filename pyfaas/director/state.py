@@ -12,8 +12,9 @@ It is made of explicit parts sharing one :class:`~.cluster.Cluster` (the
 tables) and one :class:`~.outbox.Outbox` (the output):
 :class:`~.handshake.Handshake`, :class:`~.workers.WorkerEvents`,
 :class:`~.functions.Functions`, :class:`~.calls.Calls`,
-:class:`~.queries.Queries` and :class:`~.workflows.Workflows`. This module
-wires them together and dispatches each frame to the part that answers
+:class:`~.queries.Queries`, :class:`~.workflows.Workflows` and
+:class:`~.monitor.Monitor` (the status document). This module wires them
+together and dispatches each frame to the part that answers
 it; a request sent to a Worker carries its owner (the part, or the
 :class:`~.tables.Gather`, that is told how it ended), so every request
 ends exactly once: by its Worker's reply, the loss of its Worker, the
@@ -29,6 +30,7 @@ from .calls import Calls
 from .cluster import Cluster
 from .functions import Functions
 from .handshake import Handshake
+from .monitor import Monitor
 from .outbox import Outbox
 from .queries import Queries
 from .tables import Peer
@@ -48,16 +50,18 @@ class DirectorState:
         token: the cluster token (bytes) or None for no authentication.
         rng: a ``random.Random`` (tests pass a seeded one).
         clock: ``time.monotonic`` (tests pass a fake clock).
+        process: a function returning the Director process's figures for
+            the status document (see :class:`~.monitor.Monitor`), or None.
     """
 
     def __init__(self, config, name="director", token=None, rng=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, process=None):
         self.config = config
         self.name = name
         self.clock = clock
         cluster = self.cluster = Cluster(config.worker_selection_strategy,
                                          rng or random.Random())
-        outbox = self.outbox = Outbox(cluster.peers)
+        outbox = self.outbox = Outbox(cluster.peers, cluster.counts)
         self.peers = cluster.peers
         self.handshake = Handshake(cluster.peers, outbox, name, token,
                                    config.max_frame_bytes,
@@ -73,6 +77,7 @@ class DirectorState:
         self.workflows = Workflows(cluster, outbox, name,
                                    config.max_pending_calls,
                                    config.max_frame_bytes, clock)
+        self.monitor = Monitor(cluster, outbox, name, clock, process)
         self._handlers = {
             p.ROLE_CLIENT: {
                 p.DEPLOY: self.functions.deploy,
@@ -87,6 +92,7 @@ class DirectorState:
                 p.PING: self.queries.ping,
                 p.STATS: self.queries.stats,
                 p.CACHE_DUMP: self.queries.cache_dump,
+                p.STATUS: self.monitor.status,
                 p.CHAIN: self.workflows.chain,
             },
             p.ROLE_WORKER: {
@@ -157,9 +163,12 @@ class DirectorState:
         for key in [k for k in cluster.runs if k[0] == peer_id]:
             run = cluster.runs.pop(key)
             run.failed = "(client left)"
+            cluster.counts.workflows["cancelled"] += 1
         dropped = len(peer.pending)
         for rid in peer.pending:
             pend = cluster.pending.pop(rid, None)
+            if pend is not None:
+                pend.tally.cancelled += 1
             worker = cluster.workers.get(pend.worker_id) if pend else None
             if worker is not None:
                 worker.inflight.discard(rid)
@@ -172,6 +181,11 @@ class DirectorState:
     def tick(self):
         """Evict Workers that stopped heartbeating. Call periodically."""
         self.workers.check()
+
+    def sample(self):
+        """Fold the call counts and note the calls-per-second history.
+        Call once a second."""
+        self.monitor.sample()
 
     def expire_handshakes(self):
         """Close connections that did not finish the handshake in time."""
@@ -213,6 +227,11 @@ class DirectorState:
     def close(self, peer_id, reason):
         """Close a peer once its queued frames are written."""
         self.outbox.close(peer_id, reason)
+
+    def status_document(self):
+        """The status document (a new dict, the caller's to keep): what
+        STATUS answers and the monitoring endpoint serves."""
+        return self.monitor.document()
 
     def client_work(self):
         """Requests of connected clients still waiting for an answer

@@ -7,8 +7,10 @@ replies of a request fanned out to every Worker.
 
 import json
 import time
+from collections import deque
 
 from ..wire.protocol import ERROR
+from .tallies import NO_TALLY, WINDOW, Tallies
 
 
 def _json(obj):
@@ -40,7 +42,8 @@ class Worker:
 
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
-                 "info", "cache_keys", "held_keys", "draining", "max_frame")
+                 "info", "cache_keys", "held_keys", "draining", "max_frame",
+                 "tallies", "recent", "load", "restarts")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
@@ -61,6 +64,10 @@ class Worker:
         max_frame = meta.get("max_frame")
         self.max_frame = max_frame if isinstance(max_frame, int) and \
             not isinstance(max_frame, bool) else 2 ** 32 - 1
+        self.tallies = Tallies()  # func_id -> Tally of its calls here
+        self.recent = deque(maxlen=WINDOW)  # latest call latencies here
+        self.load = {}            # its last heartbeat's figures (checked)
+        self.restarts = 0         # its id registered again after a loss
 
 
 class Function:
@@ -92,10 +99,11 @@ class Pending:
     """
 
     __slots__ = ("rid", "client_peer", "client_rid", "worker_id", "kind",
-                 "label", "owner", "started", "retries", "resend", "context")
+                 "label", "owner", "started", "retries", "resend", "context",
+                 "tally", "size")
 
     def __init__(self, rid, client_peer, client_rid, worker_id, kind, label,
-                 owner, started=0.0, context=None):
+                 owner, started=0.0, tally=NO_TALLY, size=0, context=None):
         self.rid = rid
         self.client_peer = client_peer   # None: the Director itself asked
         self.client_rid = client_rid
@@ -107,6 +115,8 @@ class Pending:
         self.retries = 0          # re-runs allowed if its Worker is lost
         self.resend = None        # (func_id, meta, payload, flags) to re-run
         self.context = context    # for the owner (a step: its workflow Run)
+        self.tally = tally        # a call's or step's Tally, else NO_TALLY
+        self.size = size          # payload bytes sent (pending bytes)
 
 
 class Route:

@@ -13,10 +13,13 @@ heartbeat intervals, and at once when its connection closes.
 
 import json
 import logging
+import time
 
 from ..ids import function_id
 from ..wire import protocol as p
+from .monitor import heartbeat_load
 from .tables import Function, Worker
+from .tallies import NO_TALLY
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class WorkerEvents:
             n += 1
             worker_id = "%s-%d" % (wanted, n)
         worker = Worker(worker_id, peer.id, peer.addr, meta, self.clock())
+        worker.restarts = cluster.counts.joined(worker_id)
         cluster.reroute()
         cluster.workers[worker_id] = worker
         peer.worker_id = worker_id
@@ -121,11 +125,15 @@ class WorkerEvents:
                 self.functions.deploy_to(other, cluster.functions[fid], None)
 
     def heartbeat(self, peer, frame):
-        """HEARTBEAT: alive (``last_seen`` was set when it arrived). A
-        stopping Worker says it is draining: route nothing more to it, and
-        confirm."""
-        if frame.request_id and frame.meta().get("draining"):
-            worker = self.cluster.workers.get(peer.worker_id)
+        """HEARTBEAT: alive (``last_seen`` was set when it arrived), with
+        its figures (memory, CPU, busy threads, cache lookups: kept for
+        the status document). A stopping Worker says it is draining:
+        route nothing more to it, and confirm."""
+        meta = frame.meta()
+        worker = self.cluster.workers.get(peer.worker_id)
+        if worker is not None:
+            worker.load.update(heartbeat_load(meta))
+        if frame.request_id and meta.get("draining"):
             if worker is not None and not worker.draining:
                 worker.draining = True
                 self.cluster.reroute()
@@ -144,8 +152,16 @@ class WorkerEvents:
             return
         del cluster.pending[frame.request_id]
         worker.inflight.discard(pend.rid)
+        # The latency (last_seen was set as this frame arrived); a request
+        # that is not a call or a step has NO_TALLY.
+        pend.tally.append(worker.last_seen - pend.started)
         if frame.type == p.ERROR:
             worker.errors += 1
+            tally = pend.tally
+            tally.errors += 1
+            if tally is not NO_TALLY:
+                cluster.counts.call_error(frame.meta_raw, tally.func_id,
+                                          worker.id, time.time())
         elif frame.meta_raw and pend.kind in ("call", "step"):
             cluster.note_cache(worker, frame.meta())
         pend.owner.reply(pend, worker, frame)
@@ -173,7 +189,10 @@ class WorkerEvents:
                     len(worker.inflight))
         for key in list(worker.cache_keys):
             cluster.forget_key(key)
+        cluster.counts.evicted(worker, reason, time.time())
         for rid in sorted(worker.inflight):
             pend = cluster.pending.pop(rid, None)
             if pend is not None:
+                pend.tally.lost += 1
                 pend.owner.lost(pend, worker_id, reason)
+        cluster.counts.retire(worker)

@@ -108,7 +108,8 @@ class Workflows:
                     "cache": bool(run.steps[step]["cache_result"])}
             meta.update(fields)
             pend = Pending(cluster.new_rid(), run.client_peer, run.client_rid,
-                           worker.id, "step", step, self, self.clock(), run)
+                           worker.id, "step", step, self, self.clock(),
+                           worker.tallies[func.id], len(payload), run)
             cluster.track(pend, worker,
                           cluster.peers.get(run.client_peer))
             worker.routed += 1
@@ -152,12 +153,14 @@ class Workflows:
         outputs = [run.outputs[f] for f in finals]
         total = sum(len(o) for o in outputs)
         if total + 4096 > run.max_reply:
+            self.cluster.counts.workflows["failed"] += 1
             self.outbox.error(run.client_peer, run.client_rid, "serialization",
                               "the outputs of workflow %r's final steps are %d "
                               "bytes together; frames to this client are "
                               "limited to %d bytes (max_frame_bytes)"
                               % (run.id, total, run.max_reply))
             return
+        self.cluster.counts.workflows["ok"] += 1
         meta = {"finals": finals, "workflow_id": run.id}
         if len(finals) > 1:
             meta["sizes"] = [len(o) for o in outputs]
@@ -167,6 +170,7 @@ class Workflows:
 
     def _fail_run(self, run, step, meta):
         run.failed = step
+        self.cluster.counts.workflows["failed"] += 1
         self.cluster.runs.pop((run.client_peer, run.client_rid), None)
         self._cancel_steps(run)
         cause = meta.get("code", "execution")
@@ -190,6 +194,7 @@ class Workflows:
                 client.pending.discard(rid)
             if pend is None:
                 continue
+            pend.tally.cancelled += 1
             worker = cluster.workers.get(pend.worker_id)
             if worker is not None:
                 worker.inflight.discard(rid)
@@ -203,6 +208,7 @@ class Workflows:
         if run is None:
             return False
         run.failed = "(cancelled)"
+        self.cluster.counts.workflows["cancelled"] += 1
         self._cancel_steps(run)
         log.info("workflow %s cancelled by its client", run.id)
         return True

@@ -8,12 +8,16 @@ result, and the resident memory of the Director and Workers. In the same
 run it measures the two-hop raw-socket floor (client -> stdlib relay ->
 echo server, see :mod:`pyfaas.tools.bench_floor`) with the same frame sizes, in
 blocks taking turns with PyFaaS's so that both see the same machine, and
-prints each PyFaaS figure beside it as a ratio. Only 127.0.0.1 is used.
+prints each PyFaaS figure beside it as a ratio. With ``--monitoring`` the
+local Director runs with its monitoring endpoint on, and a thread scrapes
+``/metrics`` every second for the whole run (what that costs the calls).
+Only 127.0.0.1 is used.
 """
 
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -54,6 +58,60 @@ def _rss_mb(pid):
 
 
 BLOCKS = 10  # the floor and PyFaaS take turns, so both see the same machine
+SCRAPE_S = 1.0  # --monitoring: /metrics is fetched this often
+
+
+# The scraper runs as a process of its own, as Prometheus would: in the
+# benchmark's process it would slow the client being timed. It fetches
+# /metrics every SCRAPE_S seconds until its stdin closes, then prints
+# {"scrapes", "failures", "max_ms"}.
+_SCRAPER = r"""
+import http.client, json, select, sys, time
+port, period = int(sys.argv[1]), float(sys.argv[2])
+times, failures = [], 0
+while not select.select([sys.stdin], [], [], period)[0]:
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        response.read()
+        ok = response.status == 200
+    except OSError:
+        ok = False
+    finally:
+        conn.close()
+    if ok:
+        times.append(time.perf_counter() - start)
+    else:
+        failures += 1
+print(json.dumps({"scrapes": len(times), "failures": failures,
+                  "max_ms": max(times) * 1e3 if times else None}))
+"""
+
+
+class Scraper:
+    """A process that GETs ``/metrics`` from 127.0.0.1:``port`` every
+    SCRAPE_S seconds until :meth:`stop`."""
+
+    def __init__(self, port):
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SCRAPER, str(port), str(SCRAPE_S)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._result = None
+
+    def stop(self):
+        """Stop it (by closing its stdin; by pid if it does not go);
+        return ``{"scrapes", "failures", "max_ms"}``. Idempotent."""
+        if self._result is None:
+            try:
+                out, _ = self._proc.communicate(b"", timeout=15)
+                self._result = json.loads(out)
+            except (subprocess.TimeoutExpired, ValueError):
+                self._proc.kill()
+                self._proc.wait()
+                self._result = {"scrapes": 0, "failures": 0, "max_ms": None}
+        return self._result
 
 
 def _figures(small, big):
@@ -141,35 +199,48 @@ def pin_to_cpu(cpu):
 
 
 def run_bench(workers=2, calls=2000, async_calls=10000, mib_rounds=30,
-              config=None, as_json=False, out=sys.stdout, cpu=None):
+              config=None, as_json=False, out=sys.stdout, cpu=None,
+              monitoring=False):
     """Run the benchmark and print a report; return the figures as a dict.
 
     ``cpu``: run everything on that CPU only (see :func:`pin_to_cpu`).
+    ``monitoring``: the local Director serves its monitoring endpoint, and
+    ``/metrics`` is scraped every second during the run.
+
+    Raises:
+        PyFaaSConfigError: ``monitoring`` with ``config`` (an existing
+            cluster's endpoint is its own business), or ``cpu`` not usable.
     """
+    if monitoring and config is not None:
+        raise PyFaaSConfigError("bench --monitoring: only with the local "
+                                "cluster the benchmark starts (not --config)")
     if cpu is None:
         return _run(workers, calls, async_calls, mib_rounds, config, as_json,
-                    out, None)
+                    out, None, monitoring)
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") \
         else None
     pin_to_cpu(cpu)
     try:
         return _run(workers, calls, async_calls, mib_rounds, config, as_json,
-                    out, cpu)
+                    out, cpu, monitoring)
     finally:  # a library caller gets its CPUs back
         os.sched_setaffinity(0, allowed)
 
 
-def _run(workers, calls, async_calls, mib_rounds, config, as_json, out, cpu):
+def _run(workers, calls, async_calls, mib_rounds, config, as_json, out, cpu,
+         monitoring):
     calls, mib_rounds = max(calls, BLOCKS), max(mib_rounds, 1)
     figures = {"workers": workers, "python": sys.version.split()[0],
                "cpus": os.cpu_count(), "pinned_cpu": cpu}
-    floor = cluster = None
+    floor = cluster = scraper = None
     finished = False
     try:
         if config is not None:
             client = Client.from_config(config)
         else:
-            cluster = LocalCluster()
+            cluster = LocalCluster(director_extra={
+                "monitoring": {"enabled": True, "port": 0}} if monitoring
+                else None)
             start = time.perf_counter()
             cluster.start_director(log_level="warning", heartbeat_ms=1000)
             for _ in range(workers):
@@ -189,10 +260,16 @@ def _run(workers, calls, async_calls, mib_rounds, config, as_json, out, cpu):
                 v for v in figures["rss_mb"].values() if v)
         with client:
             floor = bench_floor.Floor()
+            if monitoring:
+                scraper = Scraper(cluster.monitoring_port)
             figures["pyfaas"], figures["floor"] = measure(
                 client, floor, calls, async_calls, mib_rounds)
+            if scraper is not None:
+                figures["monitoring"] = scraper.stop()
         finished = True
     finally:
+        if scraper is not None:
+            scraper.stop()
         if floor is not None:
             floor.close()
         if cluster is not None:
@@ -247,6 +324,13 @@ def render(f):
                      % f["start_to_first_result_s"])
         lines.append("resident memory (MB): " + ", ".join(
             "%s %.1f" % (k, v) for k, v in f["rss_mb"].items() if v))
+    mon = f.get("monitoring")
+    if mon:
+        lines.append("monitoring endpoint on, /metrics scraped every %.0f s:"
+                     " %d scrape(s), %d failed, slowest %s" % (
+                         SCRAPE_S, mon["scrapes"], mon["failures"],
+                         "-" if mon["max_ms"] is None
+                         else "%.1f ms" % mon["max_ms"]))
     lines.append("")
     lines.append("ratios: pyfaas / floor for times, floor / pyfaas for rates "
                  "(1.00x = as quick as the bare relay; the async row compares"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pyfaas {director,worker,demo} ...``.
+"""Command line: ``python -m pyfaas {director,worker,status,...} ...``.
 
 Owns argument parsing, turning configuration errors into one line on stderr
 with exit code 2 (never a traceback), signal handling for graceful stops,
@@ -59,6 +59,10 @@ def run_director(path):
     _on_signals(director.shutdown)
     if cfg.greeting_msg:
         print(cfg.greeting_msg)
+    if director.monitoring is not None:  # (before "listening": see
+        # tools/local_cluster.py, which reads both)
+        print("PyFaaS director monitoring on %s" % director.monitoring.url,
+              flush=True)
     print("PyFaaS director listening on %s:%d" % director.address, flush=True)
     director.serve_forever()
     print("PyFaaS director stopped", flush=True)
@@ -106,7 +110,12 @@ def build_parser():
                                        "running cluster")
     st.add_argument("--config", help="client TOML file (default: "
                                      "$PYFAAS_CONFIG, else 127.0.0.1:40000)")
-    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--json", action="store_true", help="print JSON (the "
+                    "document the monitoring endpoint serves as /api/status)")
+    st.add_argument("--watch", nargs="?", type=float, const=2.0,
+                    metavar="SECONDS", help="redraw in place every SECONDS "
+                    "(default 2) until Ctrl-C; with --json, one document a "
+                    "line")
     b = sub.add_parser("bench", help="measure latency, throughput and memory",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--workers", type=int, default=2,
@@ -125,6 +134,9 @@ def build_parser():
                         "(Linux): PyFaaS and the floor then pay the same "
                         "wake-ups, wherever the scheduler would have put "
                         "them")
+    b.add_argument("--monitoring", action="store_true",
+                   help="run the local Director with its monitoring "
+                        "endpoint on and scrape /metrics every second")
     wf = sub.add_parser("workflow", help="workflow tools: template, validate, "
                                          "run")
     wsub = wf.add_subparsers(dest="action", metavar="ACTION")
@@ -159,11 +171,12 @@ def main(argv=None):
         if args.command == "bench":
             from .bench import run_bench
             run_bench(args.workers, args.calls, args.async_calls,
-                      args.mib_rounds, args.config, args.json, cpu=args.cpu)
+                      args.mib_rounds, args.config, args.json, cpu=args.cpu,
+                      monitoring=args.monitoring)
             return 0
         if args.command == "status":
             from .status import run_status
-            return run_status(args.config, args.json)
+            return run_status(args.config, args.json, args.watch)
     except PyFaaSConfigError as exc:
         return _fail(str(exc))
     except PyFaaSError as exc:  # e.g. the Director cannot be reached

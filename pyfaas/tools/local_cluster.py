@@ -19,6 +19,7 @@ from ..errors import PyFaaSError, PyFaaSTimeoutError
 
 HOST = "127.0.0.1"
 _LISTENING = re.compile(rb"PyFaaS director listening on [\d.]+:(\d+)")
+_MONITORING = re.compile(rb"PyFaaS director monitoring on http://[^:]+:(\d+)/")
 
 
 def _toml_value(value):
@@ -161,6 +162,7 @@ class LocalCluster:
             self.env["PYFAAS_TOKEN"] = token
         self.director = None
         self.port = None
+        self.monitoring_port = None   # with [monitoring] enabled = true
         self.workers = {}
         self._clients = []
         self._n = 0
@@ -185,9 +187,13 @@ class LocalCluster:
         self.started.append(self.director)
         deadline = time.monotonic() + timeout
         while True:
-            match = _LISTENING.search(self.director.output())
+            output = self.director.output()
+            match = _LISTENING.search(output)
             if match:
                 self.port = int(match.group(1))
+                # (printed before the "listening" line)
+                found = _MONITORING.search(output)
+                self.monitoring_port = int(found.group(1)) if found else None
                 return self.port
             if not self.director.alive() or time.monotonic() > deadline:
                 raise PyFaaSError("director did not start: %s" % (

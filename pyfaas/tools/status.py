@@ -1,43 +1,26 @@
 """``python -m pyfaas status``: a readable picture of a running cluster.
 
-Owns gathering what the status shows (workers, functions, statistics) from
-one Director through a :class:`pyfaas.client.client.Client`, and rendering it as
-plain-text tables or JSON.
+Owns asking one Director for its status document (a STATUS request,
+:meth:`pyfaas.client.client.Client.status`: the very document its
+monitoring endpoint serves as ``/api/status``, built in one place,
+:mod:`pyfaas.director.monitor`) and showing it: as text tables, as JSON,
+or refreshed in place in a terminal (``--watch``).
 """
 
 import json
+import sys
 import time
 
-from ..errors import PyFaaSStatisticsRetrievalError
+from ..errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
+                      PyFaaSError)
+
+CLEAR = "\x1b[H\x1b[2J"      # cursor home, clear the screen
+RECENT_SHOWN = 5             # recent errors and evictions in the text
 
 
 def collect(client):
-    """Everything ``status`` shows, as a JSON-ready dict."""
-    ping = client.ping()
-    workers = client.workers()
-    functions = client.list()
-    try:
-        stats = client.get_stats()
-        stats_error = None
-    except PyFaaSStatisticsRetrievalError as exc:
-        stats, stats_error = None, str(exc)
-    now = time.time()
-    for w in workers:
-        started = w.get("started_at") or w.get("joined_at")
-        w["uptime_s"] = round(now - started, 1) if started else None
-    rows = []
-    for fid, info in functions.items():
-        fig = (stats or {}).get("functions", {}).get(fid, {})
-        rows.append({"name": info["name"], "func_id": fid,
-                     "signature": info.get("signature"),
-                     "workers": len(info.get("workers", [])),
-                     "calls": fig.get("calls", 0),
-                     "errors": fig.get("errors", 0),
-                     "mean_s": fig.get("mean_s"), "p95_s": fig.get("p95_s"),
-                     "cache_hit_rate": fig.get("cache_hit_rate")})
-    return {"director": ping, "workers": workers, "functions": rows,
-            "statistics": None if stats is None else stats.get("director"),
-            "statistics_error": stats_error}
+    """Everything ``status`` shows: the Director's status document."""
+    return client.status()
 
 
 def _table(headers, rows):
@@ -45,6 +28,7 @@ def _table(headers, rows):
     text_rows = [[("" if v is None else str(v)) for v in row] for row in rows]
     for row in text_rows:
         widths = [max(w, len(v)) for w, v in zip(widths, row)]
+
     def fmt(cells):
         return "  ".join("%-*s" % (w, v) for w, v in zip(widths, cells)).rstrip()
     out = [fmt(headers), fmt("-" * w for w in widths)]
@@ -56,49 +40,131 @@ def _ms(seconds):
     return None if seconds is None else "%.3f ms" % (seconds * 1000.0)
 
 
+def _mib(size):
+    return None if size is None else "%.1f MiB" % (size / 1048576.0)
+
+
+def _pct(ratio):
+    return None if ratio is None else "%.0f%%" % (100 * ratio)
+
+
+def _clock(wall):
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
 def render(data):
     """The status as text tables."""
     d = data["director"]
+    calls = data["calls"]
+    rate = data["history"][-1] if data["history"] else None
+    evicted = sum(data["evictions"].values())
     parts = ["director %s  protocol %s  up %.0f s  %d worker(s)  %d "
-             "function(s)" % (d["director"], d["protocol"], d["uptime_s"],
-                              d["workers"], d["functions"]), ""]
+             "function(s)%s" % (d["director"], d["protocol"], d["uptime_s"],
+                                d["workers"], d["functions"],
+                                "  STOPPING" if d["draining"] else ""),
+             "calls: %s/s, %s errors/s, %d in flight (%d bytes), %d routed;"
+             " %d eviction(s)" % (
+                 "%.1f" % rate[1] if rate else "-",
+                 "%.1f" % rate[2] if rate else "-", calls["in_flight"],
+                 calls["pending_bytes"], calls["routed"], evicted), ""]
     parts.append("WORKERS")
     parts.append(_table(
-        ["id", "address", "pid", "uptime", "functions", "in-flight",
-         "heartbeat age", "state"],
-        [[w["worker_id"], w["addr"], w["pid"],
-          None if w["uptime_s"] is None else "%.0f s" % w["uptime_s"],
-          len(w["functions"]), w["inflight"],
-          "%.2f s" % w["last_heartbeat_age_s"],
-          "draining" if w.get("draining") else "serving"]
+        ["id", "address", "state", "busy/threads", "in-flight", "calls",
+         "errors", "p50", "p95", "cache hits", "memory", "restarts",
+         "heartbeat age", "uptime"],
+        [[w["worker_id"], w["addr"], w["state"],
+          "%s/%s" % ("-" if w["busy_threads"] is None else w["busy_threads"],
+                     w["max_threads"]),
+          w["inflight"], w["calls"], w["errors"], _ms(w["p50_s"]),
+          _ms(w["p95_s"]), _pct(w["cache_hit_ratio"]), _mib(w["rss_bytes"]),
+          w["restarts"], "%.2f s" % w["last_heartbeat_age_s"],
+          "%.0f s" % w["uptime_s"]]
          for w in data["workers"]]))
     parts.append("")
     parts.append("FUNCTIONS")
     parts.append(_table(
-        ["name", "id", "calls", "errors", "mean", "p95", "cache hit rate"],
-        [[f["name"] + (f["signature"] or ""), f["func_id"], f["calls"],
-          f["errors"], _ms(f["mean_s"]), _ms(f["p95_s"]),
-          None if f["cache_hit_rate"] is None
-          else "%.0f%%" % (100 * f["cache_hit_rate"])]
+        ["name", "id", "workers", "calls", "errors", "lost", "mean", "p50",
+         "p95"],
+        [[f["name"] + (f["signature"] or ""), f["func_id"], f["workers"],
+          f["calls"], f["errors"], f["lost"], _ms(f["mean_s"]),
+          _ms(f["p50_s"]), _ms(f["p95_s"])]
          for f in data["functions"]]))
-    if data["statistics_error"]:
-        parts += ["", "statistics: " + data["statistics_error"]]
-    elif data["statistics"]:
-        s = data["statistics"]
-        parts += ["", "director: %d call(s) routed, %d error(s), %d in "
-                      "flight" % (s["requests_routed"], s["errors"],
-                                  s["queue_depth"])]
+    evictions = data["recent_evictions"][-RECENT_SHOWN:]
+    if evictions:
+        parts += ["", "RECENT EVICTIONS"]
+        parts += ["%s  %s  %s (%s), %d call(s) lost" % (
+            _clock(e["time"]), e["worker_id"], e["reason"], e["detail"],
+            e["calls_lost"]) for e in evictions]
+    errors = data["recent_errors"][-RECENT_SHOWN:]
+    if errors:
+        parts += ["", "RECENT ERRORS"]
+        for e in errors:
+            where = " on ".join(x for x in (e["function"], e["worker_id"])
+                                if x)
+            first = e["message"].splitlines()[0] if e["message"] else ""
+            parts.append("%s  %s  %s%s" % (_clock(e["time"]), e["code"],
+                                           where + ": " if where else "",
+                                           first))
     return "\n".join(parts)
 
 
-def run_status(config=None, as_json=False):
-    """Print the status of the cluster; return the exit code."""
-    from ..client.client import Client, default_client
-    client = Client.from_config(config) if config else default_client()
-    with client:
-        data = collect(client)
-    if as_json:
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        print(render(data))
+def run_status(config=None, as_json=False, watch=None, out=None):
+    """Print the status of the cluster; return the exit code.
+
+    ``watch``: seconds between refreshes, redrawing in place until
+    Ctrl-C (with ``as_json``, one document per line); None: once.
+    """
+    out = out or sys.stdout
+    if watch is None:
+        with _client(config) as client:
+            data = collect(client)
+        print(json.dumps(data, indent=2, sort_keys=True) if as_json
+              else render(data), file=out)
+        return 0
+    try:
+        _watch(config, as_json, max(0.2, watch), out)
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def _watch(config, as_json, interval, out):
+    """Redraw every ``interval`` seconds; a Director that goes away is
+    asked again at the next turn."""
+    client = None
+    next_at = time.monotonic()
+    try:
+        while True:
+            try:
+                if client is None:
+                    client = _client(config)
+                data = collect(client)
+            except (PyFaaSConfigError, PyFaaSAuthenticationError):
+                raise   # waiting cannot mend these
+            except PyFaaSError as exc:
+                if client is not None:
+                    client.close()
+                    client = None
+                problem = "pyfaas: %s; trying again every %.1f s" % (
+                    exc, interval)
+                if as_json:
+                    print(problem, file=sys.stderr, flush=True)
+                else:
+                    print(CLEAR + problem, file=out, flush=True)
+            else:
+                if as_json:
+                    print(json.dumps(data, sort_keys=True), file=out,
+                          flush=True)
+                else:
+                    print("%s%s\n\nevery %.1f s (Ctrl-C to stop)" % (
+                        CLEAR, render(data), interval), file=out, flush=True)
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _client(config):
+    from ..client.client import Client, default_client
+    return Client.from_config(config) if config else default_client()

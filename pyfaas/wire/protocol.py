@@ -87,6 +87,7 @@ KILL_WORKER = 0x42    # client -> director -> worker: stop gracefully
 PING = 0x43           # client -> director: liveness and cluster summary
 STATS = 0x44          # client -> director -> workers: statistics
 CACHE_DUMP = 0x45     # client -> director -> worker: cache contents
+STATUS = 0x46         # client -> director: the status document (JSON)
 CHAIN = 0x50          # client -> director: run a workflow
 
 TYPE_NAMES = {
