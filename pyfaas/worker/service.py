@@ -188,6 +188,8 @@ class Worker:
                                         self._heartbeat_meta()))
             except PyFaaSError:
                 pass  # the reader notices the broken connection
+            except Exception:  # a bug: heartbeats must go on regardless
+                log.exception("could not send a heartbeat")
 
     def _heartbeat_meta(self):
         """Calls in flight, and for the Director's status document: pool
@@ -197,7 +199,7 @@ class Worker:
         hits, misses = self.core.stats.cache_totals()
         return {"inflight": inflight,
                 "busy": max(0, min(self.config.max_threads,
-                                   inflight - self.pool.backlog())),
+                                   inflight - self._pool.backlog())),
                 "rss": usage.rss_bytes(),
                 "cpu": round(usage.cpu_seconds(), 3),
                 "hits": hits, "misses": misses}
