@@ -22,8 +22,9 @@ from ..errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
                       PyFaaSConfigError, PyFaaSError,
                       PyFaaSFunctionListingError,
                       PyFaaSFunctionRegistrationError,
-                      PyFaaSFunctionUnregistrationError,
-                      PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
+                      PyFaaSFunctionUnregistrationError, PyFaaSNetworkError,
+                      PyFaaSPingingError, PyFaaSStatisticsRetrievalError,
+                      PyFaaSTimeoutError, PyFaaSWorkerIDsRetrievalError,
                       PyFaaSWorkerInfoError, PyFaaSWorkerKillError,
                       error_from_meta)
 from ..logs import setup_client_logging
@@ -348,7 +349,8 @@ class Client:
 
     def workers(self):
         """The live Workers as the Director sees them (list of dicts)."""
-        return ser.from_json(self._request(p.WORKERS).payload)
+        return ser.from_json(self._request(
+            p.WORKERS, error_class=PyFaaSWorkerIDsRetrievalError).payload)
 
     def worker_ids(self):
         """Ids of the live Workers."""
@@ -416,9 +418,19 @@ class Client:
         Returns:
             dict: ``director``, ``protocol``, ``workers``, ``functions``,
             ``uptime_s`` and ``rtt_s`` (this round trip, in seconds).
+
+        Raises:
+            PyFaaSPingingError (a PyFaaSNetworkError): the Director cannot
+                be reached, the connection broke, or it answered an error.
         """
         start = time.perf_counter()
-        meta = self._request(p.PING).meta()
+        try:
+            meta = self._request(p.PING,
+                                 error_class=PyFaaSPingingError).meta()
+        except PyFaaSNetworkError as exc:
+            if type(exc) is not PyFaaSNetworkError:
+                raise
+            raise PyFaaSPingingError(str(exc)) from exc
         meta["rtt_s"] = time.perf_counter() - start
         return meta
 

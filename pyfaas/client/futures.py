@@ -16,8 +16,8 @@ from itertools import islice
 
 from .. import serialization as ser
 from .channel import ReplyFuture
-from ..errors import (PyFaaSError, PyFaaSProtocolError,
-                     PyFaaSSerializationError, PyFaaSTimeoutError)
+from ..errors import (PyFaaSDeserializationError, PyFaaSError,
+                     PyFaaSProtocolError, PyFaaSTimeoutError)
 from ..errors import error_from_meta
 from ..wire import protocol as p
 
@@ -34,7 +34,7 @@ def call_result(frame):
     try:
         return ser.loads(frame.payload)
     except Exception as exc:
-        raise PyFaaSSerializationError(
+        raise PyFaaSDeserializationError(
             "the result cannot be unpickled here: %s: %s"
             % (type(exc).__name__, exc))
 
