@@ -356,22 +356,39 @@ class Client:
         """Ids of the live Workers."""
         return [w["worker_id"] for w in self.workers()]
 
-    def worker_info(self, worker_id):
-        """Details of one Worker: identity, system, config, functions, network.
+    def _the_worker(self, worker_id, error_class, method):
+        """``worker_id``, or when it is None the id of the only live Worker."""
+        ids = [worker_id] if worker_id is not None else self.worker_ids()
+        if len(ids) != 1:
+            raise error_class(
+                "%s() without a worker_id needs exactly one live Worker; %s"
+                % (method, "%d are live: %s (pass one of these ids)" % (
+                    len(ids), ", ".join(ids)) if ids else "none is live"))
+        return ids[0]
+
+    def worker_info(self, worker_id=None):
+        """Details of one Worker (default: the only live one): identity,
+        system, config, functions, network.
 
         Raises:
-            PyFaaSWorkerInfoError: no live Worker has this id.
+            PyFaaSWorkerInfoError: no live Worker has this id; without an
+                id, not exactly one is live (the message lists their ids).
         """
+        worker_id = self._the_worker(worker_id, PyFaaSWorkerInfoError,
+                                     "worker_info")
         frame = self._request(p.WORKER_INFO, {"worker_id": worker_id},
                               error_class=PyFaaSWorkerInfoError)
         return ser.from_json(frame.payload)
 
-    def kill_worker(self, worker_id):
-        """Stop a Worker gracefully (it finishes running calls first).
+    def kill_worker(self, worker_id=None):
+        """Stop a Worker (default: the only live one) gracefully: it
+        finishes running calls first.
 
         Raises:
-            PyFaaSWorkerKillError: no live Worker has this id.
+            PyFaaSWorkerKillError: as PyFaaSWorkerInfoError in worker_info.
         """
+        worker_id = self._the_worker(worker_id, PyFaaSWorkerKillError,
+                                     "kill_worker")
         try:
             self._request(p.KILL_WORKER, {"worker_id": worker_id},
                           error_class=PyFaaSWorkerKillError)
@@ -397,8 +414,9 @@ class Client:
                               error_class=PyFaaSStatisticsRetrievalError)
         return ser.from_json(frame.payload)
 
-    def cache_dump(self, worker_id):
-        """A Worker's result cache, entries least recently used first.
+    def cache_dump(self, worker_id=None):
+        """A Worker's result cache (default: the only live Worker's),
+        entries least recently used first.
 
         Returns:
             dict: ``policy``, ``max_size``, ``size``, ``worker_id`` and
@@ -406,8 +424,10 @@ class Client:
             size_bytes, hits, created, last_use).
 
         Raises:
-            PyFaaSCacheDumpingError: no live Worker has this id.
+            PyFaaSCacheDumpingError: as PyFaaSWorkerInfoError in worker_info.
         """
+        worker_id = self._the_worker(worker_id, PyFaaSCacheDumpingError,
+                                     "cache_dump")
         frame = self._request(p.CACHE_DUMP, {"worker_id": worker_id},
                               error_class=PyFaaSCacheDumpingError)
         return ser.from_json(frame.payload)
