@@ -144,7 +144,8 @@ def _exec_arguments(name_or_id, args, kwargs, func_id, positional, default):
 
 def pyfaas_exec_async(name_or_id, args=None, kwargs=None, save_in_cache=False,
                       timeout=None, retries=0):
-    """Start a remote call; return a ``concurrent.futures.Future``."""
+    """Start a remote call; return a ``concurrent.futures.Future`` (which
+    asyncio code can also ``await``)."""
     return _get().exec_async(name_or_id, args, kwargs,
                              save_in_cache=save_in_cache, timeout=timeout,
                              retries=retries)

@@ -299,6 +299,21 @@ class Client:
         return call_result(self._channel.request(type_, meta, payload, flags,
                                                  wait))
 
+    async def aexec(self, name_or_id, args=None, kwargs=None,
+                    save_in_cache=False, timeout=None, retries=0):
+        """:meth:`exec` for asyncio code, never blocking the event loop (see
+        :mod:`pyfaas.client.aio`); cancelling the task cancels the call."""
+        from .aio import await_call
+        wait = self.timeout if timeout is None else \
+            timeout + EXEC_TIMEOUT_GRACE_S
+        return await await_call(lambda: self.exec_async(
+            name_or_id, args, kwargs, save_in_cache, timeout, retries),
+            wait, "director " + self._channel.name)
+
+    async def acall(self, name, /, *args, **kwargs):
+        """:meth:`call` for asyncio code, as :meth:`aexec`."""
+        return await self.aexec(name, args, kwargs)
+
     def map(self, name_or_id, *iterables, timeout=None, max_in_flight=256,
             batch=64):
         """Call ``name_or_id`` on each item (zipped like ``map``); yield results in order.
