@@ -2,7 +2,8 @@
 
 Owns argument parsing, turning configuration errors into one line on stderr
 with exit code 2 (never a traceback), signal handling for graceful stops,
-and the start-up lines the Director and Workers print.
+and the start-up lines the Director and Workers print: a Director's once
+it listens, a Worker's "ready" once it has registered with its Director.
 """
 
 import argparse
@@ -74,14 +75,27 @@ def run_worker(path):
     cfg = load_worker_config(path)
     token = load_token(cfg.token_file, path)
     setup_logging("worker", cfg.log_level, cfg.log_directory, cfg.log_filename)
-    worker = Worker(cfg, token=token)
+    greeted = []
+
+    def registered(worker_id, director):
+        # Ready means registered: the greeting waits for the Director.
+        if greeted:
+            return
+        greeted.append(worker_id)
+        try:
+            if cfg.greeting_msg:
+                print(cfg.greeting_msg)
+            print("PyFaaS worker %s ready: registered with the director at "
+                  "%s" % (worker_id, director), flush=True)
+        except OSError:
+            pass  # no stdout to print to: the Worker works on
+
+    worker = Worker(cfg, token=token, on_registered=registered)
     # Name the Worker in every log line: several may share a log file.
     setup_logging("worker %s" % worker.worker_id, cfg.log_level,
                   cfg.log_directory, cfg.log_filename)
     _on_signals(worker.stop)
-    if cfg.greeting_msg:
-        print(cfg.greeting_msg)
-    print("PyFaaS worker %s starting; director %s:%d" % (
+    print("PyFaaS worker %s starting: waiting for the director at %s:%d" % (
         worker.worker_id, cfg.director_ip_addr, cfg.director_port), flush=True)
     try:
         worker.serve_forever()
