@@ -13,6 +13,7 @@ import sys
 
 from ..errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
                      PyFaaSError)
+from ..version import __version__
 
 USAGE_ERROR = 2
 
@@ -108,6 +109,8 @@ def run_worker(path):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pyfaas", description="PyFaaS: remote function execution.")
+    parser.add_argument("--version", action="version",
+                        version="%(prog)s " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     d = sub.add_parser("director", help="run the Director")
