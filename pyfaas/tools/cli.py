@@ -1,4 +1,4 @@
-"""Command line: ``python -m pyfaas {director,worker,demo} ...``.
+"""Command line: ``python -m pyfaas {init,director,worker,demo,...} ...``.
 
 Owns argument parsing, turning configuration errors into one line on stderr
 with exit code 2 (never a traceback), signal handling for graceful stops,
@@ -7,6 +7,7 @@ it listens, a Worker's "ready" once it has registered with its Director.
 """
 
 import argparse
+import os
 import signal
 import ssl
 import sys
@@ -16,11 +17,23 @@ from ..errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
 from ..version import __version__
 
 USAGE_ERROR = 2
+INIT_HINT = ("python -m pyfaas init DIR writes a commented director.toml, "
+             "worker.toml and client.toml to start from")
 
 
 def _fail(message):
     print("pyfaas: error: %s" % message, file=sys.stderr)
     return USAGE_ERROR
+
+
+def _config_missing(role, path):
+    """The one-line error for a missing ``role`` file, or None."""
+    if path is None:
+        return _fail("%s: no configuration file given (python -m pyfaas %s "
+                     "FILE); %s" % (role, role, INIT_HINT))
+    if not os.path.exists(path):
+        return _fail("%s: no such file; %s" % (path, INIT_HINT))
+    return None
 
 
 def _on_signals(callback):
@@ -36,6 +49,9 @@ def run_director(path):
     from ..director.loop import Director
     from ..logs import setup_logging
     from ..security import is_loopback, load_token
+    missing = _config_missing("director", path)
+    if missing is not None:
+        return missing
     cfg = load_director_config(path)
     token = load_token(cfg.token_file, path)
     if token is None and not is_loopback(cfg.director_ip_addr) \
@@ -73,6 +89,9 @@ def run_worker(path):
     from ..logs import setup_logging
     from ..worker.service import Worker
     from ..security import load_token
+    missing = _config_missing("worker", path)
+    if missing is not None:
+        return missing
     cfg = load_worker_config(path)
     token = load_token(cfg.token_file, path)
     setup_logging("worker", cfg.log_level, cfg.log_directory, cfg.log_filename)
@@ -113,10 +132,23 @@ def build_parser():
                         version="%(prog)s " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    i = sub.add_parser("init", help="write a commented director.toml, "
+                                    "worker.toml and client.toml")
+    i.add_argument("dir", nargs="?", default=".", help="directory to write "
+                   "them into (created if needed; default: the current one)")
+    i.add_argument("--port", type=int, default=40000,
+                   help="the Director's port (default: 40000)")
+    i.add_argument("--token", action="store_true",
+                   help="also write a new cluster token file (mode 0600) "
+                        "and name it in all three files")
+    i.add_argument("--force", action="store_true",
+                   help="overwrite files that exist")
     d = sub.add_parser("director", help="run the Director")
-    d.add_argument("config", help="Director TOML file")
+    d.add_argument("config", nargs="?", help="Director TOML file (python -m "
+                                             "pyfaas init writes one)")
     w = sub.add_parser("worker", help="run a Worker")
-    w.add_argument("config", help="Worker TOML file")
+    w.add_argument("config", nargs="?", help="Worker TOML file (python -m "
+                                             "pyfaas init writes one)")
     sub.add_parser("demo", help="start a local cluster, call a few functions,"
                                 " stop it")
     st = sub.add_parser("status", help="show the workers and functions of a "
@@ -163,6 +195,9 @@ def main(argv=None):
     """Entry point of ``python -m pyfaas`` and the ``pyfaas`` script."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "init":
+            from .scaffold import run_init
+            return run_init(args.dir, args.port, args.token, args.force)
         if args.command == "director":
             return run_director(args.config)
         if args.command == "worker":
