@@ -172,6 +172,7 @@ def test_override_replaces_a_function_and_override_false_keeps_it():
         return d + 0.3
 
     assert pyfaas_register(simple_function_2, override=False) == second
+    assert pyfaas_register(simple_function_2, False) == second
     assert pyfaas_exec('simple_function_2', [1]) == 1.2
     assert pyfaas_unregister('simple_function_2') == 1
 

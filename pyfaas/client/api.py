@@ -75,7 +75,8 @@ def pyfaas_register(fn=None, name=None, *, func_code=None, override=True):
 
     Registering a name again with new code replaces the old version
     (``override=True``, the default). With ``override=False`` a function
-    already registered under that name is kept and nothing is sent.
+    already registered under that name is kept and nothing is sent. A
+    bool in second place is ``override``, as in the original's signature.
 
     Returns:
         str: the function id (with ``override=False``, the kept one's).
@@ -84,6 +85,8 @@ def pyfaas_register(fn=None, name=None, *, func_code=None, override=True):
         PyFaaSFunctionRegistrationError: see ``Client.register``.
     """
     fn = _either("pyfaas_register", "fn", fn, "func_code", func_code)
+    if isinstance(name, bool):  # the original's pyfaas_register(f, True)
+        name, override = None, name
     client = _get()
     if not override:
         wanted = name or getattr(fn, "__name__", None)
