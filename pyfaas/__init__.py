@@ -14,8 +14,7 @@ from .client.api import (pyfaas_chain_exec, pyfaas_close, pyfaas_config,
 from .client import Client, Executor
 from .errors import *  # noqa: F401,F403 - the exception classes are public API
 from .errors import __all__ as _errors_all
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "Client", "Executor", "pyfaas_close", "pyfaas_exec_async", "pyfaas_map", "pyfaas_config", "pyfaas_exec",

@@ -4,10 +4,12 @@ Owns every exception a PyFaaS user can catch, and the mapping between the
 error codes that travel in ERROR frames and these classes. It does not raise
 anything itself and imports nothing from the rest of the package.
 
-One root, :class:`PyFaaSError`. Subclasses say what went wrong. The
-per-operation names of the original PyFaaS documentation are kept
-(``PyFaaSFunctionRegistrationError`` and friends) because users already catch
-them.
+One root, :class:`PyFaaSError`. Subclasses say what went wrong. Every name
+of the original py-faas is kept (``PyFaaSFunctionRegistrationError`` and
+friends, importable from :mod:`pyfaas.exceptions` as there) because code
+written for it catches them; each sits under the class of what it means
+here, so such an ``except`` clause catches what it meant, and code written
+for PyFaaS catching the broader class catches it too.
 """
 
 from concurrent.futures import TimeoutError as _FuturesTimeout
@@ -41,6 +43,11 @@ _TIMEOUT_BASES = ((TimeoutError,) if _FuturesTimeout is TimeoutError
 
 class PyFaaSTimeoutError(PyFaaSError, *_TIMEOUT_BASES):
     """No answer arrived before the deadline."""
+
+
+class PyFaaSPingingError(PyFaaSNetworkError):
+    """A ping got no answer from the Director: it could not be reached, the
+    connection broke, or it answered with an error (the original's name)."""
 
 
 class PyFaaSProtocolError(PyFaaSError):
@@ -95,6 +102,11 @@ class PyFaaSSerializationError(PyFaaSError):
     """A function, its arguments or its result could not be (de)serialized."""
 
 
+class PyFaaSDeserializationError(PyFaaSSerializationError):
+    """A result (of a call or a workflow) arrived but cannot be unpickled
+    here (the original's name)."""
+
+
 class PyFaaSFunctionRegistrationError(PyFaaSError):
     """Registering (deploying) a function failed."""
 
@@ -141,6 +153,16 @@ class PyFaaSFunctionListingError(PyFaaSError):
     """Listing the registered functions failed."""
 
 
+class PyFaaSFunctionSetRegistrationCheckError(PyFaaSFunctionListingError):
+    """The check that a workflow's functions are registered could not be
+    made: the listing it reads failed (the original's name)."""
+
+
+class PyFaaSWorkerIDsRetrievalError(PyFaaSError):
+    """The Director answered the request for its Workers' ids with an
+    error (the original's name)."""
+
+
 class PyFaaSWorkerInfoError(PyFaaSError):
     """Worker information could not be retrieved (for example: unknown id)."""
 
@@ -163,6 +185,12 @@ class PyFaaSWorkflowValidationError(PyFaaSError):
     def __init__(self, message, problems=()):
         super().__init__(message)
         self.problems = list(problems)
+
+
+class PyFaaSWorkflowLoadingError(PyFaaSWorkflowValidationError):
+    """A workflow file could not be loaded: no path given, the file cannot
+    be read, or it is not JSON (the original's name). ``problems`` says
+    which."""
 
 
 class PyFaaSChainedExecutionError(PyFaaSError):

@@ -97,7 +97,8 @@ def test_functional_api_from_client_toml(cluster):
         assert pyfaas_get_worker_info(ids[0])["identity"]["worker_id"] == ids[0]
         assert pyfaas_ping()["workers"] == 2
 
-        assert pyfaas_unregister("api_add3") == fid
+        assert pyfaas_unregister("api_add3") == 1  # as the original's
+        assert fid not in pyfaas_list()
         with pytest.raises(PyFaaSFunctionNotRegisteredError):
             pyfaas_exec("api_add3", [1, 2])
     finally:

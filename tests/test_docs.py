@@ -36,7 +36,9 @@ fence's info string is its language. What each language gets:
     background and must come up (the Director listening, the Worker
     registered with it); at the end of the block they are stopped by pid
     with SIGTERM and must exit with code 0. ``bench`` is only parsed (it
-    runs for minutes). Any other command runs and must exit with code 0.
+    runs for minutes). Any other command runs and must exit with code 0;
+    after ``init DIR``, ``40000`` becomes the block's port in the files it
+    wrote, as in the copies of configs/.
   * ``export NAME=VALUE`` sets a variable for the block's later commands.
   * Anything else runs with bash and must exit with code 0.
 - ``text``, and fences without a language: not run (output samples, wire
@@ -357,6 +359,11 @@ def _run(block, words_or_line, env, workdir):
     assert proc.returncode == 0, _report(block, repr(what), proc)
 
 
+def _port_in_written_files(directory, port):
+    for path in directory.glob("*.toml"):
+        path.write_text(_with_port(path.read_text(), port))
+
+
 @_of(SHELL)
 def test_shell_block_runs(block, cluster, tmp_path):
     commands = _commands(block)
@@ -394,6 +401,9 @@ def test_shell_block_runs(block, cluster, tmp_path):
                     run.start(words, args[0])
                 elif args[0] != "bench":
                     _run(block, words, env, workdir)
+                if args[0] == "init":
+                    _port_in_written_files(workdir / build_parser()
+                                           .parse_args(args).dir, port)
     finally:
         codes = run.stop()
     bad = [c for c in codes if c[1] != 0]

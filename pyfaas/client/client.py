@@ -22,8 +22,9 @@ from ..errors import (PyFaaSCacheDumpingError, PyFaaSChainedExecutionError,
                       PyFaaSConfigError, PyFaaSError,
                       PyFaaSFunctionListingError,
                       PyFaaSFunctionRegistrationError,
-                      PyFaaSFunctionUnregistrationError,
-                      PyFaaSStatisticsRetrievalError, PyFaaSTimeoutError,
+                      PyFaaSFunctionUnregistrationError, PyFaaSNetworkError,
+                      PyFaaSPingingError, PyFaaSStatisticsRetrievalError,
+                      PyFaaSTimeoutError, PyFaaSWorkerIDsRetrievalError,
                       PyFaaSWorkerInfoError, PyFaaSWorkerKillError,
                       error_from_meta)
 from ..logs import setup_client_logging
@@ -297,6 +298,21 @@ class Client:
         return call_result(self._channel.request(type_, meta, payload, flags,
                                                  wait))
 
+    async def aexec(self, name_or_id, args=None, kwargs=None,
+                    save_in_cache=False, timeout=None, retries=0):
+        """:meth:`exec` for asyncio code, never blocking the event loop (see
+        :mod:`pyfaas.client.aio`); cancelling the task cancels the call."""
+        from .aio import await_call
+        wait = self.timeout if timeout is None else \
+            timeout + EXEC_TIMEOUT_GRACE_S
+        return await await_call(lambda: self.exec_async(
+            name_or_id, args, kwargs, save_in_cache, timeout, retries),
+            wait, "director " + self._channel.name)
+
+    async def acall(self, name, /, *args, **kwargs):
+        """:meth:`call` for asyncio code, as :meth:`aexec`."""
+        return await self.aexec(name, args, kwargs)
+
     def map(self, name_or_id, *iterables, timeout=None, max_in_flight=256,
             batch=64):
         """Call ``name_or_id`` on each item (zipped like ``map``); yield results in order.
@@ -347,28 +363,46 @@ class Client:
 
     def workers(self):
         """The live Workers as the Director sees them (list of dicts)."""
-        return ser.from_json(self._request(p.WORKERS).payload)
+        return ser.from_json(self._request(
+            p.WORKERS, error_class=PyFaaSWorkerIDsRetrievalError).payload)
 
     def worker_ids(self):
         """Ids of the live Workers."""
         return [w["worker_id"] for w in self.workers()]
 
-    def worker_info(self, worker_id):
-        """Details of one Worker: identity, system, config, functions, network.
+    def _the_worker(self, worker_id, error_class, method):
+        """``worker_id``, or when it is None the id of the only live Worker."""
+        ids = [worker_id] if worker_id is not None else self.worker_ids()
+        if len(ids) != 1:
+            raise error_class(
+                "%s() without a worker_id needs exactly one live Worker; %s"
+                % (method, "%d are live: %s (pass one of these ids)" % (
+                    len(ids), ", ".join(ids)) if ids else "none is live"))
+        return ids[0]
+
+    def worker_info(self, worker_id=None):
+        """Details of one Worker (default: the only live one): identity,
+        system, config, functions, network.
 
         Raises:
-            PyFaaSWorkerInfoError: no live Worker has this id.
+            PyFaaSWorkerInfoError: no live Worker has this id; without an
+                id, not exactly one is live (the message lists their ids).
         """
+        worker_id = self._the_worker(worker_id, PyFaaSWorkerInfoError,
+                                     "worker_info")
         frame = self._request(p.WORKER_INFO, {"worker_id": worker_id},
                               error_class=PyFaaSWorkerInfoError)
         return ser.from_json(frame.payload)
 
-    def kill_worker(self, worker_id):
-        """Stop a Worker gracefully (it finishes running calls first).
+    def kill_worker(self, worker_id=None):
+        """Stop a Worker (default: the only live one) gracefully: it
+        finishes running calls first.
 
         Raises:
-            PyFaaSWorkerKillError: no live Worker has this id.
+            PyFaaSWorkerKillError: as PyFaaSWorkerInfoError in worker_info.
         """
+        worker_id = self._the_worker(worker_id, PyFaaSWorkerKillError,
+                                     "kill_worker")
         try:
             self._request(p.KILL_WORKER, {"worker_id": worker_id},
                           error_class=PyFaaSWorkerKillError)
@@ -394,8 +428,9 @@ class Client:
                               error_class=PyFaaSStatisticsRetrievalError)
         return ser.from_json(frame.payload)
 
-    def cache_dump(self, worker_id):
-        """A Worker's result cache, entries least recently used first.
+    def cache_dump(self, worker_id=None):
+        """A Worker's result cache (default: the only live Worker's),
+        entries least recently used first.
 
         Returns:
             dict: ``policy``, ``max_size``, ``size``, ``worker_id`` and
@@ -403,8 +438,10 @@ class Client:
             size_bytes, hits, created, last_use).
 
         Raises:
-            PyFaaSCacheDumpingError: no live Worker has this id.
+            PyFaaSCacheDumpingError: as PyFaaSWorkerInfoError in worker_info.
         """
+        worker_id = self._the_worker(worker_id, PyFaaSCacheDumpingError,
+                                     "cache_dump")
         frame = self._request(p.CACHE_DUMP, {"worker_id": worker_id},
                               error_class=PyFaaSCacheDumpingError)
         return ser.from_json(frame.payload)
@@ -415,9 +452,19 @@ class Client:
         Returns:
             dict: ``director``, ``protocol``, ``workers``, ``functions``,
             ``uptime_s`` and ``rtt_s`` (this round trip, in seconds).
+
+        Raises:
+            PyFaaSPingingError (a PyFaaSNetworkError): the Director cannot
+                be reached, the connection broke, or it answered an error.
         """
         start = time.perf_counter()
-        meta = self._request(p.PING).meta()
+        try:
+            meta = self._request(p.PING,
+                                 error_class=PyFaaSPingingError).meta()
+        except PyFaaSNetworkError as exc:
+            if type(exc) is not PyFaaSNetworkError:
+                raise
+            raise PyFaaSPingingError(str(exc)) from exc
         meta["rtt_s"] = time.perf_counter() - start
         return meta
 

@@ -2,7 +2,7 @@
 
 Owns :class:`CallFuture` (a ``concurrent.futures.Future`` completed with a
 remote call's result or typed error; ``cancel()`` also cancels the call on
-the cluster if it has not started), :func:`send_calls`, :func:`ordered_results`
+the cluster if it has not started; asyncio code can ``await`` it), :func:`send_calls`, :func:`ordered_results`
 and :func:`call_result`, the one translation of a call's reply into its
 result. It works on a :class:`~pyfaas.client.channel.Channel` and calls as
 the Client encodes them; it knows nothing of the Client
@@ -16,8 +16,8 @@ from itertools import islice
 
 from .. import serialization as ser
 from .channel import ReplyFuture
-from ..errors import (PyFaaSError, PyFaaSProtocolError,
-                     PyFaaSSerializationError, PyFaaSTimeoutError)
+from ..errors import (PyFaaSDeserializationError, PyFaaSError,
+                     PyFaaSProtocolError, PyFaaSTimeoutError)
 from ..errors import error_from_meta
 from ..wire import protocol as p
 
@@ -34,7 +34,7 @@ def call_result(frame):
     try:
         return ser.loads(frame.payload)
     except Exception as exc:
-        raise PyFaaSSerializationError(
+        raise PyFaaSDeserializationError(
             "the result cannot be unpickled here: %s: %s"
             % (type(exc).__name__, exc))
 
@@ -53,6 +53,13 @@ class CallFuture(ReplyFuture):
             self.fail(exc)
             return
         ReplyFuture.deliver(self, value)
+
+    def __await__(self):
+        """``await future`` in a coroutine: the result, without blocking the
+        event loop; cancelling the task cancels the call (see
+        :mod:`pyfaas.client.aio`)."""
+        from .aio import await_future
+        return await_future(self).__await__()
 
 
 def send_calls(channel, calls):

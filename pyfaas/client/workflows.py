@@ -15,7 +15,11 @@ import os
 
 from .. import serialization as ser
 from .. import workflow as wfl
-from ..errors import PyFaaSWorkflowValidationError
+from ..errors import (PyFaaSDeserializationError,
+                      PyFaaSFunctionListingError,
+                      PyFaaSFunctionSetRegistrationCheckError,
+                      PyFaaSWorkflowLoadingError,
+                      PyFaaSWorkflowValidationError)
 
 
 def workflow_request(workflow, listing=None):
@@ -34,6 +38,9 @@ def workflow_request(workflow, listing=None):
     Raises:
         PyFaaSWorkflowValidationError: the workflow is malformed; its
             ``problems`` lists every problem.
+        PyFaaSWorkflowLoadingError: a file named cannot be loaded.
+        PyFaaSFunctionSetRegistrationCheckError: ``listing`` failed, so
+            the steps' functions could not be checked.
     """
     if isinstance(workflow, os.PathLike) or (
             isinstance(workflow, str) and not workflow.lstrip().startswith(
@@ -41,8 +48,14 @@ def workflow_request(workflow, listing=None):
         workflow = load_workflow(os.fspath(workflow))
     wf, problems = wfl.parse(workflow)
     if listing is not None and not problems:
+        try:
+            listed = listing()
+        except PyFaaSFunctionListingError as exc:
+            raise PyFaaSFunctionSetRegistrationCheckError(
+                "cannot check that the functions of workflow %r are "
+                "registered: %s" % (wf.get("id"), exc)) from exc
         registry = {info["name"]: info.get("params")
-                    for info in listing().values()}
+                    for info in listed.values()}
         problems = wfl.validate(wf, registry)
     if problems:
         raise PyFaaSWorkflowValidationError(
@@ -56,32 +69,50 @@ def workflow_request(workflow, listing=None):
 
 def workflow_outputs(frame):
     """The output a CHAIN reply carries: the final step's output, or
-    ``{step: output}`` when the workflow has several final steps."""
+    ``{step: output}`` when the workflow has several final steps.
+
+    Raises:
+        PyFaaSDeserializationError: an output cannot be unpickled here.
+    """
     meta = frame.meta()
     finals = meta.get("finals", [])
     if len(finals) == 1:
-        return ser.loads(frame.payload)
+        return _loads(frame.payload, finals[0])
     outputs, pos = {}, 0
     for name, size in zip(finals, meta.get("sizes", [])):
-        outputs[name] = ser.loads(frame.payload[pos:pos + size])
+        outputs[name] = _loads(frame.payload[pos:pos + size], name)
         pos += size
     return outputs
+
+
+def _loads(data, step):
+    try:
+        return ser.loads(data)
+    except Exception as exc:
+        raise PyFaaSDeserializationError(
+            "the output of workflow step %r cannot be unpickled here: %s: %s"
+            % (step, type(exc).__name__, exc)) from None
 
 
 def load_workflow(path):
     """Read a workflow JSON file into a dict (structure is not checked here).
 
     Raises:
-        PyFaaSWorkflowValidationError: unreadable file or invalid JSON.
+        PyFaaSWorkflowLoadingError (a PyFaaSWorkflowValidationError): no
+            path, an unreadable file, or not a JSON object.
     """
+    if not path:
+        problem = "no workflow file given (path is %r)" % (path,)
+        raise PyFaaSWorkflowLoadingError(problem, [problem])
     try:
         with open(path, "r", encoding="utf-8") as fh:
             text = fh.read()
-    except OSError as exc:
-        problem = "%s: cannot read: %s" % (path, exc.strerror or exc)
-        raise PyFaaSWorkflowValidationError(problem, [problem])
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = "%s: cannot read: %s" % (path, getattr(exc, "strerror",
+                                                         None) or exc)
+        raise PyFaaSWorkflowLoadingError(problem, [problem]) from None
     wf, problems = wfl.parse(text)
     if problems:
         problems = ["%s: %s" % (path, x) for x in problems]
-        raise PyFaaSWorkflowValidationError(problems[0], problems)
+        raise PyFaaSWorkflowLoadingError(problems[0], problems)
     return wf

@@ -1,24 +1,39 @@
-"""Command line: ``python -m pyfaas {director,worker,status,...} ...``.
+"""Command line: ``python -m pyfaas {init,director,worker,status,...} ...``.
 
 Owns argument parsing, turning configuration errors into one line on stderr
 with exit code 2 (never a traceback), signal handling for graceful stops,
-and the start-up lines the Director and Workers print.
+and the start-up lines the Director and Workers print: a Director's once
+it listens, a Worker's "ready" once it has registered with its Director.
 """
 
 import argparse
+import os
 import signal
 import ssl
 import sys
 
 from ..errors import (PyFaaSAuthenticationError, PyFaaSConfigError,
                      PyFaaSError)
+from ..version import __version__
 
 USAGE_ERROR = 2
+INIT_HINT = ("python -m pyfaas init DIR writes a commented director.toml, "
+             "worker.toml and client.toml to start from")
 
 
 def _fail(message):
     print("pyfaas: error: %s" % message, file=sys.stderr)
     return USAGE_ERROR
+
+
+def _config_missing(role, path):
+    """The one-line error for a missing ``role`` file, or None."""
+    if path is None:
+        return _fail("%s: no configuration file given (python -m pyfaas %s "
+                     "FILE); %s" % (role, role, INIT_HINT))
+    if not os.path.exists(path):
+        return _fail("%s: no such file; %s" % (path, INIT_HINT))
+    return None
 
 
 def _on_signals(callback):
@@ -34,6 +49,9 @@ def run_director(path):
     from ..director.loop import Director
     from ..logs import setup_logging
     from ..security import is_loopback, load_token
+    missing = _config_missing("director", path)
+    if missing is not None:
+        return missing
     cfg = load_director_config(path)
     token = load_token(cfg.token_file, path)
     if token is None and not is_loopback(cfg.director_ip_addr) \
@@ -75,17 +93,33 @@ def run_worker(path):
     from ..logs import setup_logging
     from ..worker.service import Worker
     from ..security import load_token
+    missing = _config_missing("worker", path)
+    if missing is not None:
+        return missing
     cfg = load_worker_config(path)
     token = load_token(cfg.token_file, path)
     setup_logging("worker", cfg.log_level, cfg.log_directory, cfg.log_filename)
-    worker = Worker(cfg, token=token)
+    greeted = []
+
+    def registered(worker_id, director):
+        # Ready means registered: the greeting waits for the Director.
+        if greeted:
+            return
+        greeted.append(worker_id)
+        try:
+            if cfg.greeting_msg:
+                print(cfg.greeting_msg)
+            print("PyFaaS worker %s ready: registered with the director at "
+                  "%s" % (worker_id, director), flush=True)
+        except OSError:
+            pass  # no stdout to print to: the Worker works on
+
+    worker = Worker(cfg, token=token, on_registered=registered)
     # Name the Worker in every log line: several may share a log file.
     setup_logging("worker %s" % worker.worker_id, cfg.log_level,
                   cfg.log_directory, cfg.log_filename)
     _on_signals(worker.stop)
-    if cfg.greeting_msg:
-        print(cfg.greeting_msg)
-    print("PyFaaS worker %s starting; director %s:%d" % (
+    print("PyFaaS worker %s starting: waiting for the director at %s:%d" % (
         worker.worker_id, cfg.director_ip_addr, cfg.director_port), flush=True)
     try:
         worker.serve_forever()
@@ -98,12 +132,27 @@ def run_worker(path):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pyfaas", description="PyFaaS: remote function execution.")
+    parser.add_argument("--version", action="version",
+                        version="%(prog)s " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    i = sub.add_parser("init", help="write a commented director.toml, "
+                                    "worker.toml and client.toml")
+    i.add_argument("dir", nargs="?", default=".", help="directory to write "
+                   "them into (created if needed; default: the current one)")
+    i.add_argument("--port", type=int, default=40000,
+                   help="the Director's port (default: 40000)")
+    i.add_argument("--token", action="store_true",
+                   help="also write a new cluster token file (mode 0600) "
+                        "and name it in all three files")
+    i.add_argument("--force", action="store_true",
+                   help="overwrite files that exist")
     d = sub.add_parser("director", help="run the Director")
-    d.add_argument("config", help="Director TOML file")
+    d.add_argument("config", nargs="?", help="Director TOML file (python -m "
+                                             "pyfaas init writes one)")
     w = sub.add_parser("worker", help="run a Worker")
-    w.add_argument("config", help="Worker TOML file")
+    w.add_argument("config", nargs="?", help="Worker TOML file (python -m "
+                                             "pyfaas init writes one)")
     sub.add_parser("demo", help="start a local cluster, call a few functions,"
                                 " stop it")
     st = sub.add_parser("status", help="show the workers and functions of a "
@@ -158,6 +207,9 @@ def main(argv=None):
     """Entry point of ``python -m pyfaas`` and the ``pyfaas`` script."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "init":
+            from .scaffold import run_init
+            return run_init(args.dir, args.port, args.token, args.force)
         if args.command == "director":
             return run_director(args.config)
         if args.command == "worker":

@@ -62,15 +62,19 @@ class Worker:
         worker_id: the id to ask the Director for (default: the restored
             one, else random).
         token: the cluster token (bytes), or None.
+        on_registered: called as ``on_registered(worker_id, director)``
+            (``director``: "host:port") each time the Worker has registered
+            with a Director, on the thread running :meth:`serve_forever`.
 
     Raises:
         PyFaaSConfigError: the dump file is in use by another Worker, or
             the TLS settings are unusable.
     """
 
-    def __init__(self, config, worker_id=None, token=None):
+    def __init__(self, config, worker_id=None, token=None, on_registered=None):
         self.config = config
         self.token = token
+        self._on_registered = on_registered
         self._tls = tls_client_context(config)
         self._dump_lock = None
         if config.shutdown_persistence:
@@ -275,6 +279,8 @@ class Worker:
                 meta = dict(func.extra, func_id=func.id, name=func.name,
                             params=func.params)
                 conn.send(p.frame_parts(p.ANNOUNCE, 0, meta, func.code))
+        if self._on_registered is not None:
+            self._on_registered(core.worker_id, conn.name)
 
     # ----- frames ------------------------------------------------------------
 
