@@ -33,7 +33,8 @@ from ..security import MIN_TOKEN_LENGTH, load_token
 from ..wire import protocol as p
 from .channel import Channel
 from .futures import call_result, ordered_results, send_calls
-from .signatures import Signatures, call_options, checked_arguments
+from .signatures import (Signatures, call_options, checked_arguments,
+                         deploy_meta)
 from .workflows import workflow_outputs, workflow_request
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 40000
 DEFAULT_TIMEOUT_S = 20.0
 EXEC_TIMEOUT_GRACE_S = 0.25
-META_BUDGET = 48 * 1024
 
 
 class Client:
@@ -165,22 +165,7 @@ class Client:
 
     def _deploy(self, name, code, params, doc=None, idempotent=False,
                 source=None):
-        meta = {"name": name, "params": params,
-                "doc": (doc or "").strip()[:500]}
-        if source:
-            meta["source"] = source
-        if idempotent:
-            meta["idempotent"] = True
-        # Frame meta is at most 64 KiB: the source and the docstring are
-        # only helpful extras, dropped when they would not fit.
-        for extra in ("source", "doc"):
-            if len(p.encode_meta(meta)) <= META_BUDGET:
-                break
-            meta.pop(extra, None)
-        if len(p.encode_meta(meta)) > META_BUDGET:
-            raise PyFaaSFunctionRegistrationError(
-                "cannot register %r: its name and signature take more than "
-                "%d bytes" % (name[:80], META_BUDGET))
+        meta = deploy_meta(name, params, doc, idempotent, source)
         frame = self._request(p.DEPLOY, meta, code,
                               error_class=PyFaaSFunctionRegistrationError)
         answer = frame.meta()

@@ -4,14 +4,19 @@ Owns :class:`Signatures`: each function's parameter description as the
 Director lists it (kept from LIST, DEPLOY and UNDEPLOY answers), the check
 that a call's arguments bind to it before anything is sent, and the
 argument shapes known to bind (a :class:`pyfaas.memo.Memo`); plus the
-checks of ``exec``'s ``args``/``kwargs`` and its options. No I/O: when it
+checks of ``exec``'s ``args``/``kwargs`` and its options, and the meta a
+registration sends (:func:`deploy_meta`). No I/O: when it
 does not know a function, it asks the function it was given to list them.
 """
 
 from .. import serialization as ser
-from ..errors import PyFaaSError, PyFaaSParameterMismatchError
+from ..errors import (PyFaaSError, PyFaaSFunctionRegistrationError,
+                      PyFaaSParameterMismatchError)
 from ..memo import Memo
 from ..wire import protocol as p
+
+# The largest DEPLOY meta a client sends (frame meta is at most 64 KiB).
+META_BUDGET = 48 * 1024
 
 
 class Signatures:
@@ -107,3 +112,28 @@ def checked_arguments(args, kwargs):
             "kwargs must be a dict of keyword arguments, got %s"
             % type(kwargs).__name__)
     return args, kwargs
+
+
+def deploy_meta(name, params, doc=None, idempotent=False, source=None):
+    """The meta of a DEPLOY of ``name``: its parameters, and its docstring
+    and source when they fit (they are only helpful extras, left out when
+    the meta would exceed META_BUDGET).
+
+    Raises:
+        PyFaaSFunctionRegistrationError: the name and parameters alone are
+            over META_BUDGET.
+    """
+    meta = {"name": name, "params": params, "doc": (doc or "").strip()[:500]}
+    if source:
+        meta["source"] = source
+    if idempotent:
+        meta["idempotent"] = True
+    for extra in ("source", "doc"):
+        if len(p.encode_meta(meta)) <= META_BUDGET:
+            return meta
+        meta.pop(extra, None)
+    if len(p.encode_meta(meta)) > META_BUDGET:
+        raise PyFaaSFunctionRegistrationError(
+            "cannot register %r: its name and signature take more than %d "
+            "bytes" % (name[:80], META_BUDGET))
+    return meta
