@@ -17,6 +17,7 @@ import time
 from ..wire import protocol as p
 from ..wire import auth
 from ..wire.decoder import FrameDecoder
+from .keepalive import keep_alive
 from .tls import LockedTLSSocket
 from ..errors import (PyFaaSAuthenticationError, PyFaaSError, error_from_meta,
                      PyFaaSNetworkError, PyFaaSProtocolError,
@@ -180,6 +181,7 @@ class Connection:
                 "cannot reach director %s: %s (is it running, and are the "
                 "address and port right?)" % (self.name, exc.strerror or exc))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keep_alive(sock)
         try:
             if self.tls is not None:
                 try:
