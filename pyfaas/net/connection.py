@@ -28,6 +28,8 @@ RECV_CHUNK = 64 * 1024           # under malloc's mmap threshold: no
 LARGE_RECV_CHUNK = 256 * 1024    # mmap per receive, except in large frames
 MIN_SEND_TIMEOUT_S = 5.0
 RECV_SLICE_S = 1.0  # SO_RCVTIMEO of a blocking socket: see recv_frame
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+NAME_MISMATCH = (62, 64)
 
 
 def send_parts(sock, parts, send_timeout=None):
@@ -190,7 +192,12 @@ class Connection:
                 except (ssl.SSLError, OSError) as exc:
                     sock.close()
                     hint = ""
-                    if isinstance(exc, ssl.SSLCertVerificationError):
+                    if getattr(exc, "verify_code", None) in NAME_MISMATCH:
+                        hint = (" (the certificate does not name %s: connect"
+                                " by an address or DNS name that its "
+                                "subjectAltName lists, or give the Director "
+                                "a certificate for this one)" % self.host)
+                    elif isinstance(exc, ssl.SSLCertVerificationError):
                         hint = (" (set [security] tls_ca_file to the "
                                 "Director's certificate or its CA)")
                     raise PyFaaSNetworkError(
