@@ -120,6 +120,8 @@ class Connection:
     """A blocking, handshaken connection to a Director.
 
     Sends are thread-safe (one lock); receives must come from one thread.
+    ``last_rx`` is the ``time.monotonic()`` of the last bytes received (a
+    Worker judges its Director's silence by it, mid-frame bytes included).
 
     Args:
         config: the :class:`~pyfaas.config.ClientConfig` or
@@ -158,6 +160,7 @@ class Connection:
         self._sock = None
         self.closed = False
         self.hello = None
+        self.last_rx = time.monotonic()  # when bytes last arrived
 
     def connect(self):
         """Open the socket and run the handshake.
@@ -279,13 +282,16 @@ class Connection:
                 "director %s did not prove it holds the cluster token; "
                 "refusing it" % self.name)
 
-    def send(self, parts):
+    def send(self, parts, block=True):
         """Send encoded frames (a list of parts). Thread-safe.
 
         A send that cannot finish within ``send_timeout`` closes the
-        connection (half a frame would poison it).
+        connection (half a frame would poison it). With ``block=False``,
+        send nothing and return False when another thread is sending.
         """
-        with self._send_lock:
+        if not self._send_lock.acquire(block):
+            return False
+        try:
             sock = self._sock  # once: close() may clear it meanwhile
             if sock is None or self.closed:
                 raise PyFaaSNetworkError("connection to director %s is closed"
@@ -303,6 +309,9 @@ class Connection:
                 self.close()
                 raise PyFaaSNetworkError("connection to director %s lost "
                                          "while sending: %s" % (self.name, exc))
+        finally:
+            self._send_lock.release()
+        return True
 
     def recv_frame(self, deadline=None, close_on_timeout=True):
         """Block until one whole frame arrives and return it.
@@ -350,6 +359,7 @@ class Connection:
                 if target is not None:
                     got = sock.recv_into(target)
                     if got:
+                        self.last_rx = time.monotonic()
                         decoder.wrote(got)
                         continue
                     data = b""
@@ -372,6 +382,7 @@ class Connection:
                                                        self.hint))
             except (OSError, ValueError) as exc:  # ValueError: fd closed
                 raise self._broken(exc)
+            self.last_rx = time.monotonic()
             decoder.feed(data)  # b"": the end of the stream
 
     def _broken(self, exc):
