@@ -40,7 +40,8 @@ class Worker:
 
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
-                 "info", "cache_keys", "held_keys", "draining", "max_frame")
+                 "info", "cache_keys", "held_keys", "draining", "max_frame",
+                 "beat_every", "beat_at")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
@@ -61,6 +62,12 @@ class Worker:
         max_frame = meta.get("max_frame")
         self.max_frame = max_frame if isinstance(max_frame, int) and \
             not isinstance(max_frame, bool) else 2 ** 32 - 1
+        # A Worker that announces its heartbeat interval hears from us at
+        # most every half of it while we hear from it (0: it did not ask).
+        beat = meta.get("heartbeat_ms")
+        self.beat_every = beat / 2000.0 if isinstance(beat, int) and \
+            not isinstance(beat, bool) and beat > 0 else 0.0
+        self.beat_at = now
 
 
 class Function:
