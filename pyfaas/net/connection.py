@@ -6,6 +6,7 @@ PyFaaS errors: this is the one place where raw socket errors are caught.
 It knows nothing about what frames mean beyond the handshake.
 """
 
+import errno
 import select
 import socket
 import ssl
@@ -299,8 +300,10 @@ class Connection:
             try:
                 send_parts(sock, parts,
                            self.send_timeout if self._blocking else None)
-            except (socket.timeout, BlockingIOError):
+            except (socket.timeout, BlockingIOError) as exc:
                 self.close()
+                if exc.errno == errno.ETIMEDOUT:  # see _gave_up
+                    raise self._gave_up(exc)
                 raise PyFaaSTimeoutError(
                     "sending to director %s did not finish within %.1f s (is "
                     "it stuck, or the network?); the connection was closed"
@@ -370,7 +373,9 @@ class Connection:
                         data = sock.recv(size, deadline)
                     else:
                         data = sock.recv(size)
-            except (socket.timeout, BlockingIOError):
+            except (socket.timeout, BlockingIOError) as exc:
+                if exc.errno == errno.ETIMEDOUT:
+                    raise self._gave_up(exc)
                 # A slice or the socket's idle timeout passed; the deadline?
                 if deadline is None or deadline > time.monotonic():
                     continue
@@ -384,6 +389,16 @@ class Connection:
                 raise self._broken(exc)
             self.last_rx = time.monotonic()
             decoder.feed(data)  # b"": the end of the stream
+
+    def _gave_up(self, exc):
+        """The kernel closed the connection (keepalive or user timeout,
+        net/keepalive.py): ETIMEDOUT, which Python raises as the same
+        TimeoutError as a socket timeout, yet it is a broken connection."""
+        self.close()
+        return PyFaaSNetworkError(
+            "connection to director %s lost: nothing came back from it for "
+            "too long (%s); the network or its machine is down"
+            % (self.name, exc.strerror or exc))
 
     def _broken(self, exc):
         """Close after a failed receive; the error to raise."""
