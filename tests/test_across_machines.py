@@ -366,6 +366,41 @@ def test_a_cut_off_director_is_noticed_and_everyone_reconnects(make_bed):
         ["b", "b", "c", "c"]
 
 
+KEEPALIVE_S = 15.0      # net/keepalive.py: 5 s idle, then 2 probes 5 s apart
+
+
+def test_a_client_cut_off_past_keepalive_is_dropped_and_connects_again(
+        make_bed):
+    bed = make_bed(("a", "b", "d"))
+    cluster, agent, config = start(bed, workers=("b",))
+    agent("register", config, names=["where"])
+    assert agent("call", config, name="where") == "b"
+
+    def client_connections():
+        return [line for line in bed.sockets("a", PORT)
+                if " %s:" % bed.ip("d") in line]
+    # Idle: the last reply acknowledged (keepalive does not probe while
+    # data waits for its ACK: see docs/across-machines.md).
+    wait_until(lambda: all("keepalive" in line
+                           for line in client_connections()), 5,
+               "the client's connection did not go idle")
+    cut = time.monotonic()
+    bed.partition("d")
+    # Nothing is sent on an idle connection: only keepalive reveals that
+    # its peer is gone, at both ends.
+    wait_until(lambda: not client_connections(), KEEPALIVE_S + 8,
+               "the director kept the connection of a vanished client")
+    dropped = time.monotonic() - cut
+    wait_until(lambda: not bed.sockets("d", PORT), 8,
+               "the client kept its connection to a vanished director")
+    assert KEEPALIVE_S - 1.0 < dropped < KEEPALIVE_S + 3.0, dropped
+    bed.heal("d")
+    # The same client object connects again by itself.
+    assert agent("call", config, name="where") == "b"
+    print("the director dropped a vanished idle client after %.1f s"
+          % dropped)
+
+
 # ----- a slow link ------------------------------------------------------------------
 
 RATE = 1.5e6            # bytes per second, each way
