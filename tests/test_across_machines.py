@@ -11,7 +11,9 @@ Skipped, with the reason, where the machine cannot make namespaces (not
 root, no ``ip``); with ``PYFAAS_REQUIRE_NETNS=1`` (set by .ci/run) that is
 a failure instead. Heartbeats are 300 ms, checked every 100 ms by the
 Director, so a silent Worker is evicted 0.9 s after its last heartbeat; a
-Worker leaves a silent Director after 3 s (the floor of its rule). The
+Worker leaves a silent Director after 3 s (the floor of its rule); an idle
+connection whose peer vanished is closed by the kernel's keepalive after
+about 15 s (net/keepalive.py), the longest test here. The
 last test checks that every bed of the module left nothing behind and
 that the module took less than MODULE_BUDGET_S.
 """
