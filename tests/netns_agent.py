@@ -123,7 +123,7 @@ class Agent:
                             if v is not client}
         return True
 
-    # ----- plumbing -----------------------------------------------------------
+    # ----- plumbing ----------------------------------------------------------
 
     def handle(self, request):
         rid = request.pop("id")

@@ -164,7 +164,7 @@ class TestBed:
     def __exit__(self, *exc_info):
         self.close()
 
-    # ----- the network --------------------------------------------------------
+    # ----- the network -------------------------------------------------------
 
     def ns(self, host):
         """The namespace of ``host``."""
@@ -235,7 +235,7 @@ class TestBed:
                               "( sport = :%d or dport = :%d )" % (port, port)])
         return [line for line in out.stdout.splitlines() if line.strip()]
 
-    # ----- programs -----------------------------------------------------------
+    # ----- programs ----------------------------------------------------------
 
     def env(self, host, extra=None):
         env = {k: v for k, v in os.environ.items()
@@ -276,7 +276,7 @@ class TestBed:
                           stdin=subprocess.PIPE)
         return Agent(proc)
 
-    # ----- cleanup --------------------------------------------------------------
+    # ----- cleanup -----------------------------------------------------------
 
     def close(self):
         """Remove everything the bed made (see the module docstring)."""

@@ -187,7 +187,7 @@ def wait_until(predicate, timeout, message):
         time.sleep(0.05)
 
 
-# ----- one cluster across four hosts ------------------------------------------
+# ----- one cluster across four hosts -----------------------------------------
 
 def test_a_director_on_all_addresses_with_a_token_serves_other_hosts(make_bed):
     bed = make_bed()
@@ -226,7 +226,7 @@ def test_a_director_on_all_addresses_with_a_token_serves_other_hosts(make_bed):
     assert agent("call", config, name="add", args=[1, 2]) == 15
 
 
-# ----- TLS checked against an address, and a name -------------------------------
+# ----- TLS checked against an address, and a name ----------------------------
 
 @pytest.fixture
 def certificate(tmp_path):
@@ -278,7 +278,7 @@ def test_tls_by_address_and_by_name_and_a_name_not_in_the_certificate(
     assert agent("call", by_name, name="where") == "b"
 
 
-# ----- partitions -----------------------------------------------------------------
+# ----- partitions ------------------------------------------------------------
 
 def test_a_cut_off_worker_is_lost_in_three_heartbeats_and_comes_back(make_bed):
     bed = make_bed()
@@ -403,11 +403,11 @@ def test_a_client_cut_off_past_keepalive_is_dropped_and_connects_again(
           % dropped)
 
 
-# ----- a slow link ------------------------------------------------------------------
+# ----- a slow link -----------------------------------------------------------
 
 RATE = 1.5e6            # bytes per second, each way
 DELAY_S = 0.05          # each way
-BIG = 5 * 1000 * 1000   # 3.3 s each way at RATE: longer than any liveness limit
+BIG = 5 * 1000 * 1000   # 3.3 s each way: longer than any liveness limit
 
 
 def test_a_slow_link_carries_large_frames_whole_and_timeouts_fire_on_time(
@@ -456,7 +456,7 @@ def test_a_slow_link_carries_large_frames_whole_and_timeouts_fire_on_time(
     assert agent("call", config, name="where") == "b"
 
 
-# ----- the bed itself ---------------------------------------------------------------
+# ----- the bed itself --------------------------------------------------------
 
 def test_the_bed_keeps_traffic_inside_and_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError, match="a test failed"):
@@ -471,8 +471,9 @@ def test_the_bed_keeps_traffic_inside_and_leaves_nothing_behind(tmp_path):
             # process pool might: only its namespace still knows it.
             sleepers = [bed.start(h, "sleeper-" + h, [
                 sys.executable, "-c", "import subprocess, time; "
-                "subprocess.Popen(['sleep', '60']); print('ready', flush=True);"
-                " time.sleep(60)"]) for h in bed.hosts]
+                "subprocess.Popen(['sleep', '60']); "
+                "print('ready', flush=True); time.sleep(60)"])
+                for h in bed.hosts]
             for sleeper in sleepers:
                 wait_until(lambda: "ready" in sleeper.output(), 10,
                            "the sleeper did not start")
