@@ -174,9 +174,12 @@ class ScriptedDirector:
         self.port = self.server.getsockname()[1]
         self.links = []
 
-    def accept(self, max_frame=DIRECTOR_MAX_FRAME, timeout=10.0):
+    def accept(self, max_frame=DIRECTOR_MAX_FRAME, timeout=10.0,
+               answers_heartbeats=False):
         """Take the next Worker connection through the handshake and
-        registration; return its :class:`Link`."""
+        registration; return its :class:`Link`. ``answers_heartbeats``:
+        WELCOME says so, as a Director does for a Worker that asks (the
+        test then plays that part, or stays silent)."""
         self.server.settimeout(timeout)
         sock, _ = self.server.accept()
         decoder = FrameDecoder(expect_preamble=True)
@@ -190,8 +193,10 @@ class ScriptedDirector:
         register = link.recv(timeout)
         assert register.type == p.REGISTER_WORKER, register
         link.register = register.meta()
-        link.send(p.WELCOME, 0, {"worker_id": link.register["worker_id"],
-                                 "want": []})
+        welcome = {"worker_id": link.register["worker_id"], "want": []}
+        if answers_heartbeats:
+            welcome["heartbeat_ms"] = link.register["heartbeat_ms"]
+        link.send(p.WELCOME, 0, welcome)
         return link
 
     def close(self):

@@ -20,6 +20,7 @@ import ssl
 import time
 
 from .. import usage
+from ..net.keepalive import keep_alive
 from ..net.tls import server_context
 from ..wire import protocol as p
 from ..wire.decoder import FrameDecoder
@@ -244,6 +245,7 @@ class Director:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            keep_alive(sock, user_timeout=False)  # see net/keepalive.py
             peer_id = self._next_id
             self._next_id += 1
             decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,

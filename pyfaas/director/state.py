@@ -118,7 +118,9 @@ class DirectorState:
         if handlers is not None:  # a ready client or a registered Worker
             worker = peer.worker
             if worker is not None:
-                worker.last_seen = self.clock()
+                now = worker.last_seen = self.clock()
+                if worker.beat_every:
+                    self.workers.heard(worker, now)
             handler = handlers.get(event.type)
             if handler is None:
                 self._unexpected(peer, event)
@@ -193,12 +195,15 @@ class DirectorState:
 
     def touch(self, peer_id):
         """Bytes arrived from ``peer_id``: a Worker sending a large frame is
-        alive even while its heartbeats wait behind that frame."""
+        alive even while its heartbeats wait behind that frame (and is told
+        that we are, for the same reason)."""
         peer = self.peers.get(peer_id)
         if peer is not None and peer.worker_id is not None:
             worker = self.cluster.workers.get(peer.worker_id)
             if worker is not None:
-                worker.last_seen = self.clock()
+                now = worker.last_seen = self.clock()
+                if worker.beat_every:  # it is alive: so are we
+                    self.workers.heard(worker, now)
 
     def forgive_pause(self):
         """The Director itself stalled (paused, swapped out): heartbeats that

@@ -43,7 +43,8 @@ class Worker:
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
                  "info", "cache_keys", "held_keys", "draining", "max_frame",
-                 "tallies", "recent", "load", "restarts")
+                 "tallies", "recent", "load", "restarts", "beat_every",
+                 "beat_at")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
@@ -68,6 +69,12 @@ class Worker:
         self.recent = deque(maxlen=WINDOW)  # latest call latencies here
         self.load = {}            # its last heartbeat's figures (checked)
         self.restarts = 0         # its id registered again after a loss
+        # A Worker that announces its heartbeat interval hears from us at
+        # most every half of it while we hear from it (0: it did not ask).
+        beat = meta.get("heartbeat_ms")
+        self.beat_every = beat / 2000.0 if isinstance(beat, int) and \
+            not isinstance(beat, bool) and beat > 0 else 0.0
+        self.beat_at = now
 
 
 class Function:

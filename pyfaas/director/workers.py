@@ -8,7 +8,11 @@ request it had (each owner decides: a call may run again elsewhere).
 
 Liveness rule: a Worker is evicted when nothing (heartbeat or any other
 frame) has arrived from it for more than ``HEARTBEAT_MISSES`` expected
-heartbeat intervals, and at once when its connection closes.
+heartbeat intervals, and at once when its connection closes. The other
+way round, a Worker that announced its heartbeat interval at registration
+is sent a HEARTBEAT whenever something arrives from it, at most every half
+interval (:meth:`WorkerEvents.heard`), so that it can tell a silent
+Director (cut off, frozen) from a quiet one and reconnect.
 """
 
 import json
@@ -86,8 +90,10 @@ class WorkerEvents:
                     cluster.remember_key(worker, key, fid)
                 elif fid in want:  # kept until the function is announced
                     worker.held_keys.setdefault(fid, []).append(key)
-        self.outbox.send(peer.id, p.WELCOME, frame.request_id,
-                         {"worker_id": worker_id, "want": want})
+        welcome = {"worker_id": worker_id, "want": want}
+        if worker.beat_every:  # it asked: say that we answer
+            welcome["heartbeat_ms"] = meta["heartbeat_ms"]
+        self.outbox.send(peer.id, p.WELCOME, frame.request_id, welcome)
         for fid in stale:  # after WELCOME: the Worker reads from there on
             self.outbox.send(peer.id, p.UNDEPLOY, 0, {"func_id": fid})
         for func in cluster.functions.values():
@@ -140,6 +146,13 @@ class WorkerEvents:
                 log.info("worker %s is stopping: no new calls for it",
                          worker.id)
             self.outbox.send(peer.id, p.OK, frame.request_id)
+
+    def heard(self, worker, now):
+        """Something arrived from ``worker`` (which asked for heartbeats):
+        send it one unless it had one within the last half interval."""
+        if now - worker.beat_at >= worker.beat_every:
+            worker.beat_at = now
+            self.outbox.send(worker.peer_id, p.HEARTBEAT, 0)
 
     def reply(self, peer, frame):
         """OK or ERROR from a Worker: the end of one of its requests."""

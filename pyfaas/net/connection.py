@@ -6,6 +6,7 @@ PyFaaS errors: this is the one place where raw socket errors are caught.
 It knows nothing about what frames mean beyond the handshake.
 """
 
+import errno
 import select
 import socket
 import ssl
@@ -17,6 +18,7 @@ import time
 from ..wire import protocol as p
 from ..wire import auth
 from ..wire.decoder import FrameDecoder
+from .keepalive import keep_alive
 from .tls import LockedTLSSocket
 from ..errors import (PyFaaSAuthenticationError, PyFaaSError, error_from_meta,
                      PyFaaSNetworkError, PyFaaSProtocolError,
@@ -27,6 +29,8 @@ RECV_CHUNK = 64 * 1024           # under malloc's mmap threshold: no
 LARGE_RECV_CHUNK = 256 * 1024    # mmap per receive, except in large frames
 MIN_SEND_TIMEOUT_S = 5.0
 RECV_SLICE_S = 1.0  # SO_RCVTIMEO of a blocking socket: see recv_frame
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+NAME_MISMATCH = (62, 64)
 
 
 def send_parts(sock, parts, send_timeout=None):
@@ -117,6 +121,8 @@ class Connection:
     """A blocking, handshaken connection to a Director.
 
     Sends are thread-safe (one lock); receives must come from one thread.
+    ``last_rx`` is the ``time.monotonic()`` of the last bytes received (a
+    Worker judges its Director's silence by it, mid-frame bytes included).
 
     Args:
         config: the :class:`~pyfaas.config.ClientConfig` or
@@ -155,6 +161,7 @@ class Connection:
         self._sock = None
         self.closed = False
         self.hello = None
+        self.last_rx = time.monotonic()  # when bytes last arrived
 
     def connect(self):
         """Open the socket and run the handshake.
@@ -180,6 +187,7 @@ class Connection:
                 "cannot reach director %s: %s (is it running, and are the "
                 "address and port right?)" % (self.name, exc.strerror or exc))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keep_alive(sock)
         try:
             if self.tls is not None:
                 try:
@@ -188,7 +196,12 @@ class Connection:
                 except (ssl.SSLError, OSError) as exc:
                     sock.close()
                     hint = ""
-                    if isinstance(exc, ssl.SSLCertVerificationError):
+                    if getattr(exc, "verify_code", None) in NAME_MISMATCH:
+                        hint = (" (the certificate does not name %s: connect"
+                                " by an address or DNS name that its "
+                                "subjectAltName lists, or give the Director "
+                                "a certificate for this one)" % self.host)
+                    elif isinstance(exc, ssl.SSLCertVerificationError):
                         hint = (" (set [security] tls_ca_file to the "
                                 "Director's certificate or its CA)")
                     raise PyFaaSNetworkError(
@@ -270,13 +283,16 @@ class Connection:
                 "director %s did not prove it holds the cluster token; "
                 "refusing it" % self.name)
 
-    def send(self, parts):
+    def send(self, parts, block=True):
         """Send encoded frames (a list of parts). Thread-safe.
 
         A send that cannot finish within ``send_timeout`` closes the
-        connection (half a frame would poison it).
+        connection (half a frame would poison it). With ``block=False``,
+        send nothing and return False when another thread is sending.
         """
-        with self._send_lock:
+        if not self._send_lock.acquire(block):
+            return False
+        try:
             sock = self._sock  # once: close() may clear it meanwhile
             if sock is None or self.closed:
                 raise PyFaaSNetworkError("connection to director %s is closed"
@@ -284,8 +300,10 @@ class Connection:
             try:
                 send_parts(sock, parts,
                            self.send_timeout if self._blocking else None)
-            except (socket.timeout, BlockingIOError):
+            except (socket.timeout, BlockingIOError) as exc:
                 self.close()
+                if exc.errno == errno.ETIMEDOUT:  # see _gave_up
+                    raise self._gave_up(exc)
                 raise PyFaaSTimeoutError(
                     "sending to director %s did not finish within %.1f s (is "
                     "it stuck, or the network?); the connection was closed"
@@ -294,6 +312,9 @@ class Connection:
                 self.close()
                 raise PyFaaSNetworkError("connection to director %s lost "
                                          "while sending: %s" % (self.name, exc))
+        finally:
+            self._send_lock.release()
+        return True
 
     def recv_frame(self, deadline=None, close_on_timeout=True):
         """Block until one whole frame arrives and return it.
@@ -353,6 +374,7 @@ class Connection:
                 if target is not None:  # received straight into its buffer
                     got = sock.recv_into(target)
                     if got:
+                        self.last_rx = time.monotonic()
                         decoder.wrote(got)
                         held = True
                         continue
@@ -361,7 +383,9 @@ class Connection:
                     data = sock.recv(size, deadline)
                 else:
                     data = sock.recv(size)
-            except (socket.timeout, BlockingIOError):
+            except (socket.timeout, BlockingIOError) as exc:
+                if exc.errno == errno.ETIMEDOUT:
+                    raise self._gave_up(exc)
                 # A slice or the socket's idle timeout passed; the deadline?
                 if deadline is None or deadline > time.monotonic():
                     continue
@@ -373,8 +397,19 @@ class Connection:
                                                        self.hint))
             except (OSError, ValueError) as exc:  # ValueError: fd closed
                 raise self._broken(exc)
+            self.last_rx = time.monotonic()
             decoder.feed(data)  # b"": the end of the stream
             held = True
+
+    def _gave_up(self, exc):
+        """The kernel closed the connection (keepalive or user timeout,
+        net/keepalive.py): ETIMEDOUT, which Python raises as the same
+        TimeoutError as a socket timeout, yet it is a broken connection."""
+        self.close()
+        return PyFaaSNetworkError(
+            "connection to director %s lost: nothing came back from it for "
+            "too long (%s); the network or its machine is down"
+            % (self.name, exc.strerror or exc))
 
     def _broken(self, exc):
         """Close after a failed receive; the error to raise."""

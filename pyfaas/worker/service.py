@@ -1,7 +1,8 @@
 """The Worker process shell: connection, heartbeats, frames.
 
 Owns :class:`Worker`: the connection to the Director (connect, register,
-reconnect with capped backoff), the heartbeat thread, reading frames (on
+reconnect with capped backoff), the heartbeat thread (which also leaves
+a Director that went silent: see DIRECTOR_MISSES), reading frames (on
 the pool's threads, see below) and handling each, running one call from
 end to end (cancelled? watched? run, reply, quick?), and the start and end
 of the Worker's life (the dump file restored, then saved when
@@ -52,6 +53,14 @@ CONNECT_TIMEOUT_S = 5.0   # connecting and the handshake
 WORKER_SEND_TIMEOUT_S = 60.0  # a large result to a busy Director
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
+# A Director that answers heartbeats and then sends nothing for this many
+# heartbeat intervals, and at least DIRECTOR_SILENCE_MIN_S, is cut off or
+# frozen: the Worker leaves the connection and connects again. (The floor
+# keeps a Director that stalls for a moment from losing every Worker's
+# calls; the Director forgives its own stalls the same way.)
+DIRECTOR_MISSES = 3
+DIRECTOR_SILENCE_MIN_S = 3.0
+PAUSE_SLACK_S = 1.0   # a heartbeat wait that overslept this much: paused
 
 
 class Worker:
@@ -94,6 +103,8 @@ class Worker:
         self._stopping = threading.Event()  # stop under way: drain, return
         self._closed = threading.Event()    # serve_forever has returned
         self._conn = None
+        self._silence_limit = None  # see DIRECTOR_MISSES; None: not judged
+        self._left = None         # the connection we left for its silence
         self._reading = None      # the connection the pool reads, if any
         self._reading_cond = threading.Condition()
         self._lost = threading.Event()  # the pool lost self._reading
@@ -182,14 +193,32 @@ class Worker:
         self._watchdog.request_stop()
 
     def _heartbeat_loop(self):
+        """Send a heartbeat every interval; leave a Director gone silent."""
         interval = self.config.heartbeat_interval_ms / 1000.0
+        awake = forgiven = time.monotonic()
         while not self._closed.wait(interval):
+            now = time.monotonic()
+            if now - awake > interval + PAUSE_SLACK_S:
+                forgiven = now  # we were paused: what came is unread
+            awake = now
             conn = self._conn
             if conn is None:
                 continue
+            limit = self._silence_limit
+            silent = now - max(conn.last_rx, forgiven)
+            if limit is not None and silent > limit and not conn.closed:
+                log.warning("director %s sent nothing for %.1f s (it answers"
+                            " heartbeats: it is cut off or frozen); leaving "
+                            "the connection and connecting again", conn.name,
+                            silent)
+                self._left = conn  # (already said: the reader is quiet)
+                conn.close()  # the reading thread sees it and we reconnect
+                continue
             try:
+                # Not behind another thread's send: its bytes tell the
+                # Director we are alive, and it answers them too.
                 conn.send(p.frame_parts(p.HEARTBEAT, 0,
-                                        self._heartbeat_meta()))
+                                        self._heartbeat_meta()), block=False)
             except PyFaaSError:
                 pass  # the reader notices the broken connection
             except Exception:  # a bug: heartbeats must go on regardless
@@ -253,7 +282,9 @@ class Worker:
             "worker_id": core.worker_id, "pid": os.getpid(),
             "max_threads": self.config.max_threads, "functions": core.held(),
             "max_frame": self.config.max_frame_bytes,
-            "started_at": core.started_at, "host": socket.gethostname()},
+            "started_at": core.started_at, "host": socket.gethostname(),
+            # Asks the Director to answer heartbeats (see _heartbeat_loop).
+            "heartbeat_ms": self.config.heartbeat_interval_ms},
             ser.to_json({"cache_keys": core.cached_keys()})))
         deadline = time.monotonic() + 5.0
         while True:
@@ -264,6 +295,11 @@ class Worker:
                 raise PyFaaSNetworkError("director refused registration: %s"
                                          % frame.meta().get("message"))
         meta = frame.meta()
+        # A Director that says it answers heartbeats is judged by its
+        # silence; an older one is not.
+        self._silence_limit = max(
+            DIRECTOR_MISSES * self.config.heartbeat_interval_ms / 1000.0,
+            DIRECTOR_SILENCE_MIN_S) if meta.get("heartbeat_ms") else None
         if meta.get("worker_id", core.worker_id) != core.worker_id:
             log.warning("the director renamed this worker %s to %s: a live "
                         "worker already has that id", core.worker_id,
@@ -315,7 +351,7 @@ class Worker:
                 if not isinstance(exc, PyFaaSError):  # a bug: start afresh
                     log.exception("internal error while reading from "
                                   "director %s; reconnecting", conn.name)
-                elif not self._stopping.is_set():
+                elif not self._stopping.is_set() and conn is not self._left:
                     log.warning("lost director %s: %s; reconnecting",
                                 conn.name, exc)
                 conn.close()
@@ -431,6 +467,9 @@ class Worker:
         if frame.request_id == DRAIN_RID:
             self._watchdog.drain_acknowledged()
 
+    def _on_heartbeat(self, conn, frame):
+        """The Director is alive (its bytes set ``conn.last_rx``)."""
+
     def _on_error(self, conn, frame):
         log.warning("director reported: %s", frame.meta().get("message"))
 
@@ -444,4 +483,5 @@ class Worker:
         p.KILL_WORKER: _on_kill,
         p.ERROR: _on_error,
         p.OK: _on_ok,
+        p.HEARTBEAT: _on_heartbeat,
     }
