@@ -134,7 +134,8 @@ class Agent:
             answer = {"id": rid, "ok": True, "value": value}
         except Exception as exc:
             answer = {"id": rid, "ok": False, "error": type(exc).__name__,
-                      "message": str(exc)}
+                      "message": str(exc),
+                      "kinds": [c.__name__ for c in type(exc).__mro__]}
         answer.update(t0=t0, t1=time.monotonic())
         line = json.dumps(answer, default=repr)
         with self.out:
