@@ -581,6 +581,7 @@ def test_every_kind_of_bad_dump_file_is_set_aside_and_the_worker_serves(
     for kind, (data, _) in cases.items():
         with open(dump_path(c, kind), "wb") as fh:
             fh.write(data)
+        os.chmod(dump_path(c, kind), 0o600)  # as Workers write them
         procs[kind] = c.start_worker(name=kind, persistence=True,
                                      heartbeat_ms=HEARTBEAT_MS)
     wait_until(lambda: pids_of_workers(client) == {p.pid for p in
