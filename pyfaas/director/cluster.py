@@ -2,9 +2,11 @@
 
 Owns :class:`Cluster`: the tables of peers, Workers, registered functions,
 requests in flight and running workflows, the owners of cached results,
-and the choices made on them: which Workers may run a function, which one
-a call goes to (the cached result's Worker, else the configured strategy),
-and the routes kept per kind of call. Pure: no I/O, nothing unpickled; the
+and the choices made on them: which Workers may run a function (not one
+draining or wedged), which one a call goes to (the cached result's Worker,
+else the configured strategy, preferring a Worker with a free thread and
+room in its byte budget), and the routes kept per kind of call. It keeps
+the count of argument bytes in flight, per Worker and in all. Pure: no I/O, nothing unpickled; the
 parts of :mod:`pyfaas.director` that answer frames share one Cluster.
 
 Cluster-wide cache hits: a Worker that stores a result says so in its reply
@@ -49,6 +51,7 @@ class Cluster:
         self.routes = Memo()
         self.routed = 0            # calls and steps sent to Workers
         self.draining = False      # stopping: refuse new calls and workflows
+        self.pending_bytes = 0     # sum of the sizes of the pending requests
         self._rr = 0
         self._next_rid = 1
 
@@ -59,11 +62,27 @@ class Cluster:
         return rid
 
     def track(self, pend, worker, client=None):
-        """Record a request sent to ``worker`` (and awaited by ``client``)."""
+        """Record a request sent to ``worker`` (and awaited by ``client``),
+        and the argument bytes it holds."""
         self.pending[pend.rid] = pend
         worker.inflight.add(pend.rid)
+        if pend.size:
+            self.pending_bytes += pend.size
+            worker.inflight_bytes += pend.size
         if client is not None:
             client.pending.add(pend.rid)
+
+    def untrack(self, rid):
+        """Forget the request ``rid`` (answered, lost or cancelled); return
+        its Pending, or None. The client's own record is the caller's."""
+        pend = self.pending.pop(rid, None)
+        if pend is not None:
+            worker = self.workers.get(pend.worker_id)
+            if worker is not None:
+                worker.inflight.discard(rid)
+                worker.inflight_bytes -= pend.size
+            self.pending_bytes -= pend.size
+        return pend
 
     def reroute(self):
         """Something a Route depends on changed: every route is dropped (to
@@ -103,16 +122,44 @@ class Cluster:
     def eligible(self, func_id):
         """The Workers that may run ``func_id`` now."""
         return [w for w in self.workers.values()
-                if w.functions.get(func_id) in USABLE and not w.draining]
+                if w.functions.get(func_id) in USABLE and not w.draining
+                and not w.wedged]
 
     def choose_worker(self, candidates):
-        """Pick one of ``candidates`` (a non-empty list) by the strategy."""
+        """Pick one of ``candidates`` (a non-empty list) by the strategy.
+
+        Least-Loaded takes the lowest share of busy threads (requests in
+        flight and stuck calls over ``max_threads``); Round-Robin passes
+        over a Worker with no free thread when another has one.
+        """
         if self.strategy == "Random":
             return self.rng.choice(candidates)
         if self.strategy == "Least-Loaded":
-            return min(candidates, key=lambda w: len(w.inflight))
-        self._rr += 1
-        return candidates[self._rr % len(candidates)]
+            return min(candidates, key=_busy_share)
+        self._rr = rr = self._rr + 1
+        worker = candidates[rr % len(candidates)]
+        if len(worker.inflight) + worker.stuck < worker.max_threads:
+            return worker
+        for i in range(1, len(candidates)):
+            other = candidates[(rr + i) % len(candidates)]
+            if len(other.inflight) + other.stuck < other.max_threads:
+                self._rr = rr + i
+                return other
+        return worker
+
+    def place(self, func, payload, candidates):
+        """Where a call with ``payload`` goes: ``(worker, None)``, or
+        ``(None, code)`` when no candidate can take it: ``"serialization"``
+        (over every frame limit), ``"overloaded"`` (every byte budget is
+        full; a Worker with nothing in flight takes any size)."""
+        size = len(payload)
+        roomy = [w for w in candidates if not w.inflight_bytes
+                 or w.inflight_bytes + size <= w.max_inflight]
+        if not roomy:
+            return None, "overloaded"
+        worker = self.pick_worker(func, payload, roomy)
+        return (worker, None) if worker is not None else (None,
+                                                          "serialization")
 
     def pick_worker(self, func, payload, candidates):
         """The Worker holding this call's cached result, else by strategy.
@@ -134,6 +181,17 @@ class Cluster:
                 if worker is not None and worker in candidates:
                     return worker
         return self.choose_worker(candidates)
+
+    def update_load(self, worker, stuck):
+        """``worker`` has ``stuck`` calls still running past their time
+        limit; True if that changed whether it takes calls."""
+        worker.stuck = stuck
+        wedged = stuck >= worker.max_threads
+        if wedged == worker.wedged:
+            return False
+        worker.wedged = wedged
+        self.reroute()
+        return True
 
     # ----- cached results (see the module docstring) ------------------------
 
@@ -166,3 +224,7 @@ class Cluster:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.cache_keys.discard(key)
+
+
+def _busy_share(worker):
+    return (len(worker.inflight) + worker.stuck) / worker.max_threads

@@ -35,19 +35,33 @@ class Peer:
         self.handlers = None      # message type -> handler, once all is set
 
 
+def _count(value, default):
+    """``value`` if it is a positive int (not a bool), else ``default``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) \
+        and value > 0 else default
+
+
 class Worker:
-    """A registered Worker."""
+    """A registered Worker.
+
+    Besides what it said at registration: ``stuck``, its calls still
+    running past their time limit (from its heartbeats; ``wedged`` once
+    they hold every thread: it takes no call), and ``inflight_bytes``, the
+    argument bytes of its requests in flight, kept within ``max_inflight``.
+    """
 
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
-                 "info", "cache_keys", "held_keys", "draining", "max_frame")
+                 "info", "cache_keys", "held_keys", "draining", "max_frame",
+                 "stuck", "wedged", "inflight_bytes", "max_inflight",
+                 "supervised", "restarts", "last_cause", "recycling")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
         self.peer_id = peer_id
         self.addr = addr
         self.pid = meta.get("pid")
-        self.max_threads = meta.get("max_threads")
+        self.max_threads = _count(meta.get("max_threads"), 1)
         self.joined_at = time.time()
         self.last_seen = now
         self.functions = {}       # func_id -> "sent" | "ok" | "failed: why"
@@ -58,9 +72,16 @@ class Worker:
         self.cache_keys = set()   # keys of results it cached (as it told us)
         self.held_keys = {}       # func_id -> restored keys, until announced
         self.draining = False     # stopping: no new calls
-        max_frame = meta.get("max_frame")
-        self.max_frame = max_frame if isinstance(max_frame, int) and \
-            not isinstance(max_frame, bool) else 2 ** 32 - 1
+        self.recycling = False    # stopping to be restarted at once
+        self.max_frame = _count(meta.get("max_frame"), 2 ** 32 - 1)
+        self.stuck = 0
+        self.wedged = False
+        self.inflight_bytes = 0
+        self.max_inflight = _count(meta.get("max_inflight_bytes"), 2 ** 63)
+        self.supervised = meta.get("supervised") is True
+        self.restarts = _count(meta.get("restarts"), 0)
+        cause = meta.get("last_cause")
+        self.last_cause = cause if isinstance(cause, str) else None
 
 
 class Function:
@@ -88,14 +109,17 @@ class Pending:
     ``owner`` is told how it ended: ``owner.reply(pend, worker, frame)``
     when the Worker answers, ``owner.lost(pend, worker_id, reason)`` when
     the Worker is lost first (a :class:`Gather`, or the part of the state
-    that sent it).
+    that sent it). ``size``: the argument bytes it holds in flight (see
+    :meth:`pyfaas.director.cluster.Cluster.track`); ``deaths``: the
+    :class:`pyfaas.director.deaths.Death` of each Worker lost while it ran.
     """
 
     __slots__ = ("rid", "client_peer", "client_rid", "worker_id", "kind",
-                 "label", "owner", "started", "retries", "resend", "context")
+                 "label", "owner", "started", "retries", "resend", "context",
+                 "size", "deaths")
 
     def __init__(self, rid, client_peer, client_rid, worker_id, kind, label,
-                 owner, started=0.0, context=None):
+                 owner, started=0.0, context=None, size=0):
         self.rid = rid
         self.client_peer = client_peer   # None: the Director itself asked
         self.client_rid = client_rid
@@ -107,6 +131,8 @@ class Pending:
         self.retries = 0          # re-runs allowed if its Worker is lost
         self.resend = None        # (func_id, meta, payload, flags) to re-run
         self.context = context    # for the owner (a step: its workflow Run)
+        self.size = size
+        self.deaths = ()
 
 
 class Route:

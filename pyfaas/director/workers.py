@@ -1,10 +1,13 @@
 """The Director's side of its Workers.
 
 Owns :class:`WorkerEvents`: a Worker's registration (its id, the functions
-it holds, the cached results it kept), the functions it announces, its
-heartbeats (and its graceful stop), its replies to the requests it was
-sent (handed to each request's owner), and its eviction, which ends every
-request it had (each owner decides: a call may run again elsewhere).
+it holds, the cached results it kept, and, when supervised, how many times
+it was restarted and why), the functions it announces, its heartbeats (its
+calls stuck past their time limit, and its graceful stop), its replies to
+the requests it was sent (handed to each request's owner), and its
+eviction, which ends every request it had (each owner decides: a call may
+run again elsewhere) and is recorded as a death
+(:mod:`pyfaas.director.deaths`).
 
 Liveness rule: a Worker is evicted when nothing (heartbeat or any other
 frame) has arrived from it for more than ``HEARTBEAT_MISSES`` expected
@@ -31,15 +34,18 @@ class WorkerEvents:
         outbox: where frames go.
         functions: the :class:`~pyfaas.director.functions.Functions` that
             deploys code to a Worker.
+        deaths: the :class:`~pyfaas.director.deaths.Deaths` told of every
+            eviction and registration.
         expected_heartbeat_ms: the Workers' promised heartbeat interval.
         clock: ``time.monotonic`` or a test's fake.
     """
 
-    def __init__(self, cluster, outbox, functions, expected_heartbeat_ms,
-                 clock):
+    def __init__(self, cluster, outbox, functions, deaths,
+                 expected_heartbeat_ms, clock):
         self.cluster = cluster
         self.outbox = outbox
         self.functions = functions
+        self.deaths = deaths
         self.evict_after = HEARTBEAT_MISSES * expected_heartbeat_ms / 1000.0
         self.clock = clock
 
@@ -61,6 +67,7 @@ class WorkerEvents:
         cluster.reroute()
         cluster.workers[worker_id] = worker
         peer.worker_id = worker_id
+        self.deaths.returned(worker)
         want, stale = [], []
         for fid, name in meta.get("functions", []):
             current = cluster.by_name.get(name)
@@ -89,9 +96,11 @@ class WorkerEvents:
         for func in cluster.functions.values():
             if func.id not in worker.functions:
                 self.functions.deploy_to(worker, func, None)
-        log.info("worker %s joined from %s:%s (pid %s, %d functions held)",
+        log.info("worker %s joined from %s:%s (pid %s, %d functions held%s)",
                  worker_id, peer.addr[0], peer.addr[1], worker.pid,
-                 len(worker.functions))
+                 len(worker.functions), "; restarted %d time(s), last: %s" % (
+                     worker.restarts, worker.last_cause)
+                 if worker.restarts else "")
 
     def announce(self, peer, frame):
         """ANNOUNCE: a function the Director asked for (it lost it)."""
@@ -121,16 +130,30 @@ class WorkerEvents:
                 self.functions.deploy_to(other, cluster.functions[fid], None)
 
     def heartbeat(self, peer, frame):
-        """HEARTBEAT: alive (``last_seen`` was set when it arrived). A
-        stopping Worker says it is draining: route nothing more to it, and
-        confirm."""
-        if frame.request_id and frame.meta().get("draining"):
-            worker = self.cluster.workers.get(peer.worker_id)
+        """HEARTBEAT: alive (``last_seen`` was set when it arrived), with
+        its calls stuck past their time limit (a Worker whose threads are
+        all stuck takes no call). A stopping Worker says it is draining:
+        route nothing more to it, and confirm."""
+        meta = frame.meta()
+        stuck = meta.get("stuck")
+        worker = self.cluster.workers.get(peer.worker_id)
+        if worker is not None and isinstance(stuck, int) and \
+                stuck != worker.stuck and \
+                self.cluster.update_load(worker, stuck):
+            if worker.wedged:
+                log.warning("worker %s has all its %d thread(s) stuck in "
+                            "calls past their time limit: no new calls for "
+                            "it", worker.id, worker.max_threads)
+            else:
+                log.info("worker %s has a free thread again", worker.id)
+        if frame.request_id and meta.get("draining"):
             if worker is not None and not worker.draining:
                 worker.draining = True
+                worker.recycling = meta.get("recycle") is True
                 self.cluster.reroute()
-                log.info("worker %s is stopping: no new calls for it",
-                         worker.id)
+                log.info("worker %s is stopping%s: no new calls for it",
+                         worker.id, " to be restarted" if worker.recycling
+                         else "")
             self.outbox.send(peer.id, p.OK, frame.request_id)
 
     def reply(self, peer, frame):
@@ -144,6 +167,9 @@ class WorkerEvents:
             return
         del cluster.pending[frame.request_id]
         worker.inflight.discard(pend.rid)
+        if pend.size:
+            cluster.pending_bytes -= pend.size
+            worker.inflight_bytes -= pend.size
         if frame.type == p.ERROR:
             worker.errors += 1
         elif frame.meta_raw and pend.kind in ("call", "step"):
@@ -173,7 +199,9 @@ class WorkerEvents:
                     len(worker.inflight))
         for key in list(worker.cache_keys):
             cluster.forget_key(key)
+        if worker.inflight or worker.supervised:
+            self.deaths.died(worker, reason)
         for rid in sorted(worker.inflight):
-            pend = cluster.pending.pop(rid, None)
+            pend = cluster.untrack(rid)
             if pend is not None:
                 pend.owner.lost(pend, worker_id, reason)
