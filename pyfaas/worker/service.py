@@ -18,7 +18,8 @@ It builds and wires the parts, each given what it uses:
   the socket (given :meth:`Worker._next_call`); the thread that reads a
   call runs it, while another reads on;
 - :class:`~pyfaas.worker.watchdog.Watchdog`: late calls, a reader stuck
-  in a "quick" call, the graceful stop;
+  in a "quick" call, threads stuck for good (recycling a supervised
+  Worker), the graceful stop;
 - with ``isolation = "process"``, the
   :class:`~pyfaas.worker.isolation.ProcessPool` the core runs calls in.
 """
@@ -42,6 +43,7 @@ from .core import WorkerCore
 from .isolation import ProcessPool
 from .pool import LeaderPool
 from .replies import Replies
+from .supervisor import Supervision
 from .watchdog import DRAIN_RID, Watchdog
 
 log = logging.getLogger(__name__)
@@ -61,15 +63,19 @@ class Worker:
         worker_id: the id to ask the Director for (default: the restored
             one, else random).
         token: the cluster token (bytes), or None.
+        supervision: a :class:`~pyfaas.worker.supervisor.Supervision`
+            when a supervisor started this Worker (its restarts and the
+            cause of the last one are reported at registration).
 
     Raises:
         PyFaaSConfigError: the dump file is in use by another Worker, or
             the TLS settings are unusable.
     """
 
-    def __init__(self, config, worker_id=None, token=None):
+    def __init__(self, config, worker_id=None, token=None, supervision=None):
         self.config = config
         self.token = token
+        self.supervision = supervision or Supervision()
         self._tls = tls_client_context(config.tls, config.tls_ca_file,
                                        config.path)
         self._dump_lock = None
@@ -84,7 +90,7 @@ class Worker:
         self._children = ProcessPool(config) \
             if config.isolation == "process" else None
         self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8],
-                               self._children)
+                               self._children, self.supervision.info())
         if config.shutdown_persistence:
             self._restore()
         self._stopping = threading.Event()  # stop under way: drain, return
@@ -98,11 +104,17 @@ class Worker:
         self._replies = Replies()
         self._pool = LeaderPool(config.max_threads, self._next_call)
         self._watchdog = Watchdog(self.core, self._calls, self._replies,
-                                  self._pool, self._stopping)
+                                  self._pool, self._stopping,
+                                  recycle=self.supervision.supervised)
 
     @property
     def worker_id(self):
         return self.core.worker_id
+
+    @property
+    def recycle_reason(self):
+        """Why the Worker stopped to be started again (None: it did not)."""
+        return self._watchdog.recycle_reason
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -184,8 +196,9 @@ class Worker:
             if conn is None:
                 continue
             try:
-                conn.send(p.frame_parts(p.HEARTBEAT, 0,
-                                        {"inflight": self._calls.inflight}))
+                conn.send(p.frame_parts(p.HEARTBEAT, 0, {
+                    "inflight": self._calls.inflight,
+                    "stuck": self._calls.stuck_now}))
             except PyFaaSError:
                 pass  # the reader notices the broken connection
 
@@ -193,6 +206,12 @@ class Worker:
         """Load the dump file if there is one; a bad one is set aside."""
         path = self.config.dump_file
         core = self.core
+        mode = persistence.exposed(path)
+        if mode is not None:
+            log.warning("dump file %s can be read by other users (mode %04o):"
+                        " it holds function code and cached results; run "
+                        "chmod 600 on it (the next save writes it 0600)",
+                        path, mode)
         try:
             state = persistence.load(path)
         except persistence.DumpError as exc:
@@ -234,7 +253,9 @@ class Worker:
             "worker_id": core.worker_id, "pid": os.getpid(),
             "max_threads": self.config.max_threads, "functions": core.held(),
             "max_frame": self.config.max_frame_bytes,
-            "started_at": core.started_at, "host": socket.gethostname()},
+            "max_inflight_bytes": self.config.max_inflight_bytes,
+            "started_at": core.started_at, "host": socket.gethostname(),
+            **self.supervision.info()},
             ser.to_json({"cache_keys": core.cached_keys()})))
         deadline = time.monotonic() + 5.0
         while True:
@@ -377,7 +398,8 @@ class Worker:
             self._reply(conn, p.ERROR, frame.request_id, {
                 "code": "registration", "worker_id": self.worker_id,
                 "message": "worker %s cannot load function %r: %s: %s"
-                % (self.worker_id, name, type(exc).__name__, exc)})
+                % (self.worker_id, name, type(exc).__name__,
+                   ser.clip_start(str(exc)))})
             return
         self._reply(conn, p.OK, frame.request_id, {"func_id": fid})
 
