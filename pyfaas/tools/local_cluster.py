@@ -4,6 +4,13 @@ Owns writing their TOML files into a working directory, starting them with
 ``python -m pyfaas``, waiting until they serve, and stopping every process it
 started, by pid, always. Used by ``python -m pyfaas demo``, the benchmark and
 the integration tests. It only ever binds and connects to 127.0.0.1.
+
+Its Workers run without a supervisor unless asked (``supervise=True``), so
+that a Worker's process is the one started (tests signal it and compare
+pids); its Director has no start-up grace unless asked
+(``startup_grace_ms``), so that a call of an unknown function fails at once.
+A supervised Worker's Process also stops the Worker processes its
+supervisor started (:meth:`Process.worker_pids`).
 """
 
 import os
@@ -42,7 +49,8 @@ def write_toml(path, sections):
 
 
 def director_sections(workdir, port=0, strategy="Round-Robin", log_level="info",
-                      heartbeat_ms=200, statistics=True, **network):
+                      heartbeat_ms=200, statistics=True, startup_grace_ms=0,
+                      **network):
     net = {"director_ip_addr": HOST, "director_port": port}
     net.update(network)
     return {
@@ -53,16 +61,17 @@ def director_sections(workdir, port=0, strategy="Round-Robin", log_level="info",
         "statistics": {"enabled": statistics},
         "workers": {"heartbeat_check_interval_ms": heartbeat_ms,
                     "expected_heartbeat_interval_ms": heartbeat_ms,
-                    "worker_selection_strategy": strategy},
+                    "worker_selection_strategy": strategy,
+                    "startup_grace_ms": startup_grace_ms},
         "misc": {"greeting_msg": "PyFaaS director (local cluster)"},
     }
 
 
 def worker_sections(workdir, name, port, log_level="info", heartbeat_ms=200,
                     statistics=True, persistence=False, cache_size=16,
-                    **behavior):
+                    supervise=False, **behavior):
     beh = {"dump_file": os.path.join(workdir, name + ".dump"),
-           "shutdown_persistence": persistence}
+           "shutdown_persistence": persistence, "supervise": supervise}
     beh.update(behavior)
     return {
         "network": {"director_ip_addr": HOST, "director_port": port,
@@ -88,6 +97,22 @@ def _merge(sections, extra):
         sections.setdefault(section, {}).update(keys)
 
 
+_SUPERVISED = re.compile(rb"started worker pid (\d+)")
+
+
+def _is_ours(pid):
+    """True if ``pid`` runs (and, where /proc tells, runs pyfaas)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            return b"pyfaas" in fh.read()
+    except OSError:
+        return True
+
+
 class Process:
     """A started ``python -m pyfaas`` process and its output file."""
 
@@ -109,6 +134,24 @@ class Process:
     def alive(self):
         return self.popen.poll() is None
 
+    def worker_pids(self):
+        """Pids of the Worker processes a supervisor started, in order
+        (empty for any other process)."""
+        return [int(m) for m in _SUPERVISED.findall(self.output())]
+
+    def _stop_orphans(self, timeout):
+        """A supervisor's Workers stop with it; kill any still running after
+        ``timeout`` (its supervisor was killed, say)."""
+        pids = set(self.worker_pids())
+        deadline = time.monotonic() + timeout
+        while pids:
+            pids = {pid for pid in pids if _is_ours(pid)}
+            if pids and time.monotonic() > deadline:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.01)
+
     def signal(self, signum):
         if self.alive():
             os.kill(self.pid, signum)
@@ -128,6 +171,7 @@ class Process:
                 self.popen.wait(timeout)
             except ProcessLookupError:
                 pass
+        self._stop_orphans(timeout)
         self._out.close()
         return self.popen.returncode
 

@@ -52,6 +52,14 @@ def _table(headers, rows):
     return "\n".join(out)
 
 
+def _state(worker):
+    if worker.get("draining"):
+        return "draining"
+    if worker.get("wedged"):
+        return "stuck (takes no calls)"
+    return "serving"
+
+
 def _ms(seconds):
     return None if seconds is None else "%.3f ms" % (seconds * 1000.0)
 
@@ -65,12 +73,13 @@ def render(data):
     parts.append("WORKERS")
     parts.append(_table(
         ["id", "address", "pid", "uptime", "functions", "in-flight",
-         "heartbeat age", "state"],
+         "stuck", "heartbeat age", "state", "restarts", "last cause"],
         [[w["worker_id"], w["addr"], w["pid"],
           None if w["uptime_s"] is None else "%.0f s" % w["uptime_s"],
-          len(w["functions"]), w["inflight"],
-          "%.2f s" % w["last_heartbeat_age_s"],
-          "draining" if w.get("draining") else "serving"]
+          len(w["functions"]), w["inflight"], w.get("stuck", 0),
+          "%.2f s" % w["last_heartbeat_age_s"], _state(w),
+          w.get("restarts", 0) if w.get("supervised") else "unsupervised",
+          w.get("last_cause")]
          for w in data["workers"]]))
     parts.append("")
     parts.append("FUNCTIONS")
