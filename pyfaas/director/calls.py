@@ -25,7 +25,7 @@ back; a failed call's error waits for the causes of its deaths.
 import logging
 
 from ..wire import protocol as p
-from .cluster import FRAME_OVERHEAD
+from .cluster import COUNTED_BYTES, FRAME_OVERHEAD, counted
 from .tables import Pending, Route
 
 log = logging.getLogger(__name__)
@@ -116,28 +116,20 @@ class Calls:
                 if route is None:
                     return
                 cluster.routes.keep(frame.meta_raw, route)
-        payload = frame.payload
-        size = len(payload)
-        if len(cluster.pending) >= self.max_pending or \
-                (cluster.pending_bytes + size > self.max_bytes
-                 and cluster.pending_bytes):
+        if len(cluster.pending) >= self.max_pending:
             self._overloaded(peer, frame.request_id)
             return
         func = route.func
-        if func.id in cluster.cached_by_func or \
-                size + FRAME_OVERHEAD > route.min_frame:
-            worker = cluster.pick_worker(func, payload, route.candidates)
+        payload = frame.payload
+        size = len(payload)
+        if size >= COUNTED_BYTES or func.id in cluster.cached_by_func:
+            worker = self._place(peer, frame, route, size)
             if worker is None:
-                self._too_large(peer, frame.request_id, func, size)
-                return
-        else:
+                return  # (answered)
+            size = counted(size)
+        else:  # the usual small call: not counted in bytes
             worker = cluster.choose_worker(route.candidates)
-        if worker.inflight_bytes + size > worker.max_inflight and \
-                worker.inflight_bytes:
-            worker, code = cluster.place(func, payload, route.candidates)
-            if worker is None:
-                self._no_room(peer, frame.request_id, func, size, code)
-                return
+            size = 0
         cluster.routed += 1
         worker.routed += 1
         pend = self.forward(peer, frame, worker, "call", func.label,
@@ -145,6 +137,31 @@ class Calls:
         if route.retries:
             pend.retries = route.retries
             pend.resend = (func.id, route.call_meta, payload, frame.flags)
+
+    def _place(self, peer, frame, route, size):
+        """The Worker for a call with large arguments or a cached result:
+        within the byte budgets and frame limits, or None once the client
+        was answered why not."""
+        cluster = self.cluster
+        func, payload = route.func, frame.payload
+        if size >= COUNTED_BYTES and cluster.pending_bytes and \
+                cluster.pending_bytes + size > self.max_bytes:
+            self._overloaded(peer, frame.request_id)
+            return None
+        if func.id in cluster.cached_by_func or \
+                size + FRAME_OVERHEAD > route.min_frame:
+            worker = cluster.pick_worker(func, payload, route.candidates)
+            if worker is None:
+                self._too_large(peer, frame.request_id, func, size)
+                return None
+        else:
+            worker = cluster.choose_worker(route.candidates)
+        if size >= COUNTED_BYTES and worker.inflight_bytes and \
+                worker.inflight_bytes + size > worker.max_inflight:
+            worker, code = cluster.place(func, payload, route.candidates)
+            if worker is None:
+                self._no_room(peer, frame.request_id, func, size, code)
+        return worker
 
     def _overloaded(self, peer, rid):
         cluster = self.cluster
@@ -222,26 +239,22 @@ class Calls:
         return pend
 
     def reply(self, pend, worker, frame):
-        """The Worker answered: pass it on to the client as it is (a call
-        it did not start goes to another Worker)."""
+        """The Worker answered: pass it on to the client as it is."""
         client = self.cluster.peers.get(pend.client_peer)
-        if client is None:
-            return
-        if frame.type == p.ERROR and pend.kind == "call" and \
-                b'"not_started"' in frame.meta_raw and \
-                self._hand_on(pend, client, worker, frame):
-            return  # (the call is under way elsewhere, or refused)
-        client.pending.discard(pend.rid)
-        self.outbox.send(client.id, frame.type, pend.client_rid,
-                         frame.meta_raw, frame.payload, frame.flags)
+        if client is not None:
+            client.pending.discard(pend.rid)
+            self.outbox.send(client.id, frame.type, pend.client_rid,
+                             frame.meta_raw, frame.payload, frame.flags)
 
-    def _hand_on(self, pend, client, worker, frame):
-        """A Worker handed back a call it did not start, with its meta and
-        arguments: send it to another Worker; False if none can take it
+    def handed_back(self, pend, worker, frame, meta):
+        """A Worker handed back a call it did not start (ERROR
+        ``not_started``, with its meta and arguments): send it to another
+        Worker, or hold it until one can take it. False if it cannot be
         (the client then gets the Worker's error)."""
-        meta = frame.meta()
+        client = self.cluster.peers.get(pend.client_peer)
         call = meta.get("call")
-        if meta.get("code") != "not_started" or not isinstance(call, dict):
+        if client is None or pend.kind != "call" or \
+                not isinstance(call, dict):
             return False
         pend.resend = (call.get("f"), p.encode_meta(call), frame.payload,
                        frame.flags)
@@ -338,7 +351,7 @@ class Calls:
             return False
         again = Pending(cluster.new_rid(), client.id, pend.client_rid,
                         worker.id, pend.kind, pend.label, self, self.clock(),
-                        None, len(payload))
+                        None, counted(len(payload)))
         again.retries = pend.retries - 1
         again.resend = pend.resend if again.retries else None
         again.deaths = pend.deaths

@@ -22,6 +22,15 @@ from ..memo import Memo
 
 # Room for a frame's header and meta when comparing a payload with a limit.
 FRAME_OVERHEAD = 4096
+# Arguments smaller than this are not counted in bytes in flight: the
+# usual small call stays as cheap as it was, and max_pending_calls of them
+# hold at most 10,000 x 1 KiB = 10 MiB at the defaults.
+COUNTED_BYTES = 1024
+
+
+def counted(size):
+    """The bytes a payload of ``size`` counts for in flight."""
+    return size if size >= COUNTED_BYTES else 0
 USABLE = ("ok", "sent")   # the states of a Worker's copy it can run
 
 
@@ -138,11 +147,11 @@ class Cluster:
             return min(candidates, key=_busy_share)
         self._rr = rr = self._rr + 1
         worker = candidates[rr % len(candidates)]
-        if len(worker.inflight) + worker.stuck < worker.max_threads:
+        if len(worker.inflight) < worker.room:
             return worker
         for i in range(1, len(candidates)):
             other = candidates[(rr + i) % len(candidates)]
-            if len(other.inflight) + other.stuck < other.max_threads:
+            if len(other.inflight) < other.room:
                 self._rr = rr + i
                 return other
         return worker
@@ -152,7 +161,7 @@ class Cluster:
         ``(None, code)`` when no candidate can take it: ``"serialization"``
         (over every frame limit), ``"overloaded"`` (every byte budget is
         full; a Worker with nothing in flight takes any size)."""
-        size = len(payload)
+        size = counted(len(payload))
         roomy = [w for w in candidates if not w.inflight_bytes
                  or w.inflight_bytes + size <= w.max_inflight]
         if not roomy:
@@ -186,6 +195,7 @@ class Cluster:
         """``worker`` has ``stuck`` calls still running past their time
         limit; True if that changed whether it takes calls."""
         worker.stuck = stuck
+        worker.room = worker.max_threads - stuck
         wedged = stuck >= worker.max_threads
         if wedged == worker.wedged:
             return False

@@ -54,7 +54,7 @@ class Worker:
                  "last_seen", "functions", "inflight", "routed", "errors",
                  "info", "cache_keys", "held_keys", "draining", "max_frame",
                  "stuck", "wedged", "inflight_bytes", "max_inflight",
-                 "supervised", "restarts", "last_cause", "recycling")
+                 "supervised", "restarts", "last_cause", "recycling", "room")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
@@ -75,6 +75,7 @@ class Worker:
         self.recycling = False    # stopping to be restarted at once
         self.max_frame = _count(meta.get("max_frame"), 2 ** 32 - 1)
         self.stuck = 0
+        self.room = self.max_threads  # threads not stuck
         self.wedged = False
         self.inflight_bytes = 0
         self.max_inflight = _count(meta.get("max_inflight_bytes"), 2 ** 63)

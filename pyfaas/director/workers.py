@@ -172,9 +172,21 @@ class WorkerEvents:
             worker.inflight_bytes -= pend.size
         if frame.type == p.ERROR:
             worker.errors += 1
+            if b'"not_started"' in frame.meta_raw and \
+                    self._handed_back(pend, worker, frame):
+                return
         elif frame.meta_raw and pend.kind in ("call", "step"):
             cluster.note_cache(worker, frame.meta())
         pend.owner.reply(pend, worker, frame)
+
+    @staticmethod
+    def _handed_back(pend, worker, frame):
+        """A call the Worker did not start (its threads are stuck) goes to
+        its owner to be sent elsewhere, if the owner does that."""
+        meta = frame.meta()
+        handed_back = getattr(pend.owner, "handed_back", None)
+        return meta.get("code") == "not_started" and handed_back is not None \
+            and handed_back(pend, worker, frame, meta)
 
     def check(self):
         """Evict Workers that stopped heartbeating. Call periodically."""

@@ -22,6 +22,7 @@ import logging
 from .. import workflow as wfl
 from ..wire import protocol as p
 from .calls import refuse_if_draining
+from .cluster import counted
 from .tables import Pending
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class Workflows:
             meta.update(fields)
             pend = Pending(cluster.new_rid(), run.client_peer, run.client_rid,
                            worker.id, "step", step, self, self.clock(), run,
-                           len(payload))
+                           counted(len(payload)))
             cluster.track(pend, worker,
                           cluster.peers.get(run.client_peer))
             worker.routed += 1
@@ -136,20 +137,22 @@ class Workflows:
             self.outbox.send(worker.peer_id, p.CALL, pend.rid, meta, payload,
                              p.FLAG_PICKLED)
 
-    def reply(self, pend, worker, frame):
-        """A step's Worker answered (or handed the step back unstarted:
-        it goes again)."""
+    def handed_back(self, pend, worker, frame, meta):
+        """The Worker did not start the step (its threads are stuck): it
+        is sent again, to a Worker that can take it."""
         run = pend.context
-        if frame.type == p.ERROR and b'"not_started"' in frame.meta_raw \
-                and run.failed is None \
-                and frame.meta().get("code") == "not_started":
-            run.pending.discard(pend.rid)
-            client = self.cluster.peers.get(run.client_peer)
-            if client is not None:
-                client.pending.discard(pend.rid)
-            run.started.discard(pend.label)
-            self._launch_ready(run)
-            return
+        if run.failed is not None:
+            return False
+        run.pending.discard(pend.rid)
+        client = self.cluster.peers.get(run.client_peer)
+        if client is not None:
+            client.pending.discard(pend.rid)
+        run.started.discard(pend.label)
+        self._launch_ready(run)
+        return True
+
+    def reply(self, pend, worker, frame):
+        """A step's Worker answered."""
         self._step_done(pend, frame.type, frame.meta()
                         if frame.type == p.ERROR else None, frame.payload)
 
