@@ -113,10 +113,22 @@ def _is_ours(pid):
         return True
 
 
-class Process:
-    """A started ``python -m pyfaas`` process and its output file."""
+def _limit_open_files(count):
+    """A function for ``preexec_fn``: at most ``count`` file descriptors."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+    return limit
 
-    def __init__(self, name, args, workdir, env=None):
+
+class Process:
+    """A started ``python -m pyfaas`` process and its output file.
+
+    ``open_files``: its limit of file descriptors (``ulimit -n``), or None
+    for this process's own.
+    """
+
+    def __init__(self, name, args, workdir, env=None, open_files=None):
         self.name = name
         self.output_path = os.path.join(workdir, name + ".out")
         self._out = open(self.output_path, "wb")
@@ -124,7 +136,8 @@ class Process:
         full_env.update(env or {})
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "pyfaas"] + list(args), stdout=self._out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+            preexec_fn=_limit_open_files(open_files) if open_files else None)
         self.pid = self.popen.pid
 
     def output(self):
@@ -215,8 +228,10 @@ class LocalCluster:
     def __exit__(self, *exc_info):
         self.stop()
 
-    def start_director(self, timeout=10.0, port=0, **options):
-        """Start the Director; return its port once it listens."""
+    def start_director(self, timeout=10.0, port=0, open_files=None,
+                       **options):
+        """Start the Director (``open_files``: its ``ulimit -n``); return
+        its port once it listens."""
         sections = director_sections(self.workdir, port, **options)
         if self.tls:
             sections["security"] = {"tls_cert_file": self.tls[0],
@@ -225,7 +240,7 @@ class LocalCluster:
         path = write_toml(os.path.join(self.workdir, "director.toml"),
                           sections)
         self.director = Process("director", ["director", path], self.workdir,
-                                self.env)
+                                self.env, open_files)
         self.started.append(self.director)
         deadline = time.monotonic() + timeout
         while True:
