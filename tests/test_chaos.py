@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(60)
 
 WORKERS = 3
 CALLERS = 4
-CHAOS_S = 10.0
+CHAOS_S = 7.0
 TIMEOUT_S = 3.0
 LATE_S = 0.25 + 0.75      # the client's grace, and room for a busy machine
 

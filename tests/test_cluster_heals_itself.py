@@ -148,7 +148,7 @@ def test_workers_whose_threads_are_all_stuck_recycle_themselves(healing):
     assert all(now[w]["last_cause"].startswith("recycled") for w in now)
     start = time.monotonic()
     still_serves(client)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 2.0  # (a stuck call never returns)
 
 
 def test_a_long_exception_message_keeps_its_type_start_and_traceback_end(

@@ -34,7 +34,7 @@ def test_the_director_routes_around_a_worker_whose_threads_are_stuck(
     client = cl.client()
     client.register(whoami)
     client.register(nap)
-    stuck = client.exec_async("nap", [2.0], timeout=0.3)
+    stuck = client.exec_async("nap", [1.5], timeout=0.3)
     with pytest.raises(PyFaaSTimeoutError):
         stuck.result(timeout=10)
     rows = wait_until(lambda: [w for w in client.workers() if w["stuck"]],
