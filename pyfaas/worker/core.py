@@ -447,10 +447,8 @@ class WorkerCore:
                        "shutdown_persistence": cfg.shutdown_persistence,
                        "dump_file": cfg.dump_file},
             "functions": funcs,
-            "network": dict(calls, director="%s:%s" % (
-                cfg.director_ip_addr, cfg.director_port), stuck_now=[dict(
-                    s, name=funcs.get(s["func_id"], {}).get("name"))
-                    for s in calls.get("stuck_now", ())]),
+            "network": dict(calls, director="%s:%s" % (cfg.director_ip_addr,
+                                                       cfg.director_port)),
             "supervision": dict(self.supervision),
         }
 

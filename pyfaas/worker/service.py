@@ -410,8 +410,12 @@ class Worker:
         self._calls.cancel((conn, frame.request_id))
 
     def _on_worker_info(self, conn, frame):
+        figures = self._calls.figures()
+        for stuck in figures["stuck_now"]:
+            func = self.core.functions.get(stuck["func_id"])
+            stuck["name"] = func.name if func is not None else None
         self._reply(conn, p.OK, frame.request_id, None, ser.to_json(
-            self.core.info(conn.local_address(), self._calls.figures())))
+            self.core.info(conn.local_address(), figures)))
 
     def _on_stats(self, conn, frame):
         self._reply(conn, p.OK, frame.request_id, None, ser.to_json(
