@@ -128,7 +128,7 @@ class Calls:
                 return  # (answered)
             size = counted(size)
         else:  # the usual small call: not counted in bytes
-            worker = cluster.choose_worker(route.candidates)
+            worker = cluster.choose_worker(route.candidates, route.room)
             size = 0
         cluster.routed += 1
         worker.routed += 1
@@ -155,7 +155,7 @@ class Calls:
                 self._too_large(peer, frame.request_id, func, size)
                 return None
         else:
-            worker = cluster.choose_worker(route.candidates)
+            worker = cluster.choose_worker(route.candidates, route.room)
         if size >= COUNTED_BYTES and worker.inflight_bytes and \
                 worker.inflight_bytes + size > worker.max_inflight:
             worker, code = cluster.place(func, payload, route.candidates)

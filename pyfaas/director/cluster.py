@@ -134,12 +134,15 @@ class Cluster:
                 if w.functions.get(func_id) in USABLE and not w.draining
                 and not w.wedged]
 
-    def choose_worker(self, candidates):
+    def choose_worker(self, candidates, room=None):
         """Pick one of ``candidates`` (a non-empty list) by the strategy.
 
         Least-Loaded takes the lowest share of busy threads (requests in
         flight and stuck calls over ``max_threads``); Round-Robin passes
-        over a Worker with no free thread when another has one.
+        over a Worker with no free thread when another has one. ``room``:
+        the candidates' threads not stuck, in all (a Route's); with as
+        many requests in flight, none is looked for (under a flood every
+        Worker is busy: the search would only cost time).
         """
         if self.strategy == "Random":
             return self.rng.choice(candidates)
@@ -147,7 +150,8 @@ class Cluster:
             return min(candidates, key=_busy_share)
         self._rr = rr = self._rr + 1
         worker = candidates[rr % len(candidates)]
-        if len(worker.inflight) < worker.room:
+        if len(worker.inflight) < worker.room or \
+                (room is not None and len(self.pending) >= room):
             return worker
         for i in range(1, len(candidates)):
             other = candidates[(rr + i) % len(candidates)]
@@ -196,11 +200,11 @@ class Cluster:
         limit; True if that changed whether it takes calls."""
         worker.stuck = stuck
         worker.room = worker.max_threads - stuck
+        self.reroute()  # (a Route keeps its Workers' room)
         wedged = stuck >= worker.max_threads
         if wedged == worker.wedged:
             return False
         worker.wedged = wedged
-        self.reroute()
         return True
 
     # ----- cached results (see the module docstring) ------------------------
