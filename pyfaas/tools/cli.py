@@ -85,7 +85,8 @@ def run_worker(path, args=None):
     cfg = load_worker_config(path)
     token = load_token(cfg.token_file, path)
     link_fd = getattr(args, "supervised", None)
-    if cfg.supervise and link_fd is None:
+    # (The supervisor needs POSIX: SIGCHLD and passing a descriptor.)
+    if cfg.supervise and link_fd is None and hasattr(signal, "SIGCHLD"):
         setup_logging("worker supervisor", cfg.log_level, cfg.log_directory,
                       cfg.log_filename)
         return Supervisor(cfg, path).run()

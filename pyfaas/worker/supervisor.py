@@ -215,7 +215,7 @@ class Supervisor:
                 continue
             self._child = None
             self._close_link()
-            exit_code, delay = self._ended(code)
+            exit_code, delay = self.ended(code)
             if exit_code is not None:
                 return exit_code
             start_at = self.clock() + delay
@@ -293,9 +293,14 @@ class Supervisor:
             self._link.close()
             self._link = None
 
-    def _ended(self, code):
-        """The child ended with ``code``: ``(exit code, None)`` to leave
-        with it, or ``(None, delay)`` before the next start."""
+    def ended(self, code):
+        """The decision when the child ended with ``code`` (a
+        ``Popen.returncode``; see the module docstring).
+
+        Returns:
+            ``(exit code, None)``: leave with that code; or ``(None,
+            delay)``: start the Worker again after ``delay`` seconds.
+        """
         name = self.worker_id or "(not registered yet)"
         if self._stopping:
             log.info("worker %s stopped (%s)", name, describe_exit(code))
