@@ -36,6 +36,10 @@ ISOLATION_MODES = ("thread", "process")
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 MIN_FRAME_BYTES = 64 * 1024
 DEFAULT_MAX_PENDING_CALLS = 10000
+# Bytes of call arguments in flight (see docs/configuration.md, "Memory"):
+# the Director's whole budget, and each Worker's own.
+DEFAULT_MAX_PENDING_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
 MAX_THREADS_LIMIT = 1024
 
 
@@ -184,6 +188,13 @@ _DIRECTOR_SCHEMA = {
         "max_pending_calls": _Field(_int(1), DEFAULT_MAX_PENDING_CALLS),
         # Most connections open at once; more are closed at accept.
         "max_connections": _Field(_int(1), 1024),
+        # Bytes of call arguments sent to Workers and not yet answered;
+        # further calls are refused as overloaded.
+        "max_pending_bytes": _Field(_int(1), DEFAULT_MAX_PENDING_BYTES),
+        # Connections still in their handshake, in all and from one
+        # address; past either, the oldest of them is closed.
+        "max_handshaking": _Field(_int(1), 64),
+        "max_handshaking_per_addr": _Field(_int(1), 16),
         # Seconds a SIGTERM'd Director lets running calls finish.
         "shutdown_grace_s": _Field(_non_negative_number(), 10.0),
         # Seconds a peer may leave a frame unfinished with nothing more
@@ -202,6 +213,11 @@ _DIRECTOR_SCHEMA = {
         "expected_heartbeat_interval_ms": _Field(_int(1)),
         # How a call picks its Worker: one of STRATEGIES, exact spelling.
         "worker_selection_strategy": _Field(_one_of(STRATEGIES)),
+        # Workers a call may kill before it fails as poison (not re-run).
+        "max_call_crashes": _Field(_int(1), 3),
+        # After start, calls naming a function no Worker holds wait this
+        # long (ms) for Workers to come back and announce it; 0 = never.
+        "startup_grace_ms": _Field(_int(0), 3000),
     },
     "misc": {
         # Printed to stdout when the Director is ready.
@@ -251,6 +267,15 @@ _WORKER_SCHEMA = {
         # 0 = none. Address space in MiB, CPU time in seconds.
         "memory_limit_mb": _Field(_int(0), 0),
         "cpu_time_limit_s": _Field(_int(0), 0),
+        # Bytes of call arguments the Director may have in flight to this
+        # Worker (announced at registration).
+        "max_inflight_bytes": _Field(_int(1), DEFAULT_MAX_INFLIGHT_BYTES),
+        # `python -m pyfaas worker` runs a supervising parent that restarts
+        # the Worker when it dies, unless this is false; it gives up after
+        # max_restarts crashes within restart_window_s seconds.
+        "supervise": _Field(_bool(), True),
+        "max_restarts": _Field(_int(0), 10),
+        "restart_window_s": _Field(_positive_number(), 60.0),
     },
     "behavior.caching": {
         # Replacement policy of the result cache: one of CACHE_POLICIES.
@@ -310,6 +335,11 @@ class DirectorConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     handshake_timeout_s: float = 5.0
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    max_handshaking: int = 64
+    max_handshaking_per_addr: int = 16
+    max_call_crashes: int = 3
+    startup_grace_ms: int = 3000
     monitoring_enabled: bool = False
     monitoring_address: str = "127.0.0.1"
     monitoring_port: int = 40080
@@ -341,6 +371,10 @@ class WorkerConfig:
     token_file: str = ""
     tls: bool = False
     tls_ca_file: str = ""
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    supervise: bool = True
+    max_restarts: int = 10
+    restart_window_s: float = 60.0
 
 
 @dataclass(frozen=True)

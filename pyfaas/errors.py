@@ -83,11 +83,29 @@ class PyFaaSWorkerLostError(PyFaaSError):
 
     Attributes:
         worker_id: the Worker that was lost.
+        cause: how it ended when known (``"SIGSEGV"``, ``"SIGKILL"``,
+            ``"exit code 1"``: its supervisor said so), else None.
     """
 
-    def __init__(self, message, worker_id=None):
+    def __init__(self, message, worker_id=None, cause=None):
         super().__init__(message)
         self.worker_id = worker_id
+        self.cause = cause
+
+
+class PyFaaSPoisonCallError(PyFaaSWorkerLostError):
+    """A call killed ``max_call_crashes`` Workers; it is not sent again.
+
+    Attributes:
+        deaths: ``[(worker_id, cause), ...]``, one per Worker that died
+            running it, in order (cause None when it is not known).
+        worker_id, cause: those of the last death.
+    """
+
+    def __init__(self, message, worker_id=None, cause=None, deaths=()):
+        super().__init__(message, worker_id, cause)
+        self.deaths = [tuple(d) for d in deaths
+                       if isinstance(d, (list, tuple))]
 
 
 class PyFaaSOverloadedError(PyFaaSError):
@@ -233,6 +251,7 @@ CODES = {
     "auth_rejected": PyFaaSTokenRejectedError,
     "no_workers": PyFaaSNoWorkersError,
     "worker_lost": PyFaaSWorkerLostError,
+    "poison_call": PyFaaSPoisonCallError,
     "overloaded": PyFaaSOverloadedError,
     "shutting_down": PyFaaSShuttingDownError,
     "serialization": PyFaaSSerializationError,
@@ -264,7 +283,13 @@ def error_from_meta(meta, default=PyFaaSError):
                    remote_traceback=meta.get("traceback", ""),
                    worker_id=meta.get("worker_id"))
     if code == "worker_lost":
-        return cls(message, worker_id=meta.get("worker_id"))
+        return cls(message, worker_id=meta.get("worker_id"),
+                   cause=meta.get("cause"))
+    if code == "poison_call":
+        deaths = meta.get("deaths")
+        return cls(message, worker_id=meta.get("worker_id"),
+                   cause=meta.get("cause"),
+                   deaths=deaths if isinstance(deaths, list) else ())
     if code == "workflow_validation":
         return cls(message, problems=meta.get("problems", ()))
     if code == "chained_execution":

@@ -4,9 +4,13 @@ Owns the handlers PyFaaS attaches to its own ``"pyfaas"`` logger tree: a
 stdout handler at the configured level (none when the level is ``""``) and,
 for the Director and Workers, an append-mode log file. It never touches the
 root logger, so an application embedding the client keeps its own logging.
+It also points :mod:`faulthandler` at a Worker's log file, so a crash
+(a segfault in a C extension, say) leaves the Python stacks of its threads
+there.
 It does not read configuration files (``config.py`` does).
 """
 
+import faulthandler
 import logging
 import os
 import sys
@@ -92,6 +96,24 @@ def setup_logging(component, log_level, log_directory, log_filename):
     logger.setLevel(level)
     logger.propagate = False
     return logger
+
+
+def enable_crash_traces(log_directory, log_filename):
+    """Have a fatal signal (SIGSEGV, SIGFPE, SIGABRT, SIGBUS, SIGILL) write
+    the stacks of every thread to the log file (:mod:`faulthandler`).
+
+    The file stays open for the life of the process; nothing happens when
+    it cannot be opened (setup_logging has said so already).
+    """
+    global _crash_file
+    try:
+        _crash_file = open(os.path.join(log_directory, log_filename), "a")
+    except OSError:
+        return
+    faulthandler.enable(file=_crash_file, all_threads=True)
+
+
+_crash_file = None
 
 
 def setup_client_logging(log_level):

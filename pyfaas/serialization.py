@@ -290,20 +290,62 @@ def check_arguments(desc, args, kwargs):
     return None
 
 
+# What a remote exception may take in an ERROR frame's meta (JSON-encoded
+# bytes; the meta of a frame is at most 65535 bytes, and the message is
+# there twice, once inside the reply's own message).
+MESSAGE_LIMIT = 4096
+TRACEBACK_LIMIT = 16384
+
+
+def _encoded(text):
+    return len(json.dumps(text)) - 2
+
+
+def clip_start(text, limit=MESSAGE_LIMIT):
+    """``text`` if it takes at most ``limit`` bytes in JSON, else its start
+    and a marker saying how long it was."""
+    if len(text) <= limit // 6 or _encoded(text) <= limit:
+        return text
+    keep = text[:limit - 80]
+    while _encoded(keep) > limit - 80:
+        keep = keep[:len(keep) * 3 // 4]
+    return "%s... [cut: %d characters in all]" % (keep, len(text))
+
+
+def clip_end(text, limit=TRACEBACK_LIMIT):
+    """``text`` if it takes at most ``limit`` bytes in JSON, else a marker
+    and its end."""
+    if len(text) <= limit // 6 or _encoded(text) <= limit:
+        return text
+    keep = text[-(limit - 80):]
+    while _encoded(keep) > limit - 80:
+        keep = keep[len(keep) // 4:]
+    return "[cut: the first %d of %d characters]\n...%s" % (
+        len(text) - len(keep), len(text), keep)
+
+
 def exception_info(exc, skip_frames=0):
     """A remote exception as plain data: type name, message, traceback text.
 
     ``skip_frames`` drops that many outer frames (the Worker's own) from the
-    traceback so the user sees their function's frames.
+    traceback so the user sees their function's frames. A long message is
+    cut to its start, a long traceback to its end (the innermost frames and
+    the exception line, whose message is cut the same way), each with a
+    marker (MESSAGE_LIMIT, TRACEBACK_LIMIT): the reply must fit in a frame.
     """
     tb = exc.__traceback__
     for _ in range(skip_frames):
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
+    message = str(exc)
+    short = clip_start(message)
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if short is not message and text.endswith(message + "\n"):
+        text = text[:len(text) - len(message) - 1] + short + "\n"
     return {
         "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
+        "message": short,
+        "traceback": clip_end(text),
     }
 
 

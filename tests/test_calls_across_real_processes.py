@@ -560,6 +560,36 @@ def test_director_restart_on_the_same_port(fresh_cluster):
     assert [f["name"] for f in client.list().values()] == ["add3"]
 
 
+def test_calls_right_after_a_director_restart_wait_for_the_workers(
+        fresh_cluster):
+    cl = fresh_cluster(workers=2)
+    client = cl.client()
+    client.register(add3, name="add3")
+    port = cl.port
+    assert cl.director.stop() == 0
+    for proc in cl.workers.values():  # they come back after the calls
+        proc.signal(signal.SIGSTOP)
+    try:
+        cl.start_director(port=port, startup_grace_ms=5000)
+        call = client.exec_async("add3", [1, 2])
+        with ThreadPoolExecutor(1) as pool:
+            flow = pool.submit(cl.client().chain_exec, {
+                "id": "after-restart", "entry_function": "add3",
+                "functions": {"add3": {"positional_args": [1, 2],
+                                       "default_args": {}, "next": "",
+                                       "cache_result": False}}},
+                validate=False)
+            client.ping()  # (answered after the call was handled)
+            assert not call.done()  # it waits: no Worker holds add3 yet
+            for proc in cl.workers.values():
+                proc.signal(signal.SIGCONT)
+            assert call.result(timeout=10) == 15
+            assert flow.result(timeout=10) == 15
+    finally:
+        for proc in cl.workers.values():
+            proc.signal(signal.SIGCONT)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT],
                          ids=["SIGTERM", "SIGINT"])
 def test_director_and_worker_exit_0_on_signal(fresh_cluster, signum):

@@ -216,7 +216,8 @@ ERRORS = [
     ("worker", [("behavior", "dump_fil", "x")],
      "[behavior] dump_fil: unknown key (valid keys: dump_file,"
      " shutdown_persistence, max_threads, call_timeout_s, isolation,"
-     " memory_limit_mb, cpu_time_limit_s)"),
+     " memory_limit_mb, cpu_time_limit_s, max_inflight_bytes, supervise,"
+     " max_restarts, restart_window_s)"),
     ("worker", [("behavior.caching", "ttl", 5)],
      "[behavior.caching] ttl: unknown key (valid keys: policy, max_size)"),
     ("client", [("network", "receive_timeout", 5)],

@@ -34,7 +34,8 @@ def director_config(**settings):
         log_filename="director.log", statistics_enabled=True,
         heartbeat_check_interval_ms=100,
         expected_heartbeat_interval_ms=2000,
-        worker_selection_strategy="Round-Robin", greeting_msg=""),
+        worker_selection_strategy="Round-Robin", greeting_msg="",
+        startup_grace_ms=0),
         **settings)
 
 

@@ -581,6 +581,7 @@ def test_every_kind_of_bad_dump_file_is_set_aside_and_the_worker_serves(
     for kind, (data, _) in cases.items():
         with open(dump_path(c, kind), "wb") as fh:
             fh.write(data)
+        os.chmod(dump_path(c, kind), 0o600)  # as Workers write them
         procs[kind] = c.start_worker(name=kind, persistence=True,
                                      heartbeat_ms=HEARTBEAT_MS)
     wait_until(lambda: pids_of_workers(client) == {p.pid for p in
@@ -827,3 +828,21 @@ def test_status_against_a_stopped_cluster_exits_1_with_one_line(fresh_cluster):
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("pyfaas: ") and "Traceback" not in done.stderr
     assert str(c.port) in lines[0]
+
+
+def test_the_dump_file_is_private_and_an_exposed_one_is_warned_about(
+        fresh_cluster):
+    c = fresh_cluster(workers=0)
+    path = dump_path(c, "private")
+    persistence.save(path, {"worker_id": "w-private", "functions": [],
+                            "cache": [], "stats": {}})
+    os.chmod(path, 0o644)  # as a careless copy would leave it
+    proc = c.start_worker(name="private", persistence=True,
+                          heartbeat_ms=HEARTBEAT_MS)
+    client = c.client()
+    assert client.wait_for_workers(1, 15) == ["w-private"]
+    [warning] = log_lines(c, "private", "can be read by other users")
+    assert "mode 0644" in warning and "chmod 600" in warning
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert os.stat(path).st_mode & 0o777 == 0o600

@@ -8,12 +8,24 @@ client under the client's request id; a lost Worker fails the request
 with ``worker_lost``, or runs a call again elsewhere when the call allows
 re-runs (``retries``, or a function registered as idempotent). Arguments
 and results stay opaque bytes.
+
+Admission: a call is refused as ``overloaded`` past ``max_pending_calls``
+requests or ``max_pending_bytes`` argument bytes in flight, and when every
+Worker that could run it has its own byte budget (``max_inflight_bytes``)
+full. A call a Worker hands back unstarted (``not_started``: its threads
+are stuck) goes to another Worker; that is not a re-run.
+
+Deaths (see :mod:`pyfaas.director.deaths`): each call keeps the deaths of
+the Workers lost while it ran. A call that killed ``max_call_crashes``
+Workers fails with ``poison_call`` and is not sent again; a call with
+re-runs left and no Worker to run on waits for a supervised Worker to come
+back; a failed call's error waits for the causes of its deaths.
 """
 
 import logging
 
 from ..wire import protocol as p
-from .cluster import FRAME_OVERHEAD
+from .cluster import COUNTED_BYTES, FRAME_OVERHEAD, counted
 from .tables import Pending, Route
 from .tallies import NO_TALLY
 
@@ -40,16 +52,23 @@ class Calls:
         cluster: the state's :class:`~pyfaas.director.cluster.Cluster`.
         outbox: where frames go.
         name: ``"host:port"`` of the Director, for messages.
-        max_pending: requests in flight allowed before new calls are
-            refused as overloaded (``max_pending_calls``).
+        config: the :class:`~pyfaas.config.DirectorConfig` (its
+            ``max_pending_calls``, ``max_pending_bytes`` and
+            ``max_call_crashes``).
+        deaths: the state's :class:`~pyfaas.director.deaths.Deaths`.
+        grace: the state's :class:`~pyfaas.director.grace.Grace`.
         clock: ``time.monotonic`` or a test's fake.
     """
 
-    def __init__(self, cluster, outbox, name, max_pending, clock):
+    def __init__(self, cluster, outbox, name, config, deaths, grace, clock):
         self.cluster = cluster
         self.outbox = outbox
         self.name = name
-        self.max_pending = max_pending
+        self.max_pending = config.max_pending_calls
+        self.max_bytes = config.max_pending_bytes
+        self.max_crashes = config.max_call_crashes
+        self.deaths = deaths
+        self.grace = grace
         self.clock = clock
 
     def call_many(self, peer, frame):
@@ -99,32 +118,78 @@ class Calls:
                     return
                 cluster.routes.keep(frame.meta_raw, route)
         if len(cluster.pending) >= self.max_pending:
-            self.outbox.error(peer.id, frame.request_id, "overloaded",
-                              "director %s has %d requests in flight "
-                              "(max_pending_calls); retry later"
-                              % (self.name, len(cluster.pending)))
+            self._overloaded(peer, frame.request_id)
             return
         func = route.func
         payload = frame.payload
-        if func.id in cluster.cached_by_func or \
-                len(payload) + FRAME_OVERHEAD > route.min_frame:
-            worker = cluster.pick_worker(func, payload, route.candidates)
+        size = len(payload)
+        if size >= COUNTED_BYTES or func.id in cluster.cached_by_func:
+            worker = self._place(peer, frame, route, size)
             if worker is None:
-                self.outbox.error(peer.id, frame.request_id, "serialization",
-                                  "arguments of %d bytes are over the frame "
-                                  "limit of every worker holding %r (their "
-                                  "max_frame_bytes)" % (len(payload),
-                                                        func.name))
-                return
-        else:
-            worker = cluster.choose_worker(route.candidates)
+                return  # (answered)
+            size = counted(size)
+        else:  # the usual small call: not counted in bytes
+            worker = cluster.choose_worker(route.candidates, route.room)
+            size = 0
         cluster.routed += 1
         worker.routed += 1
         pend = self.forward(peer, frame, worker, "call", func.label,
-                            route.call_meta, p.CALL, worker.tallies[func.id])
+                            route.call_meta, p.CALL, size,
+                            worker.tallies[func.id])
         if route.retries:
             pend.retries = route.retries
             pend.resend = (func.id, route.call_meta, payload, frame.flags)
+
+    def _place(self, peer, frame, route, size):
+        """The Worker for a call with large arguments or a cached result:
+        within the byte budgets and frame limits, or None once the client
+        was answered why not."""
+        cluster = self.cluster
+        func, payload = route.func, frame.payload
+        if size >= COUNTED_BYTES and cluster.pending_bytes and \
+                cluster.pending_bytes + size > self.max_bytes:
+            self._overloaded(peer, frame.request_id)
+            return None
+        if func.id in cluster.cached_by_func or \
+                size + FRAME_OVERHEAD > route.min_frame:
+            worker = cluster.pick_worker(func, payload, route.candidates)
+            if worker is None:
+                self._too_large(peer, frame.request_id, func, size)
+                return None
+        else:
+            worker = cluster.choose_worker(route.candidates, route.room)
+        if size >= COUNTED_BYTES and worker.inflight_bytes and \
+                worker.inflight_bytes + size > worker.max_inflight:
+            worker, code = cluster.place(func, payload, route.candidates)
+            if worker is None:
+                self._no_room(peer, frame.request_id, func, size, code)
+        return worker
+
+    def _overloaded(self, peer, rid):
+        cluster = self.cluster
+        if len(cluster.pending) >= self.max_pending:
+            why = "%d requests in flight (max_pending_calls)" % len(
+                cluster.pending)
+        else:
+            why = "%d bytes of arguments in flight (max_pending_bytes)" % (
+                cluster.pending_bytes)
+        self.outbox.error(peer.id, rid, "overloaded", "director %s has %s; "
+                          "retry later" % (self.name, why))
+
+    def _too_large(self, peer, rid, func, size):
+        self.outbox.error(peer.id, rid, "serialization",
+                          "arguments of %d bytes are over the frame limit "
+                          "of every worker holding %r (their "
+                          "max_frame_bytes)" % (size, func.name))
+
+    def _no_room(self, peer, rid, func, size, code):
+        if code == "serialization":
+            self._too_large(peer, rid, func, size)
+            return
+        self.outbox.error(peer.id, rid, "overloaded",
+                          "every worker holding %r has its budget of "
+                          "argument bytes in flight full (max_inflight_bytes"
+                          "); retry later" % func.name)
 
     def _route(self, peer, frame, meta):
         """The Route for a call's decoded meta, or None once the caller got
@@ -132,6 +197,12 @@ class Calls:
         cluster = self.cluster
         target = meta.get("f")
         func = cluster.resolve(target)
+        candidates = cluster.eligible(func.id) if func is not None else None
+        if not candidates and self.grace.hold(
+                peer, frame if frame.meta_raw else p.Frame(
+                    p.CALL, frame.request_id, p.encode_meta(meta),
+                    frame.payload, frame.flags), self.call, func is None):
+            return None  # handled again when a Worker comes
         if func is None:
             self.outbox.error(peer.id, frame.request_id, "not_registered",
                               "function %r is not registered" % (target,))
@@ -141,7 +212,6 @@ class Calls:
                               "no worker is registered with director %s"
                               % self.name)
             return None
-        candidates = cluster.eligible(func.id)
         if not candidates:
             why = "; ".join("%s: %s" % (w.id, w.functions.get(func.id))
                             for w in cluster.workers.values())
@@ -158,15 +228,16 @@ class Calls:
         return Route(func, candidates, call_meta,
                      min(retries, 100) if retries > 0 else 0)
 
-    def forward(self, peer, frame, worker, kind, label, meta, type_,
+    def forward(self, peer, frame, worker, kind, label, meta, type_, size=0,
                 tally=NO_TALLY):
         """Send a client's request on to ``worker`` under a new request id;
-        its answer comes back through :meth:`reply` or :meth:`lost`
-        (``tally``: a call's, see :mod:`pyfaas.director.tallies`)."""
+        its answer comes back through :meth:`reply` or :meth:`lost`.
+        ``size``: the argument bytes it holds in flight; ``tally``: a
+        call's (see :mod:`pyfaas.director.tallies`)."""
         cluster = self.cluster
         pend = Pending(cluster.new_rid(), peer.id, frame.request_id,
-                       worker.id, kind, label, self, self.clock(), tally,
-                       len(frame.payload))
+                       worker.id, kind, label, self, self.clock(), None, size,
+                       tally)
         cluster.track(pend, worker, peer)
         self.outbox.send(worker.peer_id, type_, pend.rid, meta, frame.payload,
                          frame.flags)
@@ -180,59 +251,143 @@ class Calls:
             self.outbox.send(client.id, frame.type, pend.client_rid,
                              frame.meta_raw, frame.payload, frame.flags)
 
+    def handed_back(self, pend, worker, frame, meta):
+        """A Worker handed back a call it did not start (ERROR
+        ``not_started``, with its meta and arguments): send it to another
+        Worker, or hold it until one can take it. False if it cannot be
+        (the client then gets the Worker's error)."""
+        client = self.cluster.peers.get(pend.client_peer)
+        call = meta.get("call")
+        if client is None or pend.kind != "call" or \
+                not isinstance(call, dict):
+            return False
+        pend.resend = (call.get("f"), p.encode_meta(call), frame.payload,
+                       frame.flags)
+        pend.retries += 1  # (not a re-run: it never started)
+        why = "worker %s did not start it: %s" % (
+            worker.id, meta.get("message", "it could not"))
+        if self._retry(pend, client, why):
+            return True
+        client.pending.discard(pend.rid)
+        again = p.Frame(p.CALL, pend.client_rid, pend.resend[1], frame.payload,
+                        frame.flags)
+        if not self.grace.hold(client, again, self.call):
+            self.outbox.error(client.id, pend.client_rid, "overloaded",
+                              "no other worker can take the call of %s now "
+                              "(%s); retry later" % (pend.label, why))
+        return True
+
     def lost(self, pend, worker_id, reason):
         """The Worker was lost first: run the call elsewhere if it may run
-        again, else tell the client."""
+        again, else tell the client (see the module docstring)."""
         client = self.cluster.peers.get(pend.client_peer)
         if client is None:
             return
-        if pend.retries > 0 and self._retry(pend, client, worker_id, reason):
-            return
-        client.pending.discard(pend.rid)
-        self.outbox.error(client.id, pend.client_rid, "worker_lost",
-                          "worker %s was lost while running %s (%s)"
-                          % (worker_id, pend.label, reason),
-                          worker_id=worker_id)
+        pend.deaths += (self.deaths.death_of(worker_id, reason),)
+        self._settle(pend, client, None)
 
-    def _retry(self, pend, client, lost_worker, reason):
-        """Re-run a lost call on another Worker; False if none can take it."""
+    def _settle(self, pend, client, held):
+        """Re-run a call whose Worker was lost, hold it, or fail it.
+        ``held``: its :class:`~pyfaas.director.deaths.Held` if it was
+        held: it may wait on until its deadline."""
+        deaths = self.deaths
+        patient = held is None or self.clock() < held.deadline
+        deadline = held.deadline if held is not None else None
+        if len(pend.deaths) < self.max_crashes and pend.retries > 0:
+            last = pend.deaths[-1]
+            if self._retry(pend, client, "worker %s was lost (%s)" % (
+                    last.worker_id, last.describe())):
+                return
+            if patient and self.grace.expecting():
+                deaths.hold(pend, True, deadline)
+                return
+        elif patient and any(d.awaited for d in pend.deaths):
+            deaths.hold(pend, False, deadline)
+            return
+        self._fail(pend, client)
+
+    def settle_held(self, patient=True):
+        """Look again at the calls held on Worker deaths (a Worker came
+        back, time passed; ``patient`` False: none waits any more)."""
+        for held in self.deaths.take():
+            client = self.cluster.peers.get(held.pend.client_peer)
+            if client is not None:
+                if not patient:
+                    held.deadline = 0.0
+                self._settle(held.pend, client, held)
+
+    def _fail(self, pend, client):
+        """Answer a call lost for good: ``poison_call`` once it killed
+        max_call_crashes Workers, else ``worker_lost``."""
+        client.pending.discard(pend.rid)
+        deaths = pend.deaths
+        last = deaths[-1]
+        if len(deaths) >= self.max_crashes:
+            self.outbox.error(
+                client.id, pend.client_rid, "poison_call",
+                "the call of %s killed %d workers (%s); it is not sent "
+                "again (max_call_crashes = %d)" % (
+                    pend.label, len(deaths), ", ".join(
+                        "%s: %s" % (d.worker_id, d.describe())
+                        for d in deaths), self.max_crashes),
+                worker_id=last.worker_id, cause=last.cause,
+                deaths=[[d.worker_id, d.cause] for d in deaths])
+            return
+        if last.cause:
+            message = "worker %s died (%s) while running %s" % (
+                last.worker_id, last.cause, pend.label)
+        else:
+            message = "worker %s was lost while running %s (%s)" % (
+                last.worker_id, pend.label, last.reason)
+        self.outbox.error(client.id, pend.client_rid, "worker_lost", message,
+                          worker_id=last.worker_id, cause=last.cause)
+
+    def _retry(self, pend, client, why):
+        """Run a call again on another Worker (one re-run); False if none
+        can take it."""
         cluster = self.cluster
         func_id, meta, payload, flags = pend.resend
         candidates = cluster.eligible(func_id)
         if not candidates or func_id not in cluster.functions:
             return False
-        worker = cluster.pick_worker(cluster.functions[func_id], payload,
-                                     candidates)
+        worker, _ = cluster.place(cluster.functions[func_id], payload,
+                                  candidates)
         if worker is None:
             return False
         again = Pending(cluster.new_rid(), client.id, pend.client_rid,
                         worker.id, pend.kind, pend.label, self, self.clock(),
-                        worker.tallies[func_id], pend.size)
+                        None, counted(len(payload)),
+                        worker.tallies[func_id])
         again.retries = pend.retries - 1
-        again.resend = pend.resend
+        again.resend = pend.resend if again.retries else None
+        again.deaths = pend.deaths
         worker.routed += 1
         cluster.routed += 1
         client.pending.discard(pend.rid)
         cluster.track(again, worker, client)
-        log.info("call of %s re-run on worker %s: worker %s was lost (%s)",
-                 pend.label, worker.id, lost_worker, reason)
+        log.info("call of %s sent to worker %s: %s", pend.label, worker.id,
+                 why)
         self.outbox.send(worker.peer_id, p.CALL, again.rid, meta, payload,
                          flags)
         return True
 
     def cancel(self, peer, frame):
-        """CANCEL of a call: forget it and tell its Worker. Returns True if
-        the request was found."""
+        """CANCEL of a call: forget it and tell its Worker (or drop it if
+        it is held). Returns True if the request was found."""
         cluster = self.cluster
-        for rid in list(peer.pending):
-            pend = cluster.pending.get(rid)
-            if pend is not None and pend.client_rid == frame.request_id:
-                del cluster.pending[rid]
-                peer.pending.discard(rid)
+        rid = frame.request_id
+        for prid in list(peer.pending):
+            pend = cluster.pending.get(prid)
+            if pend is not None and pend.client_rid == rid:
+                cluster.untrack(prid)
+                peer.pending.discard(prid)
                 pend.tally.cancelled += 1
                 worker = cluster.workers.get(pend.worker_id)
                 if worker is not None:
-                    worker.inflight.discard(rid)
-                    self.outbox.send(worker.peer_id, p.CANCEL, rid)
+                    self.outbox.send(worker.peer_id, p.CANCEL, prid)
                 return True
-        return False
+        pend = self.deaths.cancel(peer.id, rid)
+        if pend is not None:
+            peer.pending.discard(pend.rid)
+            return True
+        return self.grace.cancel(peer.id, rid)

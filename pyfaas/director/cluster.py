@@ -2,11 +2,14 @@
 
 Owns :class:`Cluster`: the tables of peers, Workers, registered functions,
 requests in flight and running workflows, the owners of cached results,
-the counts kept for monitoring (:class:`~.tallies.Counts`), and the
-choices made on them: which Workers may run a function, which one
-a call goes to (the cached result's Worker, else the configured strategy),
-and the routes kept per kind of call. Pure: no I/O, nothing unpickled; the
-parts of :mod:`pyfaas.director` that answer frames share one Cluster.
+the counts kept for monitoring (:class:`~.tallies.Counts`), and the choices
+made on them: which Workers may run a function (not one draining or
+wedged), which one a call goes to (the cached result's Worker, else the
+configured strategy, preferring a Worker with a free thread and room in
+its byte budget), and the routes kept per kind of call. It keeps the count
+of argument bytes in flight, per Worker and in all. Pure: no I/O, nothing
+unpickled; the parts of :mod:`pyfaas.director` that answer frames share
+one Cluster.
 
 Cluster-wide cache hits: a Worker that stores a result says so in its reply
 (meta ``cached``: the key, ``evicted``: keys it dropped). The Cluster keeps
@@ -22,6 +25,17 @@ from .tallies import Counts
 
 # Room for a frame's header and meta when comparing a payload with a limit.
 FRAME_OVERHEAD = 4096
+# Arguments smaller than this are not counted in bytes in flight: the
+# usual small call stays as cheap as it was, and max_pending_calls of them
+# hold at most 10,000 x 1 KiB = 10 MiB at the defaults.
+COUNTED_BYTES = 1024
+
+
+def counted(size):
+    """The bytes a payload of ``size`` counts for in flight."""
+    return size if size >= COUNTED_BYTES else 0
+
+
 USABLE = ("ok", "sent")   # the states of a Worker's copy it can run
 
 
@@ -36,7 +50,8 @@ class Cluster:
     def __init__(self, strategy, rng):
         self.strategy = strategy
         self.rng = rng
-        # choose_worker(candidates): one of them (a non-empty list)
+        # choose_worker(candidates, room=None): one of them (a non-empty
+        # list), by the strategy (see _random, _least_loaded, _round_robin)
         self.choose_worker = {"Random": self._random,
                               "Least-Loaded": self._least_loaded,
                               "Round-Robin": self._round_robin}[strategy]
@@ -56,6 +71,7 @@ class Cluster:
         self.routed = 0            # calls and steps sent to Workers
         self.counts = Counts()     # for monitoring (see tallies.py)
         self.draining = False      # stopping: refuse new calls and workflows
+        self.pending_bytes = 0     # sum of the sizes of the pending requests
         self._rr = 0
         self._next_rid = 1
 
@@ -66,11 +82,27 @@ class Cluster:
         return rid
 
     def track(self, pend, worker, client=None):
-        """Record a request sent to ``worker`` (and awaited by ``client``)."""
+        """Record a request sent to ``worker`` (and awaited by ``client``),
+        and the argument bytes it holds."""
         self.pending[pend.rid] = pend
         worker.inflight.add(pend.rid)
+        if pend.size:
+            self.pending_bytes += pend.size
+            worker.inflight_bytes += pend.size
         if client is not None:
             client.pending.add(pend.rid)
+
+    def untrack(self, rid):
+        """Forget the request ``rid`` (answered, lost or cancelled); return
+        its Pending, or None. The client's own record is the caller's."""
+        pend = self.pending.pop(rid, None)
+        if pend is not None:
+            worker = self.workers.get(pend.worker_id)
+            if worker is not None:
+                worker.inflight.discard(rid)
+                worker.inflight_bytes -= pend.size
+            self.pending_bytes -= pend.size
+        return pend
 
     def reroute(self):
         """Something a Route depends on changed: every route is dropped (to
@@ -113,20 +145,51 @@ class Cluster:
     def eligible(self, func_id):
         """The Workers that may run ``func_id`` now."""
         return [w for w in self.workers.values()
-                if w.functions.get(func_id) in USABLE and not w.draining]
+                if w.functions.get(func_id) in USABLE and not w.draining
+                and not w.wedged]
 
     # The strategies (worker_selection_strategy): choose_worker is one.
+    # Each picks one of ``candidates`` (a non-empty list). ``room``: the
+    # candidates' threads not stuck, in all (a Route's): with as many
+    # requests in flight, Round-Robin looks for no free thread (under a
+    # flood every Worker is busy: the search would only cost time).
 
-    def _random(self, candidates):
+    def _random(self, candidates, room=None):
         return self.rng.choice(candidates)
 
-    def _least_loaded(self, candidates):
-        """The one with the fewest requests in flight."""
-        return min(candidates, key=lambda w: len(w.inflight))
+    def _least_loaded(self, candidates, room=None):
+        """The lowest share of busy threads (requests in flight and stuck
+        calls over ``max_threads``)."""
+        return min(candidates, key=_busy_share)
 
-    def _round_robin(self, candidates):
-        self._rr += 1
-        return candidates[self._rr % len(candidates)]
+    def _round_robin(self, candidates, room=None):
+        """The next in turn, passing over a Worker with no free thread when
+        another has one."""
+        self._rr = rr = self._rr + 1
+        worker = candidates[rr % len(candidates)]
+        if len(worker.inflight) < worker.room or \
+                (room is not None and len(self.pending) >= room):
+            return worker
+        for i in range(1, len(candidates)):
+            other = candidates[(rr + i) % len(candidates)]
+            if len(other.inflight) < other.room:
+                self._rr = rr + i
+                return other
+        return worker
+
+    def place(self, func, payload, candidates):
+        """Where a call with ``payload`` goes: ``(worker, None)``, or
+        ``(None, code)`` when no candidate can take it: ``"serialization"``
+        (over every frame limit), ``"overloaded"`` (every byte budget is
+        full; a Worker with nothing in flight takes any size)."""
+        size = counted(len(payload))
+        roomy = [w for w in candidates if not w.inflight_bytes
+                 or w.inflight_bytes + size <= w.max_inflight]
+        if not roomy:
+            return None, "overloaded"
+        worker = self.pick_worker(func, payload, roomy)
+        return (worker, None) if worker is not None else (None,
+                                                          "serialization")
 
     def pick_worker(self, func, payload, candidates):
         """The Worker holding this call's cached result, else by strategy.
@@ -148,6 +211,18 @@ class Cluster:
                 if worker is not None and worker in candidates:
                     return worker
         return self.choose_worker(candidates)
+
+    def update_load(self, worker, stuck):
+        """``worker`` has ``stuck`` calls still running past their time
+        limit; True if that changed whether it takes calls."""
+        worker.stuck = stuck
+        worker.room = worker.max_threads - stuck
+        self.reroute()  # (a Route keeps its Workers' room)
+        wedged = stuck >= worker.max_threads
+        if wedged == worker.wedged:
+            return False
+        worker.wedged = wedged
+        return True
 
     # ----- cached results (see the module docstring) ------------------------
 
@@ -180,3 +255,7 @@ class Cluster:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.cache_keys.discard(key)
+
+
+def _busy_share(worker):
+    return (len(worker.inflight) + worker.stuck) / worker.max_threads

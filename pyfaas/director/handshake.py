@@ -44,12 +44,14 @@ class Handshake:
     def expire(self):
         """Close connections that did not finish the handshake in time."""
         now = self.clock()
-        for peer in list(self.peers.values()):
-            if not peer.ready and not peer.closing and now > peer.deadline:
-                log.warning("peer %s:%s did not finish the handshake within "
-                            "%.1f s; closing it", peer.addr[0], peer.addr[1],
-                            self.timeout)
-                self.outbox.close(peer.id, "handshake timeout")
+        late = [peer for peer in self.peers.values()
+                if not peer.ready and not peer.closing and now > peer.deadline]
+        for peer in late:
+            self.outbox.close(peer.id, "handshake timeout")
+        if late:  # one line a round: a peer can open many at will
+            log.warning("%d connection(s) did not finish the handshake within "
+                        "%.1f s (first: %s:%s); closing them", len(late),
+                        self.timeout, late[0].addr[0], late[0].addr[1])
 
     def preamble(self, peer, pre):
         """The first bytes of a connection: who it is, which version."""

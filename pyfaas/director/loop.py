@@ -10,9 +10,14 @@ on, a new status document for it) and the graceful stop. Every decision
 and writes what it returns. The monitoring endpoint's threads
 (:mod:`pyfaas.director.monitoring.server`) only get documents from it.
 A peer that sends bad bytes, or whose handler fails, is logged with its
-address and dropped; everyone else goes on.
+address and dropped; everyone else goes on. Which connections are let in,
+and which still in their handshake are closed to make room, is
+:class:`pyfaas.director.admission.Admission`'s choice; out of file
+descriptors, accepting pauses (``ACCEPT_PAUSE_S``) instead of spinning,
+once the oldest connection still in its handshake was closed to no avail.
 """
 
+import errno
 import logging
 import selectors
 import socket
@@ -25,6 +30,7 @@ from ..net.tls import server_context
 from ..wire import protocol as p
 from ..wire.decoder import FrameDecoder
 from ..wire.protocol import CLOSED, NEED_DATA
+from .admission import Admission, Throttle
 from .conn import READ, WOULD_BLOCK, WRITE, Conn
 from .monitoring.server import MonitoringServer
 from .state import DirectorState
@@ -37,6 +43,8 @@ HANDSHAKE_CHECK_S = 0.25
 CLOSING_LINGER_S = 10.0   # a closing peer has this long to take its last frames
 PAUSE_SLACK_S = 1.0       # a select that overslept this much: we were paused
 SAMPLE_S = 1.0            # status history and monitoring document period
+ACCEPT_PAUSE_S = HANDSHAKE_CHECK_S  # no file descriptor left: wait this long
+NO_FD = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class Director:
@@ -65,6 +73,13 @@ class Director:
         self.state = DirectorState(config, "%s:%s" % self.address, token,
                                    process=usage.figures)
         self._max_output = 4 * config.max_frame_bytes + 64 * 1024 * 1024
+        self._admission = Admission(config.max_connections,
+                                    config.max_handshaking,
+                                    config.max_handshaking_per_addr,
+                                    time.monotonic)
+        self._accept_log = Throttle(10.0, time.monotonic)
+        self._shed_log = Throttle(10.0, time.monotonic)
+        self._accepting = True    # the listener is watched
         self._conns = {}
         self._next_id = 1
         self._stopping = False
@@ -134,6 +149,9 @@ class Director:
                     if now >= next_handshakes:
                         state.expire_handshakes()
                         self._expire_stalled_frames(now)
+                        if not self._accepting and not self._stopping:
+                            self._sel.register(self._listener, READ, "accept")
+                            self._accepting = True
                         next_handshakes = now + HANDSHAKE_CHECK_S
                         if now >= next_sample:
                             self._sample()
@@ -180,6 +198,7 @@ class Director:
             self._sel.unregister(self._listener)
         except (KeyError, ValueError):
             pass
+        self._accepting = False
         self._listener.close()
         self.state.drain()
         work = self.state.client_work()
@@ -229,25 +248,46 @@ class Director:
     # ----- sockets -------------------------------------------------------------
 
     def _accept(self):
+        conns = self._conns
         while True:
             try:
                 sock, addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: keep serving the others
-                log.error("accept failed: %s", exc)
+            except OSError as exc:
+                if exc.errno not in NO_FD:
+                    log.error("accept failed: %s", exc)
+                    return
+                oldest = self._admission.oldest()
+                if oldest is not None:  # its descriptor is the new one's
+                    self._shed([oldest], "out of file descriptors")
+                    continue
+                self._sel.unregister(self._listener)
+                self._accepting = False
+                quiet = self._accept_log.ready()
+                if quiet is not None:
+                    log.error("accept failed: %s; %d connections open, all "
+                              "past their handshake; accepting again in %.2f "
+                              "s (raise the file limit, ulimit -n, or lower "
+                              "max_connections)%s", exc, len(conns),
+                              ACCEPT_PAUSE_S, " (%d more times since the last"
+                              " line)" % quiet if quiet else "")
                 return
-            if len(self._conns) >= self.config.max_connections:
-                log.warning("refused %s:%s: %d connections open "
-                            "(max_connections)", addr[0], addr[1],
-                            len(self._conns))
+            peer_id = self._next_id
+            self._next_id += 1
+            shed = self._admission.admit(peer_id, addr[0], len(conns))
+            if shed is None:
+                if self._accept_log.ready() is not None:
+                    log.warning("refused %s:%s: %d connections open "
+                                "(max_connections)", addr[0], addr[1],
+                                len(conns))
                 sock.close()
                 continue
+            if shed:
+                self._shed(shed, "too many connections in their handshake")
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             keep_alive(sock, user_timeout=False)  # see net/keepalive.py
-            peer_id = self._next_id
-            self._next_id += 1
             decoder = FrameDecoder(p.HANDSHAKE_MAX_FRAME_SIZE,
                                      expect_preamble=True)
             conn = Conn(peer_id, sock, addr, decoder, self._tls is not None)
@@ -255,6 +295,21 @@ class Director:
             self._sel.register(sock, READ, conn)
             self.state.connected(peer_id, addr)
             log.debug("connection %d from %s:%s", peer_id, addr[0], addr[1])
+
+    def _shed(self, ids, why):
+        """Close connections still in their handshake to make room."""
+        for conn_id in ids:
+            conn = self._conns.get(conn_id)
+            if conn is not None:
+                self._drop(conn, "closed to make room (%s)" % why)
+            self._admission.done(conn_id)
+        quiet = self._shed_log.ready()
+        if quiet is not None:
+            log.warning("closed %d connection(s) still in their handshake to "
+                        "make room for new ones (%s; max_handshaking, "
+                        "max_handshaking_per_addr)%s", len(ids), why,
+                        " (and %d before, since the last line)" % quiet
+                        if quiet else "")
 
     def _tls_step(self, conn):
         if not isinstance(conn.sock, ssl.SSLSocket):
@@ -414,6 +469,7 @@ class Director:
         if peer is not None and peer.ready:
             conn.trusted = True
             conn.decoder.max_frame_size = self.config.max_frame_bytes
+            self._admission.done(conn.id)
 
     def _refuse(self, conn, exc):
         """``conn`` sent bytes that are not PyFaaS: tell it why and close it."""
@@ -441,5 +497,6 @@ class Director:
         conn.sock = None
         conn.out = []
         self._conns.pop(conn.id, None)
+        self._admission.done(conn.id)
         if notify:
             self.state.disconnected(conn.id, reason)

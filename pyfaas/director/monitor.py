@@ -91,11 +91,8 @@ class Monitor:
         workers = [self._worker(w, now, wall)
                    for w in cluster.workers.values()]
         functions = [self._function(f) for f in cluster.functions.values()]
-        in_flight = pending_bytes = 0
-        for pend in cluster.pending.values():
-            if pend.kind in ("call", "step"):
-                in_flight += 1
-                pending_bytes += pend.size
+        in_flight = sum(1 for pend in cluster.pending.values()
+                        if pend.kind in ("call", "step"))
         process = dict(self.process()) if self.process else {}
         process.setdefault("start_time", self.started)
         return {
@@ -106,7 +103,7 @@ class Monitor:
                 "draining": cluster.draining, "time": wall},
             "process": process,
             "calls": {"routed": cluster.routed, "in_flight": in_flight,
-                      "pending_bytes": pending_bytes,
+                      "pending_bytes": cluster.pending_bytes,
                       "requests_in_flight": len(cluster.pending),
                       "client_errors": self.outbox.client_errors},
             "workers": workers,
@@ -145,8 +142,10 @@ class Monitor:
             "max_threads": w.max_threads, "joined_at": w.joined_at,
             "started_at": started,
             "uptime_s": round(wall - (started or w.joined_at), 1),
-            "state": "draining" if w.draining else "serving",
+            "state": "draining" if w.draining else
+            "stuck (takes no calls)" if w.wedged else "serving",
             "draining": w.draining, "inflight": len(w.inflight),
+            "stuck": w.stuck, "wedged": w.wedged,
             "last_heartbeat_age_s": round(now - w.last_seen, 3),
             "functions": sorted(f for f, s in w.functions.items()
                                 if s in ("ok", "sent")),
@@ -154,7 +153,8 @@ class Monitor:
             "lost": lost, "cancelled": cancelled,
             "p50_s": percentile(recent, 0.50),
             "p95_s": percentile(recent, 0.95),
-            "restarts": w.restarts,
+            "restarts": w.restarts, "supervised": w.supervised,
+            "last_cause": w.last_cause,
             "busy_threads": None, "rss_bytes": None, "cpu_seconds": None,
             "cache_hits": None, "cache_misses": None,
             "cache_hit_ratio": hits / looked if looked else None,

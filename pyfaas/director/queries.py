@@ -44,6 +44,9 @@ class Queries:
                  "max_threads": w.max_threads, "joined_at": w.joined_at,
                  "started_at": w.info.get("started_at"),
                  "inflight": len(w.inflight), "draining": w.draining,
+                 "inflight_bytes": w.inflight_bytes, "stuck": w.stuck,
+                 "wedged": w.wedged, "supervised": w.supervised,
+                 "restarts": w.restarts, "last_cause": w.last_cause,
                  "last_heartbeat_age_s": round(now - w.last_seen, 3),
                  "functions": sorted(f for f, s in w.functions.items()
                                      if s in ("ok", "sent"))}
@@ -122,6 +125,7 @@ class Queries:
         return {"requests_routed": cluster.routed,
                 "errors": self.outbox.client_errors,
                 "queue_depth": len(cluster.pending),
+                "pending_bytes": cluster.pending_bytes,
                 "routed_per_worker": {w.id: w.routed
                                       for w in cluster.workers.values()},
                 "errors_per_worker": {w.id: w.errors

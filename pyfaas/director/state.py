@@ -13,9 +13,13 @@ tables) and one :class:`~.outbox.Outbox` (the output):
 :class:`~.handshake.Handshake`, :class:`~.workers.WorkerEvents`,
 :class:`~.functions.Functions`, :class:`~.calls.Calls`,
 :class:`~.queries.Queries`, :class:`~.workflows.Workflows` and
-:class:`~.monitor.Monitor` (the status document). This module wires them
-together and dispatches each frame to the part that answers
-it; a request sent to a Worker carries its owner (the part, or the
+:class:`~.monitor.Monitor` (the status document), with
+:class:`~.deaths.Deaths` (calls waiting on Workers that died) and
+:class:`~.grace.Grace` (requests held in the start-up window). This module
+wires them together, dispatches each frame to the part that answers it,
+and has the held requests looked at again when a Worker registers or
+announces a function, at each tick, and when the Director stops; a
+request sent to a Worker carries its owner (the part, or the
 :class:`~.tables.Gather`, that is told how it ended), so every request
 ends exactly once: by its Worker's reply, the loss of its Worker, the
 client's CANCEL or the client leaving.
@@ -26,9 +30,12 @@ import random
 import time
 
 from ..wire import protocol as p
+from .admission import Throttle
 from .calls import Calls
 from .cluster import Cluster
+from .deaths import Deaths
 from .functions import Functions
+from .grace import Grace
 from .handshake import Handshake
 from .monitor import Monitor
 from .outbox import Outbox
@@ -67,16 +74,21 @@ class DirectorState:
                                    config.max_frame_bytes,
                                    config.handshake_timeout_s, clock)
         self.functions = Functions(cluster, outbox, clock)
+        self._unready_log = Throttle(5.0, clock)  # a peer can cause it at will
+        self.deaths = Deaths(clock)
+        self.grace = Grace(clock, config.startup_grace_ms / 1000.0,
+                           config.max_pending_calls, config.max_pending_bytes,
+                           self.deaths.wait_s, self._expecting)
         self.workers = WorkerEvents(cluster, outbox, self.functions,
+                                    self.deaths,
                                     config.expected_heartbeat_interval_ms,
                                     clock)
-        self.calls = Calls(cluster, outbox, name, config.max_pending_calls,
-                           clock)
+        self.calls = Calls(cluster, outbox, name, config, self.deaths,
+                           self.grace, clock)
         self.queries = Queries(cluster, outbox, self.calls, name,
                                config.statistics_enabled, clock)
-        self.workflows = Workflows(cluster, outbox, name,
-                                   config.max_pending_calls,
-                                   config.max_frame_bytes, clock)
+        self.workflows = Workflows(cluster, outbox, name, config, self.grace,
+                                   clock)
         self.monitor = Monitor(cluster, outbox, name, clock, process)
         self._handlers = {
             p.ROLE_CLIENT: {
@@ -96,8 +108,8 @@ class DirectorState:
                 p.CHAIN: self.workflows.chain,
             },
             p.ROLE_WORKER: {
-                p.REGISTER_WORKER: self.workers.register,
-                p.ANNOUNCE: self.workers.announce,
+                p.REGISTER_WORKER: self._register,
+                p.ANNOUNCE: self._announce,
                 p.HEARTBEAT: self.workers.heartbeat,
                 p.OK: self.workers.reply,
                 p.ERROR: self.workers.reply,
@@ -158,31 +170,41 @@ class DirectorState:
             return
         if not peer.ready:
             # Often a client or Worker that found it lacks the token.
-            log.warning("peer %s:%s left before finishing the handshake (%s)",
-                        peer.addr[0], peer.addr[1], reason)
+            quiet = self._unready_log.ready()
+            if quiet is not None:
+                log.warning("peer %s:%s left before finishing the handshake "
+                            "(%s)%s", peer.addr[0], peer.addr[1], reason,
+                            "; %d more since the last such line" % quiet
+                            if quiet else "")
         if peer.worker_id is not None:
             self.workers.evict(peer.worker_id, reason)
         for key in [k for k in cluster.runs if k[0] == peer_id]:
             run = cluster.runs.pop(key)
             run.failed = "(client left)"
             cluster.counts.workflows["cancelled"] += 1
+        self.deaths.forget_peer(peer_id)
+        self.grace.forget_peer(peer_id)
         dropped = len(peer.pending)
         for rid in peer.pending:
-            pend = cluster.pending.pop(rid, None)
+            pend = cluster.untrack(rid)
             if pend is not None:
                 pend.tally.cancelled += 1
             worker = cluster.workers.get(pend.worker_id) if pend else None
-            if worker is not None:
-                worker.inflight.discard(rid)
-                if pend.kind in ("call", "step"):
-                    self.outbox.send(worker.peer_id, p.CANCEL, rid)
+            if worker is not None and pend.kind in ("call", "step"):
+                self.outbox.send(worker.peer_id, p.CANCEL, rid)
         if dropped:
             log.info("client %s:%s left with %d request(s) pending; dropped",
                      peer.addr[0], peer.addr[1], dropped)
 
     def tick(self):
-        """Evict Workers that stopped heartbeating. Call periodically."""
+        """Evict Workers that stopped heartbeating; look again at the
+        requests held on dead Workers and in the start-up window. Call
+        periodically."""
         self.workers.check()
+        if self.deaths.tick():
+            self.calls.settle_held()
+        if self.grace.due():
+            self._replay_grace()
 
     def sample(self):
         """Fold the call counts and note the calls-per-second history.
@@ -213,8 +235,11 @@ class DirectorState:
             worker.last_seen = now
 
     def drain(self):
-        """The Director is stopping: new calls and workflows are refused."""
+        """The Director is stopping: new calls and workflows are refused
+        (those held too), and held calls wait no more."""
         self.cluster.draining = True
+        self._replay_grace()
+        self.calls.settle_held(patient=False)
 
     # ----- questions from the loop -------------------------------------------
 
@@ -246,6 +271,39 @@ class DirectorState:
                    if pend.client_peer in peers) + len(self.cluster.runs)
 
     # ----- helpers -----------------------------------------------------------
+
+    def _register(self, peer, frame):
+        self.workers.register(peer, frame)
+        self._resume()
+
+    def _announce(self, peer, frame):
+        self.workers.announce(peer, frame)
+        self._resume()
+
+    def _resume(self):
+        """A Worker came, or brought a function: held requests may go."""
+        if self.deaths.held:
+            self.calls.settle_held()
+        if self.grace.held:
+            self._replay_grace()
+
+    def _replay_grace(self):
+        peers, grace = self.peers, self.grace
+        for peer_id, frame, handler, deadline in grace.take():
+            peer = peers.get(peer_id)
+            if peer is not None:
+                grace.replaying = deadline  # (held again: same deadline)
+                try:
+                    handler(peer, frame)
+                finally:
+                    grace.replaying = None
+
+    def _expecting(self):
+        """True while a Worker is expected back: a supervised one died, or
+        recycles itself, or has every thread stuck."""
+        return self.deaths.expecting() or any(
+            w.supervised and (w.wedged or w.recycling)
+            for w in self.cluster.workers.values())
 
     def _cancel(self, peer, frame):
         """CANCEL: of a workflow, or of a request relayed to a Worker."""

@@ -37,21 +37,36 @@ class Peer:
         self.handlers = None      # message type -> handler, once all is set
 
 
+def _count(value, default):
+    """``value`` if it is a positive int (not a bool), else ``default``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) \
+        and value > 0 else default
+
+
 class Worker:
-    """A registered Worker."""
+    """A registered Worker.
+
+    Besides what it said at registration: ``stuck``, its calls still
+    running past their time limit (from its heartbeats; ``wedged`` once
+    they hold every thread: it takes no call), ``inflight_bytes``, the
+    argument bytes of its requests in flight, kept within ``max_inflight``,
+    and for the status document its calls' tallies and latest latencies
+    and its last heartbeat's figures (``load``).
+    """
 
     __slots__ = ("id", "peer_id", "addr", "pid", "max_threads", "joined_at",
                  "last_seen", "functions", "inflight", "routed", "errors",
                  "info", "cache_keys", "held_keys", "draining", "max_frame",
-                 "tallies", "recent", "load", "restarts", "beat_every",
-                 "beat_at")
+                 "stuck", "wedged", "inflight_bytes", "max_inflight",
+                 "supervised", "restarts", "last_cause", "recycling", "room",
+                 "tallies", "recent", "load", "beat_every", "beat_at")
 
     def __init__(self, worker_id, peer_id, addr, meta, now):
         self.id = worker_id
         self.peer_id = peer_id
         self.addr = addr
         self.pid = meta.get("pid")
-        self.max_threads = meta.get("max_threads")
+        self.max_threads = _count(meta.get("max_threads"), 1)
         self.joined_at = time.time()
         self.last_seen = now
         self.functions = {}       # func_id -> "sent" | "ok" | "failed: why"
@@ -62,18 +77,23 @@ class Worker:
         self.cache_keys = set()   # keys of results it cached (as it told us)
         self.held_keys = {}       # func_id -> restored keys, until announced
         self.draining = False     # stopping: no new calls
-        max_frame = meta.get("max_frame")
-        self.max_frame = max_frame if isinstance(max_frame, int) and \
-            not isinstance(max_frame, bool) else 2 ** 32 - 1
+        self.recycling = False    # stopping to be restarted at once
+        self.max_frame = _count(meta.get("max_frame"), 2 ** 32 - 1)
+        self.stuck = 0
+        self.room = self.max_threads  # threads not stuck
+        self.wedged = False
+        self.inflight_bytes = 0
+        self.max_inflight = _count(meta.get("max_inflight_bytes"), 2 ** 63)
+        self.supervised = meta.get("supervised") is True
+        self.restarts = _count(meta.get("restarts"), 0)
+        cause = meta.get("last_cause")
+        self.last_cause = cause if isinstance(cause, str) else None
         self.tallies = Tallies()  # func_id -> Tally of its calls here
         self.recent = deque(maxlen=WINDOW)  # latest call latencies here
         self.load = {}            # its last heartbeat's figures (checked)
-        self.restarts = 0         # its id registered again after a loss
         # A Worker that announces its heartbeat interval hears from us at
         # most every half of it while we hear from it (0: it did not ask).
-        beat = meta.get("heartbeat_ms")
-        self.beat_every = beat / 2000.0 if isinstance(beat, int) and \
-            not isinstance(beat, bool) and beat > 0 else 0.0
+        self.beat_every = _count(meta.get("heartbeat_ms"), 0) / 2000.0
         self.beat_at = now
 
 
@@ -102,15 +122,19 @@ class Pending:
     ``owner`` is told how it ended: ``owner.reply(pend, worker, frame)``
     when the Worker answers, ``owner.lost(pend, worker_id, reason)`` when
     the Worker is lost first (a :class:`Gather`, or the part of the state
-    that sent it).
+    that sent it). ``size``: the argument bytes it holds in flight (see
+    :meth:`pyfaas.director.cluster.Cluster.track`); ``deaths``: the
+    :class:`pyfaas.director.deaths.Death` of each Worker lost while it ran;
+    ``tally``: a call's or a step's :class:`~pyfaas.director.tallies.Tally`
+    (NO_TALLY for other requests).
     """
 
     __slots__ = ("rid", "client_peer", "client_rid", "worker_id", "kind",
                  "label", "owner", "started", "retries", "resend", "context",
-                 "tally", "size")
+                 "size", "deaths", "tally")
 
     def __init__(self, rid, client_peer, client_rid, worker_id, kind, label,
-                 owner, started=0.0, tally=NO_TALLY, size=0, context=None):
+                 owner, started=0.0, context=None, size=0, tally=NO_TALLY):
         self.rid = rid
         self.client_peer = client_peer   # None: the Director itself asked
         self.client_rid = client_rid
@@ -122,8 +146,9 @@ class Pending:
         self.retries = 0          # re-runs allowed if its Worker is lost
         self.resend = None        # (func_id, meta, payload, flags) to re-run
         self.context = context    # for the owner (a step: its workflow Run)
-        self.tally = tally        # a call's or step's Tally, else NO_TALLY
-        self.size = size          # payload bytes sent (pending bytes)
+        self.size = size
+        self.deaths = ()
+        self.tally = tally
 
 
 class Route:
@@ -135,12 +160,14 @@ class Route:
     (:meth:`pyfaas.director.cluster.Cluster.reroute`).
     """
 
-    __slots__ = ("func", "candidates", "min_frame", "call_meta", "retries")
+    __slots__ = ("func", "candidates", "min_frame", "call_meta", "retries",
+                 "room")
 
     def __init__(self, func, candidates, call_meta, retries):
         self.func = func
         self.candidates = candidates   # eligible Workers, non-empty
         self.min_frame = min(w.max_frame for w in candidates)
+        self.room = sum(w.room for w in candidates)  # threads not stuck
         self.call_meta = call_meta     # what the Worker gets (bytes or dict)
         self.retries = retries         # re-runs allowed if a Worker is lost
 

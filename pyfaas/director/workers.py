@@ -1,10 +1,13 @@
 """The Director's side of its Workers.
 
 Owns :class:`WorkerEvents`: a Worker's registration (its id, the functions
-it holds, the cached results it kept), the functions it announces, its
-heartbeats (and its graceful stop), its replies to the requests it was
-sent (handed to each request's owner), and its eviction, which ends every
-request it had (each owner decides: a call may run again elsewhere).
+it holds, the cached results it kept, and, when supervised, how many times
+it was restarted and why), the functions it announces, its heartbeats (its
+calls stuck past their time limit, and its graceful stop), its replies to
+the requests it was sent (handed to each request's owner), and its
+eviction, which ends every request it had (each owner decides: a call may
+run again elsewhere) and is recorded as a death
+(:mod:`pyfaas.director.deaths`).
 
 Liveness rule: a Worker is evicted when nothing (heartbeat or any other
 frame) has arrived from it for more than ``HEARTBEAT_MISSES`` expected
@@ -38,15 +41,18 @@ class WorkerEvents:
         outbox: where frames go.
         functions: the :class:`~pyfaas.director.functions.Functions` that
             deploys code to a Worker.
+        deaths: the :class:`~pyfaas.director.deaths.Deaths` told of every
+            eviction and registration.
         expected_heartbeat_ms: the Workers' promised heartbeat interval.
         clock: ``time.monotonic`` or a test's fake.
     """
 
-    def __init__(self, cluster, outbox, functions, expected_heartbeat_ms,
-                 clock):
+    def __init__(self, cluster, outbox, functions, deaths,
+                 expected_heartbeat_ms, clock):
         self.cluster = cluster
         self.outbox = outbox
         self.functions = functions
+        self.deaths = deaths
         self.evict_after = HEARTBEAT_MISSES * expected_heartbeat_ms / 1000.0
         self.clock = clock
 
@@ -65,10 +71,13 @@ class WorkerEvents:
             n += 1
             worker_id = "%s-%d" % (wanted, n)
         worker = Worker(worker_id, peer.id, peer.addr, meta, self.clock())
-        worker.restarts = cluster.counts.joined(worker_id)
+        rejoined = cluster.counts.joined(worker_id)
+        if not worker.supervised:  # (a supervisor counts its restarts)
+            worker.restarts = rejoined
         cluster.reroute()
         cluster.workers[worker_id] = worker
         peer.worker_id = worker_id
+        self.deaths.returned(worker)
         want, stale = [], []
         for fid, name in meta.get("functions", []):
             current = cluster.by_name.get(name)
@@ -99,9 +108,11 @@ class WorkerEvents:
         for func in cluster.functions.values():
             if func.id not in worker.functions:
                 self.functions.deploy_to(worker, func, None)
-        log.info("worker %s joined from %s:%s (pid %s, %d functions held)",
+        log.info("worker %s joined from %s:%s (pid %s, %d functions held%s)",
                  worker_id, peer.addr[0], peer.addr[1], worker.pid,
-                 len(worker.functions))
+                 len(worker.functions), "; restarted %d time(s), last: %s" % (
+                     worker.restarts, worker.last_cause)
+                 if worker.restarts else "")
 
     def announce(self, peer, frame):
         """ANNOUNCE: a function the Director asked for (it lost it)."""
@@ -132,19 +143,33 @@ class WorkerEvents:
 
     def heartbeat(self, peer, frame):
         """HEARTBEAT: alive (``last_seen`` was set when it arrived), with
-        its figures (memory, CPU, busy threads, cache lookups: kept for
-        the status document). A stopping Worker says it is draining:
-        route nothing more to it, and confirm."""
+        its calls stuck past their time limit (a Worker whose threads are
+        all stuck takes no call) and its figures (memory, CPU, busy
+        threads, cache lookups: kept for the status document). A stopping
+        Worker says it is draining: route nothing more to it, and
+        confirm."""
         meta = frame.meta()
+        stuck = meta.get("stuck")
         worker = self.cluster.workers.get(peer.worker_id)
         if worker is not None:
             worker.load.update(heartbeat_load(meta))
+        if worker is not None and isinstance(stuck, int) and \
+                stuck != worker.stuck and \
+                self.cluster.update_load(worker, stuck):
+            if worker.wedged:
+                log.warning("worker %s has all its %d thread(s) stuck in "
+                            "calls past their time limit: no new calls for "
+                            "it", worker.id, worker.max_threads)
+            else:
+                log.info("worker %s has a free thread again", worker.id)
         if frame.request_id and meta.get("draining"):
             if worker is not None and not worker.draining:
                 worker.draining = True
+                worker.recycling = meta.get("recycle") is True
                 self.cluster.reroute()
-                log.info("worker %s is stopping: no new calls for it",
-                         worker.id)
+                log.info("worker %s is stopping%s: no new calls for it",
+                         worker.id, " to be restarted" if worker.recycling
+                         else "")
             self.outbox.send(peer.id, p.OK, frame.request_id)
 
     def heard(self, worker, now):
@@ -165,11 +190,14 @@ class WorkerEvents:
             return
         del cluster.pending[frame.request_id]
         worker.inflight.discard(pend.rid)
-        # The latency (last_seen was set as this frame arrived); a request
-        # that is not a call or a step has NO_TALLY.
-        pend.tally.append(worker.last_seen - pend.started)
+        if pend.size:
+            cluster.pending_bytes -= pend.size
+            worker.inflight_bytes -= pend.size
         if frame.type == p.ERROR:
             worker.errors += 1
+            if b'"not_started"' in frame.meta_raw and \
+                    self._handed_back(pend, worker, frame):
+                return
             tally = pend.tally
             tally.errors += 1
             if tally is not NO_TALLY:
@@ -177,7 +205,19 @@ class WorkerEvents:
                                           worker.id, time.time())
         elif frame.meta_raw and pend.kind in ("call", "step"):
             cluster.note_cache(worker, frame.meta())
+        # The latency (last_seen was set as this frame arrived); a request
+        # that is not a call or a step has NO_TALLY.
+        pend.tally.append(worker.last_seen - pend.started)
         pend.owner.reply(pend, worker, frame)
+
+    @staticmethod
+    def _handed_back(pend, worker, frame):
+        """A call the Worker did not start (its threads are stuck) goes to
+        its owner to be sent elsewhere, if the owner does that."""
+        meta = frame.meta()
+        handed_back = getattr(pend.owner, "handed_back", None)
+        return meta.get("code") == "not_started" and handed_back is not None \
+            and handed_back(pend, worker, frame, meta)
 
     def check(self):
         """Evict Workers that stopped heartbeating. Call periodically."""
@@ -203,8 +243,10 @@ class WorkerEvents:
         for key in list(worker.cache_keys):
             cluster.forget_key(key)
         cluster.counts.evicted(worker, reason, time.time())
+        if worker.inflight or worker.supervised:
+            self.deaths.died(worker, reason)
         for rid in sorted(worker.inflight):
-            pend = cluster.pending.pop(rid, None)
+            pend = cluster.untrack(rid)
             if pend is not None:
                 pend.tally.lost += 1
                 pend.owner.lost(pend, worker_id, reason)

@@ -11,7 +11,10 @@ substitutes them (see :mod:`pyfaas.workflow`).
 
 The first step that fails ends the run with one ``chained_execution`` error
 naming the workflow id and the step; steps still running are cancelled and
-no later step starts.
+no later step starts. A step a Worker hands back unstarted (its threads
+are stuck) is sent again. In the start-up window
+(:mod:`pyfaas.director.grace`) a workflow naming a function no Worker holds
+waits for it.
 """
 
 import logging
@@ -19,6 +22,7 @@ import logging
 from .. import workflow as wfl
 from ..wire import protocol as p
 from .calls import refuse_if_draining
+from .cluster import counted
 from .tables import Pending
 
 log = logging.getLogger(__name__)
@@ -31,17 +35,21 @@ class Workflows:
         cluster: the state's :class:`~pyfaas.director.cluster.Cluster`.
         outbox: where frames go.
         name: ``"host:port"`` of the Director, for messages.
-        max_pending: requests in flight allowed (``max_pending_calls``).
-        max_frame: the Director's ``max_frame_bytes`` (the largest reply).
+        config: the :class:`~pyfaas.config.DirectorConfig` (its
+            ``max_pending_calls``, ``max_pending_bytes`` and
+            ``max_frame_bytes``, the largest reply).
+        grace: the state's :class:`~pyfaas.director.grace.Grace`.
         clock: ``time.monotonic`` or a test's fake.
     """
 
-    def __init__(self, cluster, outbox, name, max_pending, max_frame, clock):
+    def __init__(self, cluster, outbox, name, config, grace, clock):
         self.cluster = cluster
         self.outbox = outbox
         self.name = name
-        self.max_pending = max_pending
-        self.max_frame = max_frame
+        self.max_pending = config.max_pending_calls
+        self.max_bytes = config.max_pending_bytes
+        self.max_frame = config.max_frame_bytes
+        self.grace = grace
         self.clock = clock
 
     def chain(self, peer, frame):
@@ -54,6 +62,11 @@ class Workflows:
         if not problems:
             registry = {name: cluster.functions[fid].params
                         for name, fid in cluster.by_name.items()}
+            unknown = any(step not in registry
+                          for step in wf.get("functions", {}))
+            if (unknown or not cluster.workers) and self.grace.hold(
+                    peer, frame, self.chain, unknown):
+                return  # handled again when a Worker comes
             problems = wfl.validate(wf, registry)
         if problems:
             wf_id = wf.get("id") if isinstance(wf, dict) else None
@@ -67,11 +80,14 @@ class Workflows:
                               "no worker is registered with director %s"
                               % self.name)
             return
-        if len(cluster.pending) >= self.max_pending:
+        if len(cluster.pending) >= self.max_pending or \
+                cluster.pending_bytes >= self.max_bytes:
             self.outbox.error(peer.id, rid, "overloaded",
-                              "director %s has %d requests in flight "
-                              "(max_pending_calls); retry later"
-                              % (self.name, len(cluster.pending)))
+                              "director %s has %d requests, %d bytes of "
+                              "arguments in flight (max_pending_calls, "
+                              "max_pending_bytes); retry later"
+                              % (self.name, len(cluster.pending),
+                                 cluster.pending_bytes))
             return
         run = wfl.Run(wf)
         most = frame.meta().get("max")
@@ -97,19 +113,22 @@ class Workflows:
                 return
             fields, parts = run.step_payload(step)
             payload = b"".join(parts)
-            worker = cluster.pick_worker(func, payload, candidates)
+            worker, code = cluster.place(func, payload, candidates)
             if worker is None:
                 self._fail_run(run, step, {
-                    "code": "serialization",
+                    "code": code,
                     "message": "arguments of %d bytes are over the frame "
-                    "limit of every worker holding %r" % (len(payload), step)})
+                    "limit of every worker holding %r" % (len(payload), step)
+                    if code == "serialization" else "every worker holding "
+                    "%r has its budget of argument bytes in flight full "
+                    "(max_inflight_bytes)" % step})
                 return
             meta = {"f": func.id, "wf": run.id, "step": step,
                     "cache": bool(run.steps[step]["cache_result"])}
             meta.update(fields)
             pend = Pending(cluster.new_rid(), run.client_peer, run.client_rid,
-                           worker.id, "step", step, self, self.clock(),
-                           worker.tallies[func.id], len(payload), run)
+                           worker.id, "step", step, self, self.clock(), run,
+                           counted(len(payload)), worker.tallies[func.id])
             cluster.track(pend, worker,
                           cluster.peers.get(run.client_peer))
             worker.routed += 1
@@ -117,6 +136,20 @@ class Workflows:
             run.pending.add(pend.rid)
             self.outbox.send(worker.peer_id, p.CALL, pend.rid, meta, payload,
                              p.FLAG_PICKLED)
+
+    def handed_back(self, pend, worker, frame, meta):
+        """The Worker did not start the step (its threads are stuck): it
+        is sent again, to a Worker that can take it."""
+        run = pend.context
+        if run.failed is not None:
+            return False
+        run.pending.discard(pend.rid)
+        client = self.cluster.peers.get(run.client_peer)
+        if client is not None:
+            client.pending.discard(pend.rid)
+        run.started.discard(pend.label)
+        self._launch_ready(run)
+        return True
 
     def reply(self, pend, worker, frame):
         """A step's Worker answered."""
@@ -189,7 +222,7 @@ class Workflows:
         cluster = self.cluster
         client = cluster.peers.get(run.client_peer)
         for rid in list(run.pending):
-            pend = cluster.pending.pop(rid, None)
+            pend = cluster.untrack(rid)
             if client is not None:
                 client.pending.discard(rid)
             if pend is None:
@@ -197,7 +230,6 @@ class Workflows:
             pend.tally.cancelled += 1
             worker = cluster.workers.get(pend.worker_id)
             if worker is not None:
-                worker.inflight.discard(rid)
                 self.outbox.send(worker.peer_id, p.CANCEL, rid)
         run.pending.clear()
 

@@ -4,9 +4,13 @@ Owns argument parsing, turning configuration errors into one line on stderr
 with exit code 2 (never a traceback), signal handling for graceful stops,
 and the start-up lines the Director and Workers print: a Director's once
 it listens, a Worker's "ready" once it has registered with its Director.
+``worker`` runs the Worker's supervisor (:mod:`pyfaas.worker.supervisor`)
+unless its config says ``supervise = false``; the supervisor runs this
+same command again, with hidden options, for the Worker itself.
 """
 
 import argparse
+import logging
 import os
 import signal
 import ssl
@@ -87,18 +91,33 @@ def run_director(path):
     return 0
 
 
-def run_worker(path):
-    """Load the config, serve until stopped; return the exit code."""
+def run_worker(path, args=None):
+    """Load the config, serve until stopped; return the exit code.
+
+    ``args``: the parsed command line, whose hidden options say that a
+    supervisor started this process (see :mod:`pyfaas.worker.supervisor`).
+    """
     from ..config import load_worker_config
-    from ..logs import setup_logging
+    from ..logs import enable_crash_traces, setup_logging
     from ..worker.service import Worker
+    from ..worker.supervisor import (RECYCLE_EXIT, Supervision,
+                                     Supervisor, SupervisorLink)
     from ..security import load_token
     missing = _config_missing("worker", path)
     if missing is not None:
         return missing
     cfg = load_worker_config(path)
     token = load_token(cfg.token_file, path)
+    link_fd = getattr(args, "supervised", None)
+    # (The supervisor needs POSIX: SIGCHLD and passing a descriptor.)
+    if cfg.supervise and link_fd is None and hasattr(signal, "SIGCHLD"):
+        setup_logging("worker supervisor", cfg.log_level, cfg.log_directory,
+                      cfg.log_filename)
+        return Supervisor(cfg, path).run()
     setup_logging("worker", cfg.log_level, cfg.log_directory, cfg.log_filename)
+    enable_crash_traces(cfg.log_directory, cfg.log_filename)
+    supervision = Supervision(link_fd, getattr(args, "restarts", 0),
+                              getattr(args, "last_cause", None))
     greeted = []
 
     def registered(worker_id, director):
@@ -114,17 +133,25 @@ def run_worker(path):
         except OSError:
             pass  # no stdout to print to: the Worker works on
 
-    worker = Worker(cfg, token=token, on_registered=registered)
+    worker = Worker(cfg, getattr(args, "worker_id", None), token, supervision,
+                    on_registered=registered)
     # Name the Worker in every log line: several may share a log file.
     setup_logging("worker %s" % worker.worker_id, cfg.log_level,
                   cfg.log_directory, cfg.log_filename)
     _on_signals(worker.stop)
+    if link_fd is not None:
+        SupervisorLink(link_fd, worker.stop).start(worker.worker_id)
     print("PyFaaS worker %s starting: waiting for the director at %s:%d" % (
         worker.worker_id, cfg.director_ip_addr, cfg.director_port), flush=True)
     try:
         worker.serve_forever()
     except PyFaaSAuthenticationError as exc:
         return _fail("%s: %s" % (path, exc))
+    if worker.recycle_reason:
+        # Its stuck threads may hold locks an orderly exit would wait for.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(RECYCLE_EXIT)
     print("PyFaaS worker %s stopped" % worker.worker_id, flush=True)
     return 0
 
@@ -153,6 +180,11 @@ def build_parser():
     w = sub.add_parser("worker", help="run a Worker")
     w.add_argument("config", nargs="?", help="Worker TOML file (python -m "
                                              "pyfaas init writes one)")
+    # Set by the Worker's supervisor for the process it starts.
+    w.add_argument("--supervised", type=int, help=argparse.SUPPRESS)
+    w.add_argument("--worker-id", help=argparse.SUPPRESS)
+    w.add_argument("--restarts", type=int, default=0, help=argparse.SUPPRESS)
+    w.add_argument("--last-cause", help=argparse.SUPPRESS)
     sub.add_parser("demo", help="start a local cluster, call a few functions,"
                                 " stop it")
     st = sub.add_parser("status", help="show the workers and functions of a "
@@ -213,7 +245,7 @@ def main(argv=None):
         if args.command == "director":
             return run_director(args.config)
         if args.command == "worker":
-            return run_worker(args.config)
+            return run_worker(args.config, args)
         if args.command == "demo":
             from .demo import run_demo
             return run_demo()

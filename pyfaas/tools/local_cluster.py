@@ -4,6 +4,13 @@ Owns writing their TOML files into a working directory, starting them with
 ``python -m pyfaas``, waiting until they serve, and stopping every process it
 started, by pid, always. Used by ``python -m pyfaas demo``, the benchmark and
 the integration tests. It only ever binds and connects to 127.0.0.1.
+
+Its Workers run without a supervisor unless asked (``supervise=True``), so
+that a Worker's process is the one started (tests signal it and compare
+pids); its Director has no start-up grace unless asked
+(``startup_grace_ms``), so that a call of an unknown function fails at once.
+A supervised Worker's Process also stops the Worker processes its
+supervisor started (:meth:`Process.worker_pids`).
 """
 
 import os
@@ -43,7 +50,8 @@ def write_toml(path, sections):
 
 
 def director_sections(workdir, port=0, strategy="Round-Robin", log_level="info",
-                      heartbeat_ms=200, statistics=True, **network):
+                      heartbeat_ms=200, statistics=True, startup_grace_ms=0,
+                      **network):
     net = {"director_ip_addr": HOST, "director_port": port}
     net.update(network)
     return {
@@ -54,16 +62,17 @@ def director_sections(workdir, port=0, strategy="Round-Robin", log_level="info",
         "statistics": {"enabled": statistics},
         "workers": {"heartbeat_check_interval_ms": heartbeat_ms,
                     "expected_heartbeat_interval_ms": heartbeat_ms,
-                    "worker_selection_strategy": strategy},
+                    "worker_selection_strategy": strategy,
+                    "startup_grace_ms": startup_grace_ms},
         "misc": {"greeting_msg": "PyFaaS director (local cluster)"},
     }
 
 
 def worker_sections(workdir, name, port, log_level="info", heartbeat_ms=200,
                     statistics=True, persistence=False, cache_size=16,
-                    **behavior):
+                    supervise=False, **behavior):
     beh = {"dump_file": os.path.join(workdir, name + ".dump"),
-           "shutdown_persistence": persistence}
+           "shutdown_persistence": persistence, "supervise": supervise}
     beh.update(behavior)
     return {
         "network": {"director_ip_addr": HOST, "director_port": port,
@@ -89,10 +98,38 @@ def _merge(sections, extra):
         sections.setdefault(section, {}).update(keys)
 
 
-class Process:
-    """A started ``python -m pyfaas`` process and its output file."""
+_SUPERVISED = re.compile(rb"started worker pid (\d+)")
 
-    def __init__(self, name, args, workdir, env=None):
+
+def _is_ours(pid):
+    """True if ``pid`` runs (and, where /proc tells, runs pyfaas)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            return b"pyfaas" in fh.read()
+    except OSError:
+        return True
+
+
+def _limit_open_files(count):
+    """A function for ``preexec_fn``: at most ``count`` file descriptors."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+    return limit
+
+
+class Process:
+    """A started ``python -m pyfaas`` process and its output file.
+
+    ``open_files``: its limit of file descriptors (``ulimit -n``), or None
+    for this process's own.
+    """
+
+    def __init__(self, name, args, workdir, env=None, open_files=None):
         self.name = name
         self.output_path = os.path.join(workdir, name + ".out")
         self._out = open(self.output_path, "wb")
@@ -100,7 +137,8 @@ class Process:
         full_env.update(env or {})
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "pyfaas"] + list(args), stdout=self._out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+            preexec_fn=_limit_open_files(open_files) if open_files else None)
         self.pid = self.popen.pid
 
     def output(self):
@@ -109,6 +147,24 @@ class Process:
 
     def alive(self):
         return self.popen.poll() is None
+
+    def worker_pids(self):
+        """Pids of the Worker processes a supervisor started, in order
+        (empty for any other process)."""
+        return [int(m) for m in _SUPERVISED.findall(self.output())]
+
+    def _stop_orphans(self, timeout):
+        """A supervisor's Workers stop with it; kill any still running after
+        ``timeout`` (its supervisor was killed, say)."""
+        pids = set(self.worker_pids())
+        deadline = time.monotonic() + timeout
+        while pids:
+            pids = {pid for pid in pids if _is_ours(pid)}
+            if pids and time.monotonic() > deadline:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.01)
 
     def signal(self, signum):
         if self.alive():
@@ -129,6 +185,7 @@ class Process:
                 self.popen.wait(timeout)
             except ProcessLookupError:
                 pass
+        self._stop_orphans(timeout)
         self._out.close()
         return self.popen.returncode
 
@@ -173,8 +230,10 @@ class LocalCluster:
     def __exit__(self, *exc_info):
         self.stop()
 
-    def start_director(self, timeout=10.0, port=0, **options):
-        """Start the Director; return its port once it listens."""
+    def start_director(self, timeout=10.0, port=0, open_files=None,
+                       **options):
+        """Start the Director (``open_files``: its ``ulimit -n``); return
+        its port once it listens."""
         sections = director_sections(self.workdir, port, **options)
         if self.tls:
             sections["security"] = {"tls_cert_file": self.tls[0],
@@ -183,7 +242,7 @@ class LocalCluster:
         path = write_toml(os.path.join(self.workdir, "director.toml"),
                           sections)
         self.director = Process("director", ["director", path], self.workdir,
-                                self.env)
+                                self.env, open_files)
         self.started.append(self.director)
         deadline = time.monotonic() + timeout
         while True:

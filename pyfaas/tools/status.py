@@ -69,15 +69,17 @@ def render(data):
                  calls["pending_bytes"], calls["routed"], evicted), ""]
     parts.append("WORKERS")
     parts.append(_table(
-        ["id", "address", "state", "busy/threads", "in-flight", "calls",
-         "errors", "p50", "p95", "cache hits", "memory", "restarts",
-         "heartbeat age", "uptime"],
+        ["id", "address", "state", "busy/threads", "in-flight", "stuck",
+         "calls", "errors", "p50", "p95", "cache hits", "memory", "restarts",
+         "last cause", "heartbeat age", "uptime"],
         [[w["worker_id"], w["addr"], w["state"],
           "%s/%s" % ("-" if w["busy_threads"] is None else w["busy_threads"],
                      w["max_threads"]),
-          w["inflight"], w["calls"], w["errors"], _ms(w["p50_s"]),
-          _ms(w["p95_s"]), _pct(w["cache_hit_ratio"]), _mib(w["rss_bytes"]),
-          w["restarts"], "%.2f s" % w["last_heartbeat_age_s"],
+          w["inflight"], w["stuck"], w["calls"], w["errors"],
+          _ms(w["p50_s"]), _ms(w["p95_s"]), _pct(w["cache_hit_ratio"]),
+          _mib(w["rss_bytes"]),
+          w["restarts"] if w["supervised"] else "unsupervised",
+          w["last_cause"], "%.2f s" % w["last_heartbeat_age_s"],
           "%.0f s" % w["uptime_s"]]
          for w in data["workers"]]))
     parts.append("")

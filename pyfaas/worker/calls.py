@@ -1,8 +1,8 @@
 """The calls a Worker has read and not answered yet.
 
 Owns :class:`CallTable`: the Worker's count of calls received and in
-flight, the calls that outlived their time limit ("stuck"), the time of the
-last call, the calls still waiting for a thread (which a CANCEL may stop),
+flight, the calls that outlived their time limit ("stuck": counted since
+the start, and those whose thread still runs), the time of the last call, the calls still waiting for a thread (which a CANCEL may stop),
 and the calls with a time limit that the watchdog watches (:class:`Slot`).
 A call is keyed by ``(connection, request id)``: a restarted Director
 numbers its requests from 1 again.
@@ -48,13 +48,20 @@ class CallTable:
     """
 
     def __init__(self):
-        self._lock = threading.Lock()  # for _answered, stuck and _watched
+        # for _answered, stuck, _watched and _stuck_now
+        self._lock = threading.Lock()
         self.requests = 0
         self._answered = 0
         self.stuck = 0
         self.last_request_at = None
         self._waiting = set()      # received, not started: cancellable
         self._watched = {}         # key -> Slot
+        self._stuck_now = set()    # Slots answered late, thread still running
+
+    @property
+    def stuck_now(self):
+        """Calls answered with a timeout whose thread still runs them."""
+        return len(self._stuck_now)
 
     @property
     def inflight(self):
@@ -111,6 +118,8 @@ class CallTable:
         with self._lock:
             self._watched.pop(slot.key, None)
             late, slot.finished = slot.finished, True
+            if late:
+                self._stuck_now.discard(slot)
         return late
 
     def expire(self, now):
@@ -124,12 +133,19 @@ class CallTable:
             for slot in expired:
                 slot.finished = slot.timed_out = True
                 del self._watched[slot.key]
-                self._answered += 1  # its caller is told: the slot is free
+                self._answered += 1  # its caller is told
                 self.stuck += 1
+                self._stuck_now.add(slot)
         return expired
 
     def figures(self):
-        """The counts for ``pyfaas_get_worker_info`` (its network section)."""
+        """The counts for ``pyfaas_get_worker_info`` (its network section);
+        ``stuck_now`` lists the calls whose thread is still stuck."""
+        now = time.monotonic()
+        with self._lock:
+            stuck = [{"func_id": s.func_id, "running_s": round(now - s.start,
+                                                               3)}
+                     for s in self._stuck_now]
         return {"requests": self.requests, "inflight": self.inflight,
-                "stuck_calls": self.stuck,
+                "stuck_calls": self.stuck, "stuck_now": stuck,
                 "last_request_time": self.last_request_at}

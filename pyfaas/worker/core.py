@@ -6,9 +6,8 @@ call (:meth:`WorkerCore.run`: cache consulted and filled, arguments
 unpickled, function run, result pickled and checked against the result
 limit, statistics counted), the reply to a call that outlived its time
 limit, the Worker's description for ``pyfaas_get_worker_info``, and its
-state as the dump file keeps it (:meth:`WorkerCore.state`,
-:meth:`WorkerCore.load_state`; the file itself is
-:mod:`pyfaas.worker.persistence`'s).
+state as the dump file keeps it (:meth:`WorkerCore.state`, :meth:`WorkerCore.
+load_state`; the file itself is :mod:`pyfaas.worker.persistence`'s).
 
 It never touches a socket, and it does not count calls in flight
 (:mod:`pyfaas.worker.calls`) nor watch their time limits
@@ -108,12 +107,15 @@ class WorkerCore:
         pool: a :class:`pyfaas.worker.isolation.ProcessPool` to run calls
             in (``isolation = "process"``), or None to run them in the
             calling thread. Its owner closes it.
+        supervision: what its supervisor said, for ``info`` (JSON-ready).
     """
 
-    def __init__(self, config, worker_id, pool=None):
+    def __init__(self, config, worker_id, pool=None, supervision=None):
         self.config = config
         self.worker_id = worker_id
         self.pool = pool
+        self.supervision = supervision or {"supervised": False,
+                                           "restarts": 0, "last_cause": None}
         self.functions = {}
         self._lock = threading.Lock()
         self.cache = LRUCache(config.cache_max_size, config.cache_policy)
@@ -255,7 +257,8 @@ class WorkerCore:
         return self._error("serialization",
                            "arguments for %r cannot be deserialized on "
                            "worker %s: %s: %s" % (func.name, self.worker_id,
-                                                  type(exc).__name__, exc))
+                                                  type(exc).__name__,
+                                                  ser.clip_start(str(exc))))
 
     def _execute(self, func, args, kwargs, known, hit, key):
         """Call ``func``; the reply as :meth:`run` returns it (``key``: the
@@ -272,7 +275,7 @@ class WorkerCore:
             payload = ser.dumps(result, "result", func.name)
         except PyFaaSError as exc:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
-            return self._error("serialization", str(exc))
+            return self._error("serialization", ser.clip_start(str(exc)))
         if len(payload) > known.most:
             self.stats.record(func.id, func.name, duration, error=True, hit=hit)
             return self._too_large(func, payload, type(result).__name__,
@@ -356,7 +359,7 @@ class WorkerCore:
                                    outcome[1]["type"], outcome[1]["message"]))
         if kind == "unpicklable":
             return self._error("serialization", "function %r: %s" % (
-                func.name, outcome[1]))
+                func.name, ser.clip_start(str(outcome[1]))))
         if kind == "timeout":
             self.stats.record_timeout(func.id, func.name)
             return self._error("timeout",
@@ -446,6 +449,7 @@ class WorkerCore:
             "functions": funcs,
             "network": dict(calls, director="%s:%s" % (cfg.director_ip_addr,
                                                        cfg.director_port)),
+            "supervision": dict(self.supervision),
         }
 
     # ----- persistence -------------------------------------------------------------

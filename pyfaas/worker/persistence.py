@@ -12,7 +12,10 @@ Owns the dump file format and its two operations. Layout::
 
 :func:`save` writes a temporary file beside the target, flushes and fsyncs
 it, then ``os.replace``s it over the target: a Worker killed while writing
-leaves the previous complete dump. :func:`load` checks magic, version,
+leaves the previous complete dump. The file is created readable by its
+owner only (0600): it holds function code and results, which must be
+protected like the cluster token; :func:`exposed` tells when an existing
+one is not. :func:`load` checks magic, version,
 length and checksum BEFORE unpickling anything; any problem (missing file
 aside) is reported as :class:`DumpError` so the Worker can set the file
 aside and start fresh.
@@ -42,7 +45,9 @@ def save(path, state):
     os.makedirs(directory, exist_ok=True)
     tmp = "%s.tmp-%d" % (path, os.getpid())
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # (a leftover temporary file kept its mode)
+        with open(fd, "wb") as fh:
             fh.write(header)
             fh.write(body)
             fh.flush()
@@ -63,6 +68,16 @@ def save(path, state):
     except OSError:
         pass
     return len(header) + len(body)
+
+
+def exposed(path):
+    """The permission bits of the dump file at ``path`` if others (group
+    or anyone) may read or write it, else None (also when it is missing)."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None
 
 
 def load(path):

@@ -134,6 +134,13 @@ class LeaderPool:
         """Calls read but not started (every slot was busy)."""
         return len(self._backlog)
 
+    def take_backlog(self):
+        """Take the calls read but not started (they will not run here)."""
+        with self._lock:
+            jobs = list(self._backlog)
+            self._backlog.clear()
+        return jobs
+
     def join(self, timeout):
         """Wait up to ``timeout`` seconds for every thread to end (they do
         once ``next_job()`` returned None and their calls returned);

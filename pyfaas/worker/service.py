@@ -19,7 +19,8 @@ It builds and wires the parts, each given what it uses:
   the socket (given :meth:`Worker._next_call`); the thread that reads a
   call runs it, while another reads on;
 - :class:`~pyfaas.worker.watchdog.Watchdog`: late calls, a reader stuck
-  in a "quick" call, the graceful stop;
+  in a "quick" call, threads stuck for good (recycling a supervised
+  Worker), the graceful stop;
 - with ``isolation = "process"``, the
   :class:`~pyfaas.worker.isolation.ProcessPool` the core runs calls in.
 """
@@ -44,6 +45,7 @@ from .core import WorkerCore
 from .isolation import ProcessPool
 from .pool import LeaderPool
 from .replies import Replies
+from .supervisor import Supervision
 from .watchdog import DRAIN_RID, Watchdog
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,9 @@ class Worker:
         worker_id: the id to ask the Director for (default: the restored
             one, else random).
         token: the cluster token (bytes), or None.
+        supervision: a :class:`~pyfaas.worker.supervisor.Supervision`
+            when a supervisor started this Worker (its restarts and the
+            cause of the last one are reported at registration).
         on_registered: called as ``on_registered(worker_id, director)``
             (``director``: "host:port") each time the Worker has registered
             with a Director, on the thread running :meth:`serve_forever`.
@@ -80,9 +85,11 @@ class Worker:
             the TLS settings are unusable.
     """
 
-    def __init__(self, config, worker_id=None, token=None, on_registered=None):
+    def __init__(self, config, worker_id=None, token=None, supervision=None,
+                 on_registered=None):
         self.config = config
         self.token = token
+        self.supervision = supervision or Supervision()
         self._on_registered = on_registered
         self._tls = tls_client_context(config)
         self._dump_lock = None
@@ -97,7 +104,7 @@ class Worker:
         self._children = ProcessPool(config) \
             if config.isolation == "process" else None
         self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8],
-                               self._children)
+                               self._children, self.supervision.info())
         if config.shutdown_persistence:
             self._restore()
         self._stopping = threading.Event()  # stop under way: drain, return
@@ -113,11 +120,17 @@ class Worker:
         self._replies = Replies()
         self._pool = LeaderPool(config.max_threads, self._next_call)
         self._watchdog = Watchdog(self.core, self._calls, self._replies,
-                                  self._pool, self._stopping)
+                                  self._pool, self._stopping,
+                                  recycle=self.supervision.supervised)
 
     @property
     def worker_id(self):
         return self.core.worker_id
+
+    @property
+    def recycle_reason(self):
+        """Why the Worker stopped to be started again (None: it did not)."""
+        return self._watchdog.recycle_reason
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -230,7 +243,7 @@ class Worker:
         (about 120 bytes of meta)."""
         inflight = self._calls.inflight
         hits, misses = self.core.stats.cache_totals()
-        return {"inflight": inflight,
+        return {"inflight": inflight, "stuck": self._calls.stuck_now,
                 "busy": max(0, min(self.config.max_threads,
                                    inflight - self._pool.backlog())),
                 "rss": usage.rss_bytes(),
@@ -241,6 +254,12 @@ class Worker:
         """Load the dump file if there is one; a bad one is set aside."""
         path = self.config.dump_file
         core = self.core
+        mode = persistence.exposed(path)
+        if mode is not None:
+            log.warning("dump file %s can be read by other users (mode %04o):"
+                        " it holds function code and cached results; run "
+                        "chmod 600 on it (the next save writes it 0600)",
+                        path, mode)
         try:
             state = persistence.load(path)
         except persistence.DumpError as exc:
@@ -282,9 +301,11 @@ class Worker:
             "worker_id": core.worker_id, "pid": os.getpid(),
             "max_threads": self.config.max_threads, "functions": core.held(),
             "max_frame": self.config.max_frame_bytes,
+            "max_inflight_bytes": self.config.max_inflight_bytes,
             "started_at": core.started_at, "host": socket.gethostname(),
             # Asks the Director to answer heartbeats (see _heartbeat_loop).
-            "heartbeat_ms": self.config.heartbeat_interval_ms},
+            "heartbeat_ms": self.config.heartbeat_interval_ms,
+            **self.supervision.info()},
             ser.to_json({"cache_keys": core.cached_keys()})))
         deadline = time.monotonic() + 5.0
         while True:
@@ -434,7 +455,8 @@ class Worker:
             self._reply(conn, p.ERROR, frame.request_id, {
                 "code": "registration", "worker_id": self.worker_id,
                 "message": "worker %s cannot load function %r: %s: %s"
-                % (self.worker_id, name, type(exc).__name__, exc)})
+                % (self.worker_id, name, type(exc).__name__,
+                   ser.clip_start(str(exc)))})
             return
         self._reply(conn, p.OK, frame.request_id, {"func_id": fid})
 
@@ -445,8 +467,12 @@ class Worker:
         self._calls.cancel((conn, frame.request_id))
 
     def _on_worker_info(self, conn, frame):
+        figures = self._calls.figures()
+        for stuck in figures["stuck_now"]:
+            func = self.core.functions.get(stuck["func_id"])
+            stuck["name"] = func.name if func is not None else None
         self._reply(conn, p.OK, frame.request_id, None, ser.to_json(
-            self.core.info(conn.local_address(), self._calls.figures())))
+            self.core.info(conn.local_address(), figures)))
 
     def _on_stats(self, conn, frame):
         self._reply(conn, p.OK, frame.request_id, None, ser.to_json(

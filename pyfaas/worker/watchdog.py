@@ -1,4 +1,4 @@
-"""The Worker's watchdog thread: time limits, stuck quick calls, graceful stop.
+"""The Worker's watchdog thread: time limits, stuck threads, graceful stop.
 
 Owns :class:`Watchdog`: a thread that, every WATCHDOG_PERIOD_S, hands the
 reading on when the reading thread is stuck in a call taken for quick
@@ -6,6 +6,15 @@ reading on when the reading thread is stuck in a call taken for quick
 that outlived their time limit (their threads run on), and drives a
 graceful stop: the stop request (:meth:`Watchdog.request_stop`, safe from
 a signal handler) and the draining of the connection it was made on.
+
+Stuck threads: the Director hears at once (a heartbeat) how many calls
+still run past their time limit. Once they hold every thread the Worker is
+wedged: the Director routes around it, and the calls read but not started
+are handed back to it (ERROR ``not_started``, with the call's meta and
+arguments, for another Worker to run). A supervised Worker then recycles
+itself: it stops gracefully, with ``recycle_reason`` set, and its
+supervisor starts it again (the stuck threads end with the process). One
+that is not supervised waits for a stuck call to return.
 
 It is given what it works with: the :class:`~pyfaas.worker.core.
 WorkerCore` (the timeout reply), the :class:`~pyfaas.worker.calls.
@@ -40,14 +49,18 @@ class Watchdog:
         pool: its LeaderPool.
         stopping: a ``threading.Event``; the watchdog sets it when a stop
             was requested, and drains the connection while it is set.
+        recycle: True to stop (for a restart) once every thread is stuck.
     """
 
-    def __init__(self, core, calls, replies, pool, stopping):
+    def __init__(self, core, calls, replies, pool, stopping, recycle=False):
         self._core = core
         self._calls = calls
         self._replies = replies
         self._pool = pool
         self._stopping = stopping
+        self._recycle = recycle
+        self.recycle_reason = None  # set when it stopped to be restarted
+        self._stuck_told = 0      # stuck calls the Director was told of
         self._requested = False
         self._closed = threading.Event()
         self._thread = None
@@ -86,6 +99,7 @@ class Watchdog:
         """``conn`` is now the Director connection being served."""
         self._drain_deadline = None
         self._drain_acked = False
+        self._stuck_told = 0      # (a new Director knows nothing)
         self._conn = conn
 
     def disconnected(self):
@@ -106,6 +120,7 @@ class Watchdog:
             if self._stopping.is_set():
                 self._drain_step()
             self._answer_late_calls()
+            self._check_stuck()
 
     def _answer_late_calls(self):
         for slot in self._calls.expire(time.monotonic()):
@@ -114,6 +129,51 @@ class Watchdog:
                 rid, slot.func_id, slot.limit)
             self._replies.send(conn, p.frame_parts(type_, rid, meta, payload,
                                                    flags))
+
+    def _check_stuck(self):
+        """Tell the Director of stuck calls; once they hold every thread,
+        hand back the calls waiting for one, and recycle if supervised."""
+        stuck = self._calls.stuck_now
+        if stuck != self._stuck_told and self._conn is not None:
+            self._stuck_told = stuck
+            if stuck >= self._pool.size and not self._recycle:
+                log.warning("all %d thread(s) are stuck in calls past their "
+                            "time limit: calls go back to the director until"
+                            " one returns (a supervised Worker restarts "
+                            "itself)", self._pool.size)
+            try:
+                self._conn.send(p.frame_parts(p.HEARTBEAT, 0, {
+                    "inflight": self._calls.inflight, "stuck": stuck}))
+            except PyFaaSError:
+                pass  # the reader notices the broken connection
+        if stuck < self._pool.size:
+            return
+        for job in self._pool.take_backlog():
+            self._hand_back(*job[1][:2])
+        if self._recycle and self.recycle_reason is None:
+            self.recycle_reason = ("%d call(s) stuck past their time limit "
+                                   "hold all %d thread(s)"
+                                   % (stuck, self._pool.size))
+            log.warning("%s; stopping to be started again by the "
+                        "supervisor", self.recycle_reason)
+            self._requested = True
+
+    def _hand_back(self, conn, frame):
+        """Give a call that will not start here back to the Director."""
+        calls, core = self._calls, self._core
+        calls.cancel((conn, frame.request_id))
+        calls.finish()
+        meta = {"code": "not_started", "worker_id": core.worker_id,
+                "message": "every thread of worker %s is stuck in a call past "
+                "its time limit" % core.worker_id}
+        try:
+            meta["call"] = frame.meta()
+            parts = p.frame_parts(p.ERROR, frame.request_id, meta,
+                                  frame.payload, frame.flags)
+        except (p.ProtocolError, ValueError):
+            del meta["call"]  # (the Director answers the caller)
+            parts = p.frame_parts(p.ERROR, frame.request_id, meta)
+        self._replies.send(conn, parts)
 
     def _drain_step(self):
         """One step of a graceful stop."""
@@ -127,8 +187,10 @@ class Watchdog:
             log.info("stopping: asking the director for no new calls; %d "
                      "running", calls.inflight)
             try:
-                conn.send(p.frame_parts(p.HEARTBEAT, DRAIN_RID, {
-                    "inflight": calls.inflight, "draining": True}))
+                meta = {"inflight": calls.inflight, "draining": True}
+                if self.recycle_reason is not None:
+                    meta["recycle"] = True  # (the supervisor restarts it)
+                conn.send(p.frame_parts(p.HEARTBEAT, DRAIN_RID, meta))
             except PyFaaSError:
                 conn.shutdown_read()
             return
