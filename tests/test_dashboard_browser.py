@@ -30,6 +30,8 @@ if not (CHROMIUM and CHROMEDRIVER):
                 allow_module_level=True)
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,8 +75,24 @@ def browser(tmp_path):
 
 
 def cell_text(driver, css):
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else None
+    """The text of the first element ``css`` selects, or None (also when
+    the page redrew it between finding and reading: ask again)."""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else None
+    except StaleElementReferenceException:
+        return None
+
+
+def worker_ids_shown(driver):
+    """The Worker ids of the Workers table's rows (None if redrawn while
+    read)."""
+    try:
+        return sorted(r.get_attribute("data-worker-id") for r in
+                      driver.find_elements(By.CSS_SELECTOR,
+                                           "#workers tbody tr"))
+    except StaleElementReferenceException:
+        return None
 
 
 def test_the_dashboard_shows_the_cluster_live(fresh_cluster, browser,
@@ -94,10 +112,9 @@ def test_the_dashboard_shows_the_cluster_live(fresh_cluster, browser,
     wait_until(lambda: cell_text(browser, calls) == "20", UPDATE_S,
                lambda: "20 calls on the page: %r" % browser.find_element(
                    By.TAG_NAME, "body").text[:2000])
-    rows = browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
-    assert sorted(r.get_attribute("data-worker-id") for r in rows) == \
-        sorted(ids)
-    page = browser.find_element(By.TAG_NAME, "body").text
+    wait_until(lambda: worker_ids_shown(browser) == sorted(ids), UPDATE_S,
+               lambda: "Workers on the page: %r" % worker_ids_shown(browser))
+    page = wait_until(lambda: cell_text(browser, "body"), UPDATE_S)
     for wid in ids:
         assert wid in page
     assert "no good: 1" in page      # in the recent errors
@@ -131,8 +148,9 @@ def test_the_dashboard_shows_the_cluster_live(fresh_cluster, browser,
                UPDATE_S, lambda: "%d calls on the page, not %r" % (
                    sent, cell_text(browser, calls)))
     assert browser.execute_script("return window.pyfaasNotReloaded") is True
-    rows = browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
-    assert len(rows) == 2
+    wait_until(lambda: worker_ids_shown(browser) == sorted(ids[1:]),
+               UPDATE_S, lambda: "Workers on the page: %r"
+               % worker_ids_shown(browser))
     assert "live" in browser.find_element(By.ID, "live").text
 
     shot = tmp_path / "dashboard.png"
