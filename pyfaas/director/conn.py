@@ -8,10 +8,11 @@ read, when to write and when to close.
 """
 
 import selectors
+import socket
 import ssl
 import time
 
-from ..wire.protocol import SMALL_WRITE
+from ..wire.protocol import MAGIC, PREAMBLE, SMALL_WRITE
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
@@ -103,6 +104,29 @@ class Conn:
             del out[:i]
             if sent:
                 out[0] = memoryview(out[0])[sent:]
+
+    def first_byte(self):
+        """Before the TLS handshake, what the peer's first byte says:
+        ``"plain"`` (the clear-text preamble of a peer that speaks plain TCP
+        to a TLS port; read, so that closing does not reset), ``"tls"``
+        (anything else), ``"closed"``, or None (nothing came yet).
+
+        Raises:
+            OSError: the socket failed.
+        """
+        try:
+            first = self.sock.recv(1, socket.MSG_PEEK)
+        except WOULD_BLOCK:
+            return None
+        if not first:
+            return "closed"
+        if first != MAGIC[:1]:
+            return "tls"
+        try:
+            self.sock.recv(PREAMBLE.size)
+        except OSError:
+            pass
+        return "plain"
 
     def wanted(self):
         """The selector events to watch: reads unless closing (a closing

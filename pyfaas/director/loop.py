@@ -313,22 +313,18 @@ class Director:
 
     def _tls_step(self, conn):
         if not isinstance(conn.sock, ssl.SSLSocket):
-            # Look at the first byte before wrapping: a PyFaaS preamble in
-            # clear text gets a clear answer instead of a reset.
+            # A PyFaaS preamble in clear text gets a clear answer instead
+            # of a reset.
             try:
-                first = conn.sock.recv(1, socket.MSG_PEEK)
-            except WOULD_BLOCK:
-                return
+                first = conn.first_byte()
             except OSError as exc:
                 self._drop(conn, "receive failed: %s" % exc)
                 return
-            if first == p.MAGIC[:1]:
+            if first is None:
+                return
+            if first == "plain":
                 log.warning("peer %s:%s speaks plain TCP to a TLS director",
                             conn.addr[0], conn.addr[1])
-                try:  # read what it sent, so closing does not reset
-                    conn.sock.recv(p.PREAMBLE.size)
-                except OSError:
-                    pass
                 self.state.error(conn.id, 0, "tls_required",
                                  "director %s requires TLS: set [security] "
                                  "tls = true (and tls_ca_file) on this peer"
@@ -338,7 +334,7 @@ class Director:
                 conn.closing = None
                 self._apply_output()
                 return
-            if not first:
+            if first == "closed":
                 self._drop(conn, "connection closed")
                 return
             self._sel.unregister(conn.sock)

@@ -18,14 +18,19 @@ protected like the cluster token; :func:`exposed` tells when an existing
 one is not. :func:`load` checks magic, version,
 length and checksum BEFORE unpickling anything; any problem (missing file
 aside) is reported as :class:`DumpError` so the Worker can set the file
-aside and start fresh.
+aside and start fresh. :func:`restore` and :func:`keep` do that for a
+Worker's core (anything with ``state()``, ``load_state(state)``,
+``functions`` and ``cache``) and log what happened.
 """
 
 import hashlib
+import logging
 import os
 import pickle
 import struct
 import time
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"PYFAASDP"
 FORMAT_VERSION = 1
@@ -167,3 +172,45 @@ def set_aside(path):
         return aside
     except OSError:
         return None
+
+
+def restore(core, path):
+    """Load ``path`` into ``core`` if there is a dump; a bad one is set
+    aside (the Worker starts fresh); an exposed one is warned about."""
+    mode = exposed(path)
+    if mode is not None:
+        log.warning("dump file %s can be read by other users (mode %04o): it "
+                    "holds function code and cached results; run chmod 600 "
+                    "on it (the next save writes it 0600)", path, mode)
+    try:
+        state = load(path)
+    except DumpError as exc:
+        aside = set_aside(path)
+        log.warning("dump file %s is unusable (%s); moved to %s; starting "
+                    "fresh", path, exc, aside or "(could not move it)")
+        return
+    if state is None:
+        log.info("no dump file at %s; starting fresh", path)
+        return
+    try:
+        core.load_state(state)
+    except Exception as exc:  # a valid checksum over a foreign layout
+        aside = set_aside(path)
+        log.warning("dump file %s has an unexpected layout (%s: %s); moved "
+                    "to %s; starting fresh", path, type(exc).__name__, exc,
+                    aside)
+        return
+    log.info("state restored from %s: %d functions, %d cached results",
+             path, len(core.functions), len(core.cache))
+
+
+def keep(core, path):
+    """Save ``core``'s state to ``path`` (atomically); a failure is logged."""
+    try:
+        size = save(path, core.state())
+    except Exception as exc:
+        log.error("could not save state to %s: %s: %s", path,
+                  type(exc).__name__, exc)
+        return
+    log.info("state saved to %s (%d functions, %d cached results, %d bytes)",
+             path, len(core.functions), len(core.cache), size)

@@ -106,7 +106,7 @@ class Worker:
         self.core = WorkerCore(config, worker_id or "w-" + uuid.uuid4().hex[:8],
                                self._children, self.supervision.info())
         if config.shutdown_persistence:
-            self._restore()
+            persistence.restore(self.core, config.dump_file)
         self._stopping = threading.Event()  # stop under way: drain, return
         self._closed = threading.Event()    # serve_forever has returned
         self._conn = None
@@ -191,7 +191,7 @@ class Worker:
                 self._children.close()
             heart.join(timeout=2)
             if self.config.shutdown_persistence and not self._auth_failed:
-                self._save()
+                persistence.keep(self.core, self.config.dump_file)
             if self._dump_lock is not None:
                 persistence.unlock(self._dump_lock)
                 self._dump_lock = None
@@ -249,49 +249,6 @@ class Worker:
                 "rss": usage.rss_bytes(),
                 "cpu": round(usage.cpu_seconds(), 3),
                 "hits": hits, "misses": misses}
-
-    def _restore(self):
-        """Load the dump file if there is one; a bad one is set aside."""
-        path = self.config.dump_file
-        core = self.core
-        mode = persistence.exposed(path)
-        if mode is not None:
-            log.warning("dump file %s can be read by other users (mode %04o):"
-                        " it holds function code and cached results; run "
-                        "chmod 600 on it (the next save writes it 0600)",
-                        path, mode)
-        try:
-            state = persistence.load(path)
-        except persistence.DumpError as exc:
-            aside = persistence.set_aside(path)
-            log.warning("dump file %s is unusable (%s); moved to %s; starting "
-                        "fresh", path, exc, aside or "(could not move it)")
-            return
-        if state is None:
-            log.info("no dump file at %s; starting fresh", path)
-            return
-        try:
-            core.load_state(state)
-        except Exception as exc:  # a valid checksum over a foreign layout
-            aside = persistence.set_aside(path)
-            log.warning("dump file %s has an unexpected layout (%s: %s); "
-                        "moved to %s; starting fresh", path,
-                        type(exc).__name__, exc, aside)
-            return
-        log.info("state restored from %s: %d functions, %d cached results",
-                 path, len(core.functions), len(core.cache))
-
-    def _save(self):
-        """Write the dump file (atomically)."""
-        core, path = self.core, self.config.dump_file
-        try:
-            size = persistence.save(path, core.state())
-        except Exception as exc:
-            log.error("could not save state to %s: %s: %s", path,
-                      type(exc).__name__, exc)
-            return
-        log.info("state saved to %s (%d functions, %d cached results, %d "
-                 "bytes)", path, len(core.functions), len(core.cache), size)
 
     # ----- registration ------------------------------------------------------
 
