@@ -100,7 +100,7 @@ frame_strategy = st.builds(
 
 # ----- encoding --------------------------------------------------------------
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(type_=st.sampled_from(ALL_TYPES), meta=metas,
        payload=st.one_of(st.binary(max_size=300),
                          st.binary(min_size=p.SMALL_WRITE,
