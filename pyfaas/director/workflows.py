@@ -31,15 +31,9 @@ log = logging.getLogger(__name__)
 class Workflows:
     """Running workflows.
 
-    Args:
-        cluster: the state's :class:`~pyfaas.director.cluster.Cluster`.
-        outbox: where frames go.
-        name: ``"host:port"`` of the Director, for messages.
-        config: the :class:`~pyfaas.config.DirectorConfig` (its
-            ``max_pending_calls``, ``max_pending_bytes`` and
-            ``max_frame_bytes``, the largest reply).
-        grace: the state's :class:`~pyfaas.director.grace.Grace`.
-        clock: ``time.monotonic`` or a test's fake.
+    Args: as :class:`~pyfaas.director.calls.Calls`'s (``config``: its
+    ``max_pending_calls``, ``max_pending_bytes``, and ``max_frame_bytes``,
+    the largest reply), without ``deaths``.
     """
 
     def __init__(self, cluster, outbox, name, config, grace, clock):
