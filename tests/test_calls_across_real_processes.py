@@ -577,8 +577,9 @@ def test_calls_right_after_a_director_restart_wait_for_the_workers(
                 "id": "after-restart", "entry_function": "add3",
                 "functions": {"add3": {"positional_args": [1, 2],
                                        "default_args": {}, "next": "",
-                                       "cache_result": False}}},
-                validate=False)
+                                       "cache_result": False}}})
+            # (validated first: the client lists no add3 yet and leaves
+            # that to the Director, which waits for its Workers)
             client.ping()  # (answered after the call was handled)
             assert not call.done()  # it waits: no Worker holds add3 yet
             for proc in cl.workers.values():

@@ -31,6 +31,9 @@ def workflow_request(workflow, listing=None):
         listing: None, or a callable returning the registered functions
             (as :meth:`pyfaas.Client.list` does) to check the steps
             against; called only when the workflow itself is well formed.
+            A workflow whose only problem is functions not listed is sent
+            anyway: the Director has the last word (it may be waiting for
+            its Workers to announce them after a restart).
 
     Returns:
         tuple: ``(workflow id, payload bytes)``.
@@ -57,6 +60,15 @@ def workflow_request(workflow, listing=None):
         registry = {info["name"]: info.get("params")
                     for info in listed.values()}
         problems = wfl.validate(wf, registry)
+        steps = wf.get("functions") if isinstance(wf, dict) else None
+        unknown = {name: None for name in steps if name not in registry} \
+            if isinstance(steps, dict) else {}
+        if problems and unknown and \
+                not wfl.validate(wf, dict(registry, **unknown)):
+            # Only functions the Director does not list (yet): it judges,
+            # and right after its restart it waits for its Workers to
+            # announce them (startup_grace_ms) instead of failing at once.
+            problems = []
     if problems:
         raise PyFaaSWorkflowValidationError(
             "workflow %r is invalid (%d problem(s)):\n  - %s" % (
