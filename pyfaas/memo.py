@@ -5,9 +5,9 @@ meta bytes, the same argument count and keyword names. Each side works
 out something from that once and keeps it here, keyed on it:
 
 - the client: that arguments of that shape bind to the function's
-  signature, and the call's encoded meta (:mod:`pyfaas.client.client`);
+  signature, and the call's encoded meta (:mod:`pyfaas.client.signatures`);
 - the Director: the call's route, that is the function, the Workers
-  that may run it and the meta they get (:mod:`pyfaas.director.requests`);
+  that may run it and the meta they get (:mod:`pyfaas.director.calls`);
 - the Worker: the decoded options, the time limit, the largest result
   the caller takes and whether the last such call was quick enough to
   run on the reading thread (:class:`pyfaas.worker.core.Known`).

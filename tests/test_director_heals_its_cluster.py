@@ -323,6 +323,18 @@ def test_the_oldest_connection_in_its_handshake_makes_room():
     adm.done(5)                            # b finished its handshake
 
 
+def test_the_cap_in_all_holds_when_an_address_over_its_cap_is_spared():
+    clock = Clock()
+    adm = Admission(max_connections=10, max_handshaking=2, max_per_addr=1,
+                    clock=clock)
+    assert adm.admit(1, "a", 0) == []
+    clock.now += MIN_AGE_S + 0.1
+    assert adm.admit(2, "b", 1) == []
+    # b is over its cap, but its one connection is too young to shed; the
+    # cap in all still makes room, with a's old one.
+    assert adm.admit(3, "b", 2) == [1]
+
+
 def test_a_connection_past_its_handshake_is_never_closed_for_another():
     clock = Clock()
     adm = Admission(max_connections=2, max_handshaking=8, max_per_addr=8,

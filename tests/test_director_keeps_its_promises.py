@@ -16,7 +16,8 @@ import time
 import pytest
 
 from helpers import decode_frames, wait_until
-from test_director_state import Sim, connect_client, connect_worker
+from test_director_state import (Sim, call, connect_client, connect_worker,
+                                 make_cluster, routed)
 from pyfaas.wire import protocol as p
 from pyfaas.errors import PyFaaSSerializationError
 from pyfaas.ids import function_id
@@ -38,6 +39,36 @@ def whoami():
 
 
 # ----- pure ----------------------------------------------------------------------
+
+def test_a_worker_back_under_its_id_stays_when_its_old_connection_closes():
+    # Evicted for silence, w1's old connection lingers (its last frames
+    # unread) while w1 registers again on a new one; the old one's end must
+    # not evict the new registration.
+    sim, client, (old,) = make_cluster(n_workers=1,
+                                       expected_heartbeat_interval_ms=1000)
+    sim.now[0] += 3.5
+    sim.state.tick()
+    sim.output()
+    assert old in sim.closed and sim.state.cluster.workers == {}
+    new, _ = connect_worker(sim, "w1")
+    assert list(sim.state.cluster.workers) == ["w1"]
+    sim.state.received(old, p.Frame(p.HEARTBEAT, 0, b'{"inflight":0}'))
+    sim.state.disconnected(old)
+    assert sim.state.cluster.workers["w1"].peer_id == new
+    call(sim, client)
+    assert list(routed(sim.output())) == [new]
+
+
+def test_frames_after_a_close_was_asked_for_are_not_handled():
+    sim, client, workers = make_cluster(n_workers=1)
+    sim.send(client, p.CALL_MANY, {"f": "square", "rids": [1], "sizes": [9]},
+             b"xx")  # sizes do not match: the client is closed
+    call(sim, client)  # in the same receive: dropped, not routed
+    out = sim.output()
+    assert client in sim.closed and not routed(out)
+    assert sim.state.cluster.pending == {}
+
+
 
 def test_overlapping_registrations_keep_the_newest_version():
     sim = Sim()

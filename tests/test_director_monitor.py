@@ -252,3 +252,17 @@ def test_a_client_with_a_workflow_that_leaves_counts_it_cancelled():
     assert doc["workflows"] == {"ok": 0, "failed": 0, "cancelled": 1}
     assert function_row(doc)["cancelled"] == 1
     assert connect_client(sim)
+
+
+def test_a_worker_whose_threads_are_all_stuck_shows_as_stuck_in_the_metrics():
+    from prometheus_client.parser import text_string_to_metric_families
+    from pyfaas.director.monitoring.metrics import render
+    sim, client, (w1, w2) = make_cluster()
+    sim.send(w1, p.HEARTBEAT, {"inflight": 2, "stuck": 2})  # of 2 threads
+    sim.output()
+    doc = sim.state.status_document()
+    assert worker_row(doc, "w1")["state"] == "stuck"
+    workers = {dict(s.labels)["state"]: s.value
+               for family in text_string_to_metric_families(render(doc))
+               if family.name == "pyfaas_workers" for s in family.samples}
+    assert workers == {"serving": 1, "draining": 0, "stuck": 1}

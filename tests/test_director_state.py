@@ -332,6 +332,37 @@ def test_round_robin_alternates():
     assert {picks[0], picks[1]} == {w1, w2}
 
 
+
+def test_round_robin_passes_over_a_full_worker_whatever_else_is_in_flight():
+    # f runs on A and B (2 threads each), g on C only; slow g calls pile up
+    # on C. Round-Robin must still pass over A once its threads are busy
+    # while B has free ones.
+    sim = Sim(worker_selection_strategy="Round-Robin")
+    wa, _ = connect_worker(sim, "A")
+    wb, _ = connect_worker(sim, "B")
+    wc, _ = connect_worker(sim, "C")
+    client = connect_client(sim)
+    for name, code, failing in (("f", b"code f", (wc,)),
+                                ("g", b"code g", (wa, wb))):
+        sim.send(client, p.DEPLOY, {"name": name, "params": [["x", 1, 0]]},
+                 code)
+        reply_to_deploys(sim, sim.output(), {peer: p.ERROR
+                                             for peer in failing})
+        sim.output()
+    for _ in range(4):
+        call(sim, client, target="g")
+    sim.output()
+    sent = {wa: 0, wb: 0}
+    for _ in range(40):
+        call(sim, client, target="f")
+        for peer, calls in routed(sim.output()).items():
+            for frame in calls:
+                sent[peer] += 1
+                if peer == wb:  # B answers at once; A never does
+                    sim.send(wb, p.OK, {}, b"r", rid=frame.request_id)
+                    sim.output()
+    assert sent[wa] == 2 and sent[wb] == 38  # A got what its threads take
+
 def test_random_picks_only_eligible_workers_and_each_of_them():
     sim, client, (w1, w2, w3) = make_cluster(
         3, deployed=False, worker_selection_strategy="Random", rng=random.Random(3))

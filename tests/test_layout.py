@@ -8,7 +8,8 @@ top of a module or inside a function, must follow these rules:
   ``subprocess`` or ``multiprocessing``, and nothing of pyfaas outside wire;
 - what every side shares (the modules at the top of pyfaas/) imports only
   the wire package and each other;
-- net/ (connections to the Director) adds only wire and the shared modules;
+- net/ (sockets: connections to the Director, the listener) adds only wire
+  and the shared modules;
 - the Director, the Worker and the client never import each other, and
   none of them imports tools/;
 - no two modules import each other, directly or through others.

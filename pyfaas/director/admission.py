@@ -59,9 +59,9 @@ class Admission:
             oldest = self._oldest(now, host)
             if oldest is not None:
                 shed.append(oldest)
-        elif len(self._waiting) >= self.max_handshaking:
+        if len(self._waiting) - len(shed) >= self.max_handshaking:
             oldest = self._oldest(now)
-            if oldest is not None:
+            if oldest is not None and oldest not in shed:
                 shed.append(oldest)
         if open_now - len(shed) >= self.max_connections:
             oldest = self.oldest()

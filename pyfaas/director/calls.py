@@ -129,7 +129,7 @@ class Calls:
                 return  # (answered)
             size = counted(size)
         else:  # the usual small call: not counted in bytes
-            worker = cluster.choose_worker(route.candidates, route.room)
+            worker = cluster.choose_worker(route.candidates)
             size = 0
         cluster.routed += 1
         worker.routed += 1
@@ -157,7 +157,7 @@ class Calls:
                 self._too_large(peer, frame.request_id, func, size)
                 return None
         else:
-            worker = cluster.choose_worker(route.candidates, route.room)
+            worker = cluster.choose_worker(route.candidates)
         if size >= COUNTED_BYTES and worker.inflight_bytes and \
                 worker.inflight_bytes + size > worker.max_inflight:
             worker, code = cluster.place(func, payload, route.candidates)

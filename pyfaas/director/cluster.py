@@ -50,8 +50,8 @@ class Cluster:
     def __init__(self, strategy, rng):
         self.strategy = strategy
         self.rng = rng
-        # choose_worker(candidates, room=None): one of them (a non-empty
-        # list), by the strategy (see _random, _least_loaded, _round_robin)
+        # choose_worker(candidates): one of them (a non-empty list), by the
+        # strategy (see _random, _least_loaded, _round_robin)
         self.choose_worker = {"Random": self._random,
                               "Least-Loaded": self._least_loaded,
                               "Round-Robin": self._round_robin}[strategy]
@@ -149,26 +149,22 @@ class Cluster:
                 and not w.wedged]
 
     # The strategies (worker_selection_strategy): choose_worker is one.
-    # Each picks one of ``candidates`` (a non-empty list). ``room``: the
-    # candidates' threads not stuck, in all (a Route's): with as many
-    # requests in flight, Round-Robin looks for no free thread (under a
-    # flood every Worker is busy: the search would only cost time).
+    # Each picks one of ``candidates`` (a non-empty list).
 
-    def _random(self, candidates, room=None):
+    def _random(self, candidates):
         return self.rng.choice(candidates)
 
-    def _least_loaded(self, candidates, room=None):
+    def _least_loaded(self, candidates):
         """The lowest share of busy threads (requests in flight and stuck
         calls over ``max_threads``)."""
         return min(candidates, key=_busy_share)
 
-    def _round_robin(self, candidates, room=None):
+    def _round_robin(self, candidates):
         """The next in turn, passing over a Worker with no free thread when
-        another has one."""
+        another has one (its threads not stuck: ``room``)."""
         self._rr = rr = self._rr + 1
         worker = candidates[rr % len(candidates)]
-        if len(worker.inflight) < worker.room or \
-                (room is not None and len(self.pending) >= room):
+        if len(worker.inflight) < worker.room:
             return worker
         for i in range(1, len(candidates)):
             other = candidates[(rr + i) % len(candidates)]
@@ -217,11 +213,11 @@ class Cluster:
         limit; True if that changed whether it takes calls."""
         worker.stuck = stuck
         worker.room = worker.max_threads - stuck
-        self.reroute()  # (a Route keeps its Workers' room)
         wedged = stuck >= worker.max_threads
         if wedged == worker.wedged:
             return False
         worker.wedged = wedged
+        self.reroute()  # (a Route keeps its eligible Workers)
         return True
 
     # ----- cached results (see the module docstring) ------------------------

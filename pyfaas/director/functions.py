@@ -13,6 +13,7 @@ import logging
 
 from ..ids import function_id
 from ..wire import protocol as p
+from .cluster import USABLE
 from .tables import Function, Gather, Pending, _json
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Functions:
         workers = self.cluster.workers.values()
         for func in self.cluster.functions.values():
             holders = [w.id for w in workers
-                       if w.functions.get(func.id) in ("ok", "sent")]
+                       if w.functions.get(func.id) in USABLE]
             extra = {k: v for k, v in func.extra.items() if k != "source"}
             listing[func.id] = dict(extra, name=func.name,
                                     params=func.params,

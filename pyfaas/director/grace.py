@@ -16,9 +16,10 @@ is held here, instead of failing at once, in two cases:
 Every registration or announcement hands the held requests back to be
 handled again (those still without a Worker are held again, until their
 own deadline); at its deadline a request is handled one last time, which
-answers it as it would have been at once. Held requests count towards
-``max_pending_calls`` and ``max_pending_bytes``: past them a request is
-answered at once. Pure: the state hands the requests back to their
+answers it as it would have been at once. The held requests are bounded
+on their own by ``max_pending_calls`` and ``max_pending_bytes`` (beside
+the requests in flight, which have the same bounds): past them a request
+is answered at once. Pure: the state hands the requests back to their
 handlers.
 """
 

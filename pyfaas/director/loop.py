@@ -26,6 +26,7 @@ import time
 
 from .. import usage
 from ..net.keepalive import keep_alive
+from ..net.listener import listening_socket
 from ..net.tls import server_context
 from ..wire import protocol as p
 from ..wire.decoder import FrameDecoder
@@ -58,11 +59,9 @@ class Director:
     def __init__(self, config, token=None):
         self.config = config
         self._tls = server_context(config)
+        self._listener = listening_socket(config.director_ip_addr,
+                                          config.director_port)
         self._sel = selectors.DefaultSelector()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((config.director_ip_addr, config.director_port))
-        self._listener.listen(128)
         self._listener.setblocking(False)
         self.address = self._listener.getsockname()[:2]
         self._sel.register(self._listener, READ, "accept")

@@ -19,8 +19,13 @@ from collections import deque
 from ..serialization import signature_text
 from ..stats import percentile
 from ..wire import protocol as p
+from .cluster import USABLE
 from .tables import _json
 from .tallies import BUCKETS
+
+# A Worker's "state" in the document: taking calls, stopping (no new
+# calls), or every thread held by a call past its time limit (no new calls).
+WORKER_STATES = ("serving", "draining", "stuck")
 
 HISTORY = 300      # seconds of calls-per-second history kept
 LOAD_FIELDS = {    # heartbeat meta key -> status field (see heartbeat_load)
@@ -143,12 +148,12 @@ class Monitor:
             "started_at": started,
             "uptime_s": round(wall - (started or w.joined_at), 1),
             "state": "draining" if w.draining else
-            "stuck (takes no calls)" if w.wedged else "serving",
+            "stuck" if w.wedged else "serving",
             "draining": w.draining, "inflight": len(w.inflight),
             "stuck": w.stuck, "wedged": w.wedged,
             "last_heartbeat_age_s": round(now - w.last_seen, 3),
             "functions": sorted(f for f, s in w.functions.items()
-                                if s in ("ok", "sent")),
+                                if s in USABLE),
             "routed": w.routed, "calls": calls, "errors": errors,
             "lost": lost, "cancelled": cancelled,
             "p50_s": percentile(recent, 0.50),
@@ -176,7 +181,7 @@ class Monitor:
             or [0] * len(BUCKETS)
         recent = sorted(counts.by_function.get(func.id, ()))
         holders = sum(1 for w in self.cluster.workers.values()
-                      if w.functions.get(func.id) in ("ok", "sent"))
+                      if w.functions.get(func.id) in USABLE)
         return {
             "func_id": func.id, "name": func.name,
             "signature": self._signature(func),

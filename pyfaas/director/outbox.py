@@ -58,6 +58,7 @@ class Outbox:
         peer = self.peers.get(peer_id)
         if peer is not None and not peer.closing:
             peer.closing = True
+            peer.handlers = None  # what it still sends is not handled
             self.closing[peer_id] = reason
 
     def take(self):

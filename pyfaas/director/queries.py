@@ -11,6 +11,7 @@ import time
 
 from ..stats import aggregate
 from ..wire import protocol as p
+from .cluster import USABLE
 from .tables import Gather, Pending, _json
 
 
@@ -49,7 +50,7 @@ class Queries:
                  "restarts": w.restarts, "last_cause": w.last_cause,
                  "last_heartbeat_age_s": round(now - w.last_seen, 3),
                  "functions": sorted(f for f, s in w.functions.items()
-                                     if s in ("ok", "sent"))}
+                                     if s in USABLE)}
                 for w in self.cluster.workers.values()]
         self.outbox.send(peer.id, p.OK, frame.request_id, None, _json(rows))
 

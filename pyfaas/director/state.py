@@ -139,6 +139,8 @@ class DirectorState:
             else:
                 handler(peer, event)
             return
+        if peer.closing:
+            return  # (asked to close: what follows is not handled)
         if isinstance(event, p.Preamble):
             self.handshake.preamble(peer, event)
             return
@@ -156,7 +158,8 @@ class DirectorState:
             self._unexpected(peer, event)
             return
         handler(peer, event)
-        if peer.role == p.ROLE_CLIENT or peer.worker_id is not None:
+        if not peer.closing and (peer.role == p.ROLE_CLIENT
+                                 or peer.worker_id is not None):
             peer.handlers = self._handlers[peer.role]
             peer.worker = self.cluster.workers.get(peer.worker_id)
 
@@ -177,7 +180,9 @@ class DirectorState:
                             "; %d more since the last such line" % quiet
                             if quiet else "")
         if peer.worker_id is not None:
-            self.workers.evict(peer.worker_id, reason)
+            # (Evicted already, its id may be registered again by a new
+            # connection, which stays.)
+            self.workers.evict(peer.worker_id, reason, peer_id)
         for key in [k for k in cluster.runs if k[0] == peer_id]:
             run = cluster.runs.pop(key)
             run.failed = "(client left)"

@@ -160,14 +160,12 @@ class Route:
     (:meth:`pyfaas.director.cluster.Cluster.reroute`).
     """
 
-    __slots__ = ("func", "candidates", "min_frame", "call_meta", "retries",
-                 "room")
+    __slots__ = ("func", "candidates", "min_frame", "call_meta", "retries")
 
     def __init__(self, func, candidates, call_meta, retries):
         self.func = func
         self.candidates = candidates   # eligible Workers, non-empty
         self.min_frame = min(w.max_frame for w in candidates)
-        self.room = sum(w.room for w in candidates)  # threads not stuck
         self.call_meta = call_meta     # what the Worker gets (bytes or dict)
         self.retries = retries         # re-runs allowed if a Worker is lost
 

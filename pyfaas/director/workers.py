@@ -229,13 +229,24 @@ class WorkerEvents:
                 self.outbox.close(worker.peer_id, reason)
                 self.evict(worker.id, reason)
 
-    def evict(self, worker_id, reason):
+    def evict(self, worker_id, reason, peer_id=None):
         """The Worker is gone: every request it had ends (its owner says
-        how), and nothing is routed to it any more."""
+        how), and nothing is routed to it any more. ``peer_id``: only if
+        that connection is the one it registered on.
+
+        The connection it registered on no longer speaks for it (it is
+        being closed): its frames are not the Worker's any more, so a new
+        registration under the same id is never taken for it.
+        """
         cluster = self.cluster
-        worker = cluster.workers.pop(worker_id, None)
-        if worker is None:
+        worker = cluster.workers.get(worker_id)
+        if worker is None or peer_id is not None and \
+                worker.peer_id != peer_id:
             return
+        del cluster.workers[worker_id]
+        peer = cluster.peers.get(worker.peer_id)
+        if peer is not None:
+            peer.worker_id = peer.worker = peer.handlers = None
         cluster.reroute()
         log.warning("worker %s (%s:%s) removed: %s; %d call(s) in flight lost",
                     worker_id, worker.addr[0], worker.addr[1], reason,

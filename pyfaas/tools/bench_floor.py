@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from ..net.listener import listening_socket
+
 HOST = "127.0.0.1"
 LEN = struct.Struct("!I")
 # What the relay receives at once: 64 KiB, like the Director. (A 256 KiB
@@ -24,10 +26,7 @@ RECV_CHUNK = 64 * 1024
 
 
 def _listen():
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((HOST, 0))
-    srv.listen(8)
+    srv = listening_socket(HOST, 0, backlog=8)
     print("PORT %d" % srv.getsockname()[1], flush=True)
     return srv
 

@@ -72,7 +72,8 @@ def render(data):
         ["id", "address", "state", "busy/threads", "in-flight", "stuck",
          "calls", "errors", "p50", "p95", "cache hits", "memory", "restarts",
          "last cause", "heartbeat age", "uptime"],
-        [[w["worker_id"], w["addr"], w["state"],
+        [[w["worker_id"], w["addr"],
+          "stuck (takes no calls)" if w["state"] == "stuck" else w["state"],
           "%s/%s" % ("-" if w["busy_threads"] is None else w["busy_threads"],
                      w["max_threads"]),
           w["inflight"], w["stuck"], w["calls"], w["errors"],
@@ -160,7 +161,9 @@ def _watch(config, as_json, interval, out):
                 else:
                     print("%s%s\n\nevery %.1f s (Ctrl-C to stop)" % (
                         CLEAR, render(data), interval), file=out, flush=True)
-            next_at += interval
+            # (after a slow round, the next one waits a whole interval
+            # instead of catching up in a burst)
+            next_at = max(next_at + interval, time.monotonic())
             time.sleep(max(0.0, next_at - time.monotonic()))
     finally:
         if client is not None:

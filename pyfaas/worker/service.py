@@ -107,6 +107,8 @@ class Worker:
                                self._children, self.supervision.info())
         if config.shutdown_persistence:
             persistence.restore(self.core, config.dump_file)
+            if worker_id:  # an explicit id wins over the restored one
+                self.core.worker_id = worker_id
         self._stopping = threading.Event()  # stop under way: drain, return
         self._closed = threading.Event()    # serve_forever has returned
         self._conn = None
@@ -243,9 +245,10 @@ class Worker:
         (about 120 bytes of meta)."""
         inflight = self._calls.inflight
         hits, misses = self.core.stats.cache_totals()
-        return {"inflight": inflight, "stuck": self._calls.stuck_now,
+        stuck = self._calls.stuck_now  # (answered, yet holding a thread)
+        return {"inflight": inflight, "stuck": stuck,
                 "busy": max(0, min(self.config.max_threads,
-                                   inflight - self._pool.backlog())),
+                                   inflight - self._pool.backlog() + stuck)),
                 "rss": usage.rss_bytes(),
                 "cpu": round(usage.cpu_seconds(), 3),
                 "hits": hits, "misses": misses}
@@ -272,7 +275,11 @@ class Worker:
             if frame.type == p.ERROR:
                 raise PyFaaSNetworkError("director refused registration: %s"
                                          % frame.meta().get("message"))
-        meta = frame.meta()
+        try:
+            meta = frame.meta()
+        except p.ProtocolError as exc:  # (the connection is closed by the
+            raise PyFaaSProtocolError(  # caller, as for any PyFaaSError)
+                "director %s sent a bad WELCOME: %s" % (conn.name, exc))
         # A Director that says it answers heartbeats is judged by its
         # silence; an older one is not.
         self._silence_limit = max(

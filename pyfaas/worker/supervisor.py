@@ -186,8 +186,16 @@ class Supervisor:
                 if self._stopping:
                     return 0
                 if self.clock() >= start_at:
-                    self._start()
-                    continue
+                    try:
+                        self._start()
+                        continue
+                    except OSError as exc:  # fork refused: EAGAIN, ENOMEM
+                        exit_code, delay = self.ended(
+                            1, "could not start it: %s" % exc)
+                        if exit_code is not None:
+                            return exit_code
+                        start_at = self.clock() + delay
+                        continue
                 timeout = start_at - self.clock()
             elif self._kill_at is not None:
                 timeout = max(0.0, self._kill_at - self.clock())
@@ -256,6 +264,9 @@ class Supervisor:
         try:
             self._child = subprocess.Popen(args, pass_fds=(theirs.fileno(),),
                                            stdin=subprocess.DEVNULL)
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         self._link = mine
@@ -293,9 +304,10 @@ class Supervisor:
             self._link.close()
             self._link = None
 
-    def ended(self, code):
+    def ended(self, code, cause=None):
         """The decision when the child ended with ``code`` (a
-        ``Popen.returncode``; see the module docstring).
+        ``Popen.returncode``; see the module docstring), or could not be
+        started (``cause`` says why; it counts as a crash).
 
         Returns:
             ``(exit code, None)``: leave with that code; or ``(None,
@@ -319,7 +331,7 @@ class Supervisor:
             log.warning("worker %s recycled itself (every thread was stuck);"
                         " starting it again", name)
             return None, 0.0
-        self.last_cause = describe_exit(code)
+        self.last_cause = cause or describe_exit(code)
         now = self.clock()
         crashes = self._crashes
         crashes.append(now)

@@ -10,6 +10,8 @@ state; never anything per call. docs/monitoring.md explains each metric.
 
 import math
 
+from ..monitor import WORKER_STATES
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("ok", "error", "lost", "cancelled")
 
@@ -121,7 +123,8 @@ def render(doc):
                [({}, calls["pending_bytes"])])
     out.family("pyfaas_client_errors_total", "counter",
                "ERROR answers the Director itself gave clients, by code "
-               "(code=\"overloaded\": calls refused by max_pending_calls).",
+               "(code=\"overloaded\": calls refused by max_pending_calls or "
+               "the byte budgets).",
                [({"code": code}, n)
                 for code, n in sorted(doc["client_errors"].items())])
     out.family("pyfaas_workflows_total", "counter",
@@ -130,12 +133,14 @@ def render(doc):
                 for k, n in sorted(doc["workflows"].items())])
 
     # Workers.
-    states = {"serving": 0, "draining": 0}
+    states = dict.fromkeys(WORKER_STATES, 0)
     for w in workers:
         states[w["state"]] += 1
     out.family("pyfaas_workers", "gauge",
                "Workers registered, by state (draining: stopping, no new "
-               "calls).", [({"state": k}, n) for k, n in states.items()])
+               "calls; stuck: every thread held by a call past its time "
+               "limit, no new calls).",
+               [({"state": k}, n) for k, n in states.items()])
     out.family("pyfaas_worker_evictions_total", "counter",
                "Workers removed, by reason: heartbeat (silent too long), "
                "stopped (after a graceful stop), disconnected (the "
