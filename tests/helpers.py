@@ -4,6 +4,7 @@ Nothing here sleeps "to let things settle": every wait is on a condition and
 has a deadline. Nothing here starts or stops processes (conftest.py does).
 """
 
+import signal
 import socket
 import time
 
@@ -48,6 +49,14 @@ def succeeds(fn, *args, **kwargs):
             return False
         return True
     return predicate
+
+
+def interruptible():
+    """A ``preexec_fn`` that gives a child the default SIGINT handling, so
+    that SIGINT raises KeyboardInterrupt in it. (A test run started in the
+    background of a shell ignores SIGINT, and a Python child inherits that:
+    it would never see the Ctrl-C the test sends.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def reserve_port():

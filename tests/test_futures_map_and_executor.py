@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import total_requests, wait_until
+from helpers import interruptible, total_requests, wait_until
 from pyfaas.errors import (PyFaaSFunctionExecutionError,
                            PyFaaSParameterMismatchError)
 from pyfaas.client import Executor
@@ -427,7 +427,7 @@ def test_bench_smoke(tmp_path):
         + ([] if cpu is None else ["--cpu", str(cpu)]),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env=env, cwd=str(ROOT),
-        universal_newlines=True)
+        universal_newlines=True, preexec_fn=interruptible)
     try:
         out, err = proc.communicate(timeout=BENCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:

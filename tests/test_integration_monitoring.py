@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from helpers import process_of, wait_until
+from helpers import interruptible, process_of, wait_until
 from pyfaas.client.client import Client
 from pyfaas.security import new_token
 from pyfaas.tools.local_cluster import write_toml
@@ -150,7 +150,7 @@ def test_status_watch_redraws_in_place_until_interrupted(fresh_cluster):
         [sys.executable, "-m", "pyfaas", "status", "--config",
          c.client_config(timeout=10), "--watch", "0.2"],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+        stderr=subprocess.PIPE, preexec_fn=interruptible)
     try:
         seen = b""
         deadline = time.monotonic() + 20
