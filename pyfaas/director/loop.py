@@ -33,7 +33,6 @@ from ..wire.decoder import FrameDecoder
 from ..wire.protocol import CLOSED, NEED_DATA
 from .admission import Admission, Throttle
 from .conn import READ, WOULD_BLOCK, WRITE, Conn
-from .monitoring.server import MonitoringServer
 from .state import DirectorState
 
 log = logging.getLogger(__name__)
@@ -84,6 +83,10 @@ class Director:
         self._stopping = False
         self.monitoring = None    # the MonitoringServer, when it is on
         if config.monitoring_enabled:
+            # (imported only when on: http.server and what it pulls in
+            # add 20-30 ms to every Director's start, the bench's "cluster
+            # start to first result")
+            from .monitoring.server import MonitoringServer
             try:
                 self.monitoring = MonitoringServer(config, token)
             except BaseException:
