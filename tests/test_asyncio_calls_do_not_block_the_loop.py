@@ -35,6 +35,14 @@ def nap(seconds):
     return seconds
 
 
+def wait_for_file(path, timeout):
+    """Return once ``path`` exists (the test creates it to let us go)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.path.exists(path)
+
+
 def append(path, text):
     with open(path, "a") as fh:
         fh.write(text)
@@ -128,21 +136,27 @@ def test_no_answer_within_the_receive_timeout_is_a_timeout_error(
 def test_a_cancelled_task_cancels_its_queued_call(fresh_cluster, tmp_path):
     cluster = fresh_cluster(workers=1, max_threads=1)
     path = str(tmp_path / "ran.txt")
+    go = str(tmp_path / "go")
 
     async def main():
         with cluster.client() as client:
-            client.register(nap)
+            client.register(wait_for_file)
             client.register(append)
-            blocker = asyncio.ensure_future(client.acall("nap", 1.0))
+            # The Worker's one thread runs this until the test lets it go,
+            # so the second call waits in its queue however slow the
+            # machine is.
+            blocker = asyncio.ensure_future(
+                client.acall("wait_for_file", go, 30))
             queued = asyncio.ensure_future(client.acall("append", path, "x"))
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: wait_until(
-                    lambda: client.workers()[0]["inflight"] >= 2, 5,
+                    lambda: client.workers()[0]["inflight"] >= 2, 10,
                     "the two calls never reached the worker"))
             queued.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await queued
-            assert await blocker == 1.0
+            open(go, "w").close()
+            assert await blocker is True
             # One thread, in order: this runs after where the other would.
             return await client.acall("append", path + ".later", "later")
 
